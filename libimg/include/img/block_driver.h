@@ -1,0 +1,78 @@
+// BlockDriver: a disk image as the guest sees it (a flat range of bytes of size()), whatever the
+// format underneath. raw and qcow2 implement it; the VMM's virtio-blk, the img tool and the ops
+// layer use only this.
+//
+// All I/O is coroutines on the IoLoop the driver was opened on; many requests may be in flight
+// at once, and the driver orders what must be ordered (two writes to one qcow2 cluster, metadata
+// updates). Requests must lie inside [0, size()): the driver refuses others with kInvalidArgument.
+//
+// Thread-safety: one IoLoop thread.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+
+#include "img/status.h"
+#include "img/task.h"
+
+namespace img {
+
+// What a range of the image holds (block_status).
+struct BlockStatus {
+  enum class Kind {
+    kData,         // allocated in this image's file
+    kZero,         // reads as zeros (zero cluster, or a hole in a raw file)
+    kUnallocated,  // not allocated here: reads from the backing file, or zeros without one
+  };
+  Kind kind = Kind::kUnallocated;
+  uint64_t length = 0;                     // bytes from the queried offset with this status
+  std::optional<uint64_t> host_offset;     // where the data lies in the image file (kData)
+  bool compressed = false;                 // kData held compressed: no host offset
+};
+
+struct WriteZeroesFlags {
+  bool may_unmap = false;  // the range may be deallocated (virtio-blk's UNMAP flag)
+};
+
+class BlockDriver {
+ public:
+  virtual ~BlockDriver() = default;
+
+  // Guest-visible size in bytes.
+  virtual uint64_t size() const = 0;
+  virtual bool read_only() const = 0;
+  // "raw", "qcow2".
+  virtual const char* format_name() const = 0;
+
+  virtual Task<Status> readv(uint64_t off, std::span<const iovec> iov) = 0;
+  virtual Task<Status> writev(uint64_t off, std::span<const iovec> iov) = 0;
+  // Every write completed before flush was called is durable when it completes.
+  virtual Task<Status> flush() = 0;
+  // The range need no longer hold its data; reads may return old data or zeros (qcow2 frees
+  // whole clusters and they then read as zeros or from the backing file).
+  virtual Task<Status> discard(uint64_t off, uint64_t len) = 0;
+  // The range reads as zeros afterwards.
+  virtual Task<Status> write_zeroes(uint64_t off, uint64_t len, WriteZeroesFlags flags) = 0;
+  // The status of [off, off+len) from off on: one run of one kind (length <= len).
+  virtual Task<Result<BlockStatus>> block_status(uint64_t off, uint64_t len) = 0;
+  // Writes back cached metadata, flushes, and marks the image clean. The driver must not be
+  // used afterwards; destroying an open driver without close() loses only unflushed writes.
+  virtual Task<Status> close() = 0;
+
+  // Convenience forms over one buffer.
+  Task<Status> read(uint64_t off, void* buf, uint64_t len);
+  Task<Status> write(uint64_t off, const void* buf, uint64_t len);
+
+ protected:
+  // Checks [off, off+len) against size(); names the operation in the error.
+  Status check_range(const char* op, uint64_t off, uint64_t len) const;
+};
+
+// Total byte length of an iovec array.
+uint64_t iov_length(std::span<const iovec> iov);
+
+}  // namespace img

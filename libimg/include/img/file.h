@@ -1,0 +1,68 @@
+// File: the byte store under an image format (a host file, a buffer in memory, or a fault-injecting
+// wrapper for crash tests). All operations are coroutines on one IoLoop.
+//
+// Thread-safety: a File belongs to the thread of its IoLoop.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "img/io_loop.h"
+#include "img/status.h"
+#include "img/task.h"
+
+namespace img {
+
+class File {
+ public:
+  virtual ~File() = default;
+
+  // Reads iov's total length at off. Bytes past the end of the file read as zeros; the result is
+  // the number of bytes that came from the file (callers that need them all check it).
+  virtual Task<Result<uint64_t>> readv(uint64_t off, std::span<const iovec> iov) = 0;
+  // Writes all of iov at off, growing the file if needed.
+  virtual Task<Status> writev(uint64_t off, std::span<const iovec> iov) = 0;
+  // Makes every completed write durable.
+  virtual Task<Status> flush() = 0;
+  // Deallocates [off, off+len) (hole punch); the range reads as zeros, the size is unchanged.
+  virtual Task<Status> discard(uint64_t off, uint64_t len) = 0;
+  // Makes [off, off+len) read as zeros, growing the file if needed; may deallocate.
+  virtual Task<Status> write_zeroes(uint64_t off, uint64_t len) = 0;
+  // Reserves space for [off, off+len) (fallocate), growing the file if needed.
+  virtual Task<Status> allocate(uint64_t off, uint64_t len) = 0;
+  virtual Task<Status> truncate(uint64_t size) = 0;
+  virtual Result<uint64_t> size() = 0;
+  // Bytes the file really occupies on its host (st_blocks * 512 for a host file).
+  virtual Result<uint64_t> allocated_size() { return size(); }
+  virtual bool read_only() const = 0;
+  // For messages: the path, or a description.
+  virtual const std::string& name() const = 0;
+
+  // Convenience forms over a single buffer.
+  Task<Result<uint64_t>> read(uint64_t off, void* buf, uint64_t len);
+  Task<Status> write(uint64_t off, const void* buf, uint64_t len);
+  // Reads exactly len bytes; a short read is a corruption error naming what was being read.
+  Task<Status> read_exact(uint64_t off, void* buf, uint64_t len, const char* what);
+};
+
+struct FileOpenOptions {
+  bool read_only = false;
+  bool create = false;    // O_CREAT
+  bool truncate = false;  // O_TRUNC
+  bool direct = false;    // O_DIRECT (callers must then align buffers to 4096)
+};
+
+// A host file; I/O goes through loop's io_uring.
+Result<std::unique_ptr<File>> open_host_file(IoLoop& loop, const std::string& path,
+                                             FileOpenOptions opts);
+
+// A file held in memory. If loop is given, every operation first yields to the loop once, so
+// concurrent requests interleave as they would on a real device.
+class MemFile;
+std::unique_ptr<MemFile> make_mem_file(IoLoop* loop = nullptr, std::string name = "<memory>");
+
+}  // namespace img

@@ -1,0 +1,140 @@
+// IoLoop: one thread's event loop. Coroutines await io_uring operations (read, write, fsync,
+// fallocate, poll) and are resumed when the completion arrives, so many requests are in flight at
+// once on one thread. Operations prepared during one turn of the loop are submitted together.
+//
+// Where io_uring is unavailable (old kernel, seccomp), the loop falls back to running each
+// operation synchronously with the plain syscall; everything still works, just without overlap.
+//
+// Thread-safety: an IoLoop, and every coroutine it runs, belongs to the thread that calls run().
+// The only thread-safe entry is wake(), which interrupts a blocked run() from another thread.
+#pragma once
+
+#include <liburing.h>
+#include <sys/uio.h>
+
+#include <coroutine>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+
+#include "img/status.h"
+#include "img/task.h"
+
+namespace img {
+
+class IoLoop;
+
+// One io_uring operation in flight; resumes its coroutine with the CQE's result (>= 0, or -errno).
+class UringOp {
+ public:
+  enum class Kind { kRead, kWrite, kReadv, kWritev, kFsync, kFdatasync, kFallocate, kPoll, kNop };
+  UringOp(IoLoop* loop, Kind kind, int fd) : loop_(loop), kind_(kind), fd_(fd) {}
+
+  bool await_ready() const noexcept { return false; }
+  bool await_suspend(std::coroutine_handle<> h);
+  int await_resume() const noexcept { return res_; }
+
+  // Parameters (set by IoLoop's factory functions).
+  void* buf = nullptr;
+  const iovec* iov = nullptr;
+  unsigned len = 0;  // bytes or iovec count
+  uint64_t off = 0;
+  uint64_t len64 = 0;  // fallocate length
+  int mode = 0;        // fallocate mode, poll mask
+
+ private:
+  friend class IoLoop;
+  int run_sync();  // fallback without a ring
+  IoLoop* loop_;
+  Kind kind_;
+  int fd_;
+  int res_ = 0;
+  std::coroutine_handle<> waiter_;
+};
+
+class IoLoop {
+ public:
+  struct Options {
+    unsigned entries = 256;
+    bool allow_sync_fallback = true;
+  };
+  static Result<std::unique_ptr<IoLoop>> create(Options opts);
+  static Result<std::unique_ptr<IoLoop>> create() { return create(Options{}); }
+  ~IoLoop();
+  IoLoop(const IoLoop&) = delete;
+  IoLoop& operator=(const IoLoop&) = delete;
+
+  bool has_uring() const { return has_ring_; }
+  // Why io_uring could not be used, if it could not.
+  const std::string& uring_error() const { return uring_error_; }
+
+  // Awaitables. Each returns the syscall-style result: >= 0 on success, -errno on failure.
+  UringOp read(int fd, void* buf, unsigned len, uint64_t off);
+  UringOp write(int fd, const void* buf, unsigned len, uint64_t off);
+  UringOp readv(int fd, const iovec* iov, unsigned cnt, uint64_t off);
+  UringOp writev(int fd, const iovec* iov, unsigned cnt, uint64_t off);
+  UringOp fsync(int fd, bool datasync);
+  UringOp fallocate(int fd, int mode, uint64_t off, uint64_t len);
+  UringOp poll(int fd, unsigned events);  // resumes with the ready mask
+
+  // Resume h at the next turn of the loop (never inline).
+  void post(std::coroutine_handle<> h) { ready_.push_back(h); }
+  // co_await loop.yield(): let other ready coroutines run first.
+  auto yield() {
+    struct Awaiter {
+      IoLoop* loop;
+      bool await_ready() const noexcept { return false; }
+      void await_suspend(std::coroutine_handle<> h) { loop->post(h); }
+      void await_resume() const noexcept {}
+    };
+    return Awaiter{this};
+  }
+
+  // Starts t now and lets it run to completion in the background; the loop owns its frame.
+  void spawn(Task<void> t);
+  // Number of spawned tasks not yet finished.
+  size_t spawned_running() const { return spawned_running_; }
+
+  // Sync facade: runs the loop until t finishes and returns its result. Must not be called from
+  // inside a coroutine running on this loop.
+  template <class T>
+  T run(Task<T> t) {
+    auto h = t.handle();
+    h.promise().continuation = nullptr;
+    post(h);
+    while (!h.done()) {
+      if (!run_once(true) && !h.done()) deadlock();
+    }
+    return t.take_result();
+  }
+
+  // One turn: resume ready coroutines, submit prepared operations, and (if block and nothing is
+  // ready) wait for at least one completion. Returns false if there was nothing to do at all.
+  bool run_once(bool block);
+  // Runs until no spawned task is left.
+  void drain();
+  // Thread-safe: makes a blocked run_once() return.
+  void wake();
+
+  // Internal, for UringOp.
+  io_uring_sqe* get_sqe();
+  void note_in_flight(int delta) { in_flight_ += delta; }
+
+ private:
+  IoLoop() = default;
+  void reap();
+  [[noreturn]] void deadlock();
+
+  io_uring ring_{};
+  bool has_ring_ = false;
+  std::string uring_error_;
+  std::deque<std::coroutine_handle<>> ready_;
+  int in_flight_ = 0;
+  size_t spawned_running_ = 0;
+  int wake_fd_ = -1;
+  uint64_t wake_buf_ = 0;
+  bool wake_armed_ = false;
+};
+
+}  // namespace img

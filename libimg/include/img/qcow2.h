@@ -1,0 +1,75 @@
+// qcow2-specific entry points: create, check/repair, and header facts for `img info`.
+// Reading and writing go through BlockDriver (img/image.h).
+//
+// Thread-safety: one IoLoop thread.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "img/file.h"
+#include "img/status.h"
+#include "img/task.h"
+
+namespace img {
+
+enum class Preallocation { kOff, kMetadata, kFalloc, kFull };
+
+struct Qcow2CreateOptions {
+  uint64_t size = 0;              // virtual size in bytes
+  int version = 3;                // 2 = compat "0.10", 3 = compat "1.1"
+  uint32_t cluster_size = 65536;  // 512 B .. 2 MiB, a power of two
+  uint32_t refcount_bits = 16;    // 1, 2, 4, 8, 16, 32, 64 (version 3 only if not 16)
+  bool lazy_refcounts = false;    // version 3 only
+  Preallocation preallocation = Preallocation::kOff;
+  std::string compression_type = "zlib";  // "zlib" or "zstd" (version 3 only)
+  std::string backing_file;       // recorded in the header
+  std::string backing_format;
+};
+
+// Writes a new, empty qcow2 image into f (which should be empty; it is truncated).
+Task<Status> create_qcow2(File& f, const Qcow2CreateOptions& opts);
+
+enum class RepairMode { kNone, kLeaks, kAll };
+
+// What `qemu-img check` reports, with the same meaning.
+struct CheckResult {
+  uint64_t corruptions = 0;
+  uint64_t leaks = 0;
+  uint64_t check_errors = 0;
+  uint64_t corruptions_fixed = 0;
+  uint64_t leaks_fixed = 0;
+  uint64_t image_end_offset = 0;
+  uint64_t total_clusters = 0;  // guest clusters
+  uint64_t allocated_clusters = 0;
+  uint64_t fragmented_clusters = 0;
+  uint64_t compressed_clusters = 0;
+  // One line per finding, in qemu-img's words: "ERROR cluster 5 refcount=1 reference=2",
+  // "Leaked cluster 7 refcount=1 reference=0", "ERROR OFLAG_COPIED L2 cluster: ...".
+  std::vector<std::string> messages;
+};
+
+// Checks the image's metadata in f (refcounts against references, table offsets, flags) and,
+// with a repair mode, fixes what it can (leaks: refcounts too high; all: rebuilds refcounts and
+// corrects COPIED flags). Used by `img check` and to rebuild refcounts of a dirty image.
+Task<Result<CheckResult>> check_qcow2(File& f, RepairMode mode);
+
+// Header facts for `img info`.
+struct Qcow2Info {
+  int version = 3;
+  uint32_t cluster_size = 0;
+  uint32_t refcount_bits = 0;
+  uint64_t virtual_size = 0;
+  bool lazy_refcounts = false;
+  bool corrupt = false;
+  bool dirty = false;
+  bool extended_l2 = false;
+  std::string compression_type;  // "zlib" or "zstd"
+  std::string backing_file;
+  std::string backing_format;
+  uint32_t nb_snapshots = 0;
+};
+Task<Result<Qcow2Info>> read_qcow2_info(File& f);
+
+}  // namespace img

@@ -1,0 +1,31 @@
+#include "img/block_driver.h"
+
+namespace img {
+
+uint64_t iov_length(std::span<const iovec> iov) {
+  uint64_t n = 0;
+  for (const iovec& v : iov) n += v.iov_len;
+  return n;
+}
+
+Task<Status> BlockDriver::read(uint64_t off, void* buf, uint64_t len) {
+  iovec v{buf, len};
+  co_return co_await readv(off, std::span<const iovec>(&v, 1));
+}
+
+Task<Status> BlockDriver::write(uint64_t off, const void* buf, uint64_t len) {
+  iovec v{const_cast<void*>(buf), len};
+  co_return co_await writev(off, std::span<const iovec>(&v, 1));
+}
+
+Status BlockDriver::check_range(const char* op, uint64_t off, uint64_t len) const {
+  uint64_t sz = size();
+  if (off > sz || len > sz - off) {
+    return invalid_argument(strfmt("%s of %llu bytes at offset %llu is outside the image (size %llu)",
+                                   op, (unsigned long long)len, (unsigned long long)off,
+                                   (unsigned long long)sz));
+  }
+  return {};
+}
+
+}  // namespace img

@@ -1,0 +1,64 @@
+// raw: the image is the file, byte for byte. Holes read as zeros and report as kZero.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "img/image.h"
+
+namespace img {
+namespace {
+
+class RawDriver final : public BlockDriver {
+ public:
+  explicit RawDriver(std::unique_ptr<File> f) : file_(std::move(f)) {
+    auto s = file_->size();
+    size_ = s ? *s : 0;
+  }
+
+  uint64_t size() const override { return size_; }
+  bool read_only() const override { return file_->read_only(); }
+  const char* format_name() const override { return "raw"; }
+
+  Task<Status> readv(uint64_t off, std::span<const iovec> iov) override {
+    CO_RETURN_IF_ERROR(check_range("read", off, iov_length(iov)));
+    CO_ASSIGN_OR_RETURN(uint64_t got, co_await file_->readv(off, iov));
+    (void)got;  // a file that shrank under us reads as zeros past its end
+    co_return Status{};
+  }
+  Task<Status> writev(uint64_t off, std::span<const iovec> iov) override {
+    CO_RETURN_IF_ERROR(check_range("write", off, iov_length(iov)));
+    co_return co_await file_->writev(off, iov);
+  }
+  Task<Status> flush() override { co_return co_await file_->flush(); }
+  Task<Status> discard(uint64_t off, uint64_t len) override {
+    CO_RETURN_IF_ERROR(check_range("discard", off, len));
+    co_return co_await file_->discard(off, len);
+  }
+  Task<Status> write_zeroes(uint64_t off, uint64_t len, WriteZeroesFlags flags) override {
+    CO_RETURN_IF_ERROR(check_range("write-zeroes", off, len));
+    if (flags.may_unmap) co_return co_await file_->discard(off, len);
+    co_return co_await file_->write_zeroes(off, len);
+  }
+  Task<Result<BlockStatus>> block_status(uint64_t off, uint64_t len) override {
+    CO_RETURN_IF_ERROR(check_range("block-status", off, len));
+    // raw files report everything as data; a host file's holes are found by ops that need them
+    // (convert, map) through SEEK_DATA on the path.
+    BlockStatus st;
+    st.kind = BlockStatus::Kind::kData;
+    st.length = len;
+    st.host_offset = off;
+    co_return st;
+  }
+  Task<Status> close() override { co_return co_await file_->flush(); }
+
+ private:
+  std::unique_ptr<File> file_;
+  uint64_t size_;
+};
+
+}  // namespace
+
+std::unique_ptr<BlockDriver> make_raw_driver(std::unique_ptr<File> file) {
+  return std::make_unique<RawDriver>(std::move(file));
+}
+
+}  // namespace img
