@@ -1,0 +1,65 @@
+// Guest physical memory: regions of host memory mapped at guest-physical addresses. Every
+// translation is bounds-checked with overflow-safe arithmetic: guest addresses are hostile input.
+//
+// Thread-safety: the region list is fixed before the guest runs; translations are lock-free.
+// The bytes themselves are shared with the guest, which may change them at any time: copy a
+// guest structure before validating it (read_obj), never validate in place and then use it.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <span>
+#include <vector>
+
+namespace vmm {
+
+class GuestMemory {
+ public:
+  struct Region {
+    uint64_t gpa;  // guest-physical base
+    uint64_t size;
+    uint8_t* host;  // host mapping of the region
+  };
+
+  void add_region(uint64_t gpa, uint64_t size, uint8_t* host) { regions_.push_back({gpa, size, host}); }
+  const std::vector<Region>& regions() const { return regions_; }
+
+  // Host pointer for [gpa, gpa+len) if it lies inside one region, else nullptr.
+  uint8_t* translate(uint64_t gpa, uint64_t len) const {
+    for (const Region& r : regions_) {
+      if (gpa >= r.gpa && gpa - r.gpa <= r.size && len <= r.size - (gpa - r.gpa)) {
+        return r.host + (gpa - r.gpa);
+      }
+    }
+    return nullptr;
+  }
+  std::optional<std::span<uint8_t>> slice(uint64_t gpa, uint64_t len) const {
+    uint8_t* p = translate(gpa, len);
+    if (!p) return std::nullopt;
+    return std::span<uint8_t>(p, len);
+  }
+  bool read(uint64_t gpa, void* dst, uint64_t len) const {
+    uint8_t* p = translate(gpa, len);
+    if (!p) return false;
+    std::memcpy(dst, p, len);
+    return true;
+  }
+  bool write(uint64_t gpa, const void* src, uint64_t len) const {
+    uint8_t* p = translate(gpa, len);
+    if (!p) return false;
+    std::memcpy(p, src, len);
+    return true;
+  }
+  template <class T>
+  std::optional<T> read_obj(uint64_t gpa) const {
+    T v;
+    if (!read(gpa, &v, sizeof v)) return std::nullopt;
+    return v;
+  }
+
+ private:
+  std::vector<Region> regions_;
+};
+
+}  // namespace vmm
