@@ -1,0 +1,28 @@
+// read_qcow2_info: the header facts `img info` prints under "Format specific information"
+// (compat, cluster size, refcount bits, lazy refcounts, corrupt, extended L2, compression type).
+// Spec: qemu/qemu docs/interop/qcow2.rst, "Header"; docs/qcow2-format.md.
+
+#include "img/qcow2.h"
+#include "qcow2/format.h"
+
+namespace img {
+
+Task<Result<Qcow2Info>> read_qcow2_info(File& f) {
+  CO_ASSIGN_OR_RETURN(qcow2::Header h, co_await qcow2::read_header(f));
+  Qcow2Info info;
+  info.version = static_cast<int>(h.version);
+  info.cluster_size = static_cast<uint32_t>(h.cluster_size());
+  info.refcount_bits = h.refcount_bits();
+  info.virtual_size = h.size;
+  info.lazy_refcounts = h.compatible_features & qcow2::kCompatLazyRefcounts;
+  info.corrupt = h.has(qcow2::kIncompatCorrupt);
+  info.dirty = h.has(qcow2::kIncompatDirty);
+  info.extended_l2 = h.has(qcow2::kIncompatExtendedL2);
+  info.compression_type = h.compression_type == 1 ? "zstd" : "zlib";
+  info.backing_file = h.backing_file;
+  info.backing_format = h.backing_format;
+  info.nb_snapshots = h.nb_snapshots;
+  co_return info;
+}
+
+}  // namespace img
