@@ -1,10 +1,210 @@
+#include "qcow2/driver.h"
+
+#include <algorithm>
+
+#include "img/qcow2.h"
 #include "qcow2/open.h"
 
 namespace img::qcow2 {
 
-Task<Result<std::unique_ptr<BlockDriver>>> open_qcow2(IoLoop&, std::unique_ptr<File>,
-                                                      const OpenOptions&) {
-  co_return not_supported("qcow2 driver: under construction");
+namespace {
+// Defaults as QEMU's: the L2 cache covers the whole image up to 32 MiB of tables (a 256 GiB
+// image with 64 KiB clusters); the refcount cache is a quarter of it, at least 4 tables.
+constexpr uint64_t kMaxDefaultL2Cache = 32ull << 20;
+}  // namespace
+
+Task<Result<std::unique_ptr<BlockDriver>>> open_qcow2(IoLoop& loop, std::unique_ptr<File> file,
+                                                      const OpenOptions& opts) {
+  co_return co_await Qcow2Image::open(loop, std::move(file), opts);
+}
+
+Qcow2Image::Qcow2Image(IoLoop& loop, std::unique_ptr<File> file, Header h, bool read_only)
+    : loop_(loop),
+      file_(std::move(file)),
+      h_(std::move(h)),
+      read_only_(read_only),
+      alloc_mu_(loop),
+      header_mu_(loop),
+      cluster_locks_(loop) {
+  cluster_bits_ = h_.cluster_bits;
+  cluster_size_ = h_.cluster_size();
+  l2_entries_ = cluster_size_ / 8;
+  l2_bits_ = cluster_bits_ - 3;
+  refcount_order_ = h_.refcount_order;
+  refblock_entries_ = refcount_block_entries(cluster_bits_, refcount_order_);
+  lazy_ = h_.compatible_features & kCompatLazyRefcounts;
+}
+
+Qcow2Image::~Qcow2Image() = default;
+
+Task<Result<std::unique_ptr<BlockDriver>>> Qcow2Image::open(IoLoop& loop,
+                                                            std::unique_ptr<File> file,
+                                                            const OpenOptions& opts) {
+  bool ro = opts.read_only || file->read_only();
+  CO_ASSIGN_OR_RETURN(Header h, co_await read_header(*file));
+  const std::string& name = file->name();
+  if (!h.backing_file.empty()) {
+    co_return not_supported(strfmt("%s: backing files are not supported yet (backing file '%s')",
+                                   name.c_str(), h.backing_file.c_str()));
+  }
+  if (h.has(kIncompatExternalData)) {
+    co_return not_supported(name + ": external data files are not supported yet");
+  }
+  if (h.has(kIncompatExtendedL2)) {
+    co_return not_supported(name + ": extended L2 entries (subclusters) are not supported yet");
+  }
+  if (h.nb_snapshots > 0 && !ro) {
+    co_return not_supported(name + ": writing images with internal snapshots is not supported "
+                                   "yet; open it read-only");
+  }
+  if (h.has(kIncompatCorrupt) && !ro) {
+    co_return read_only_error(name + ": image is corrupt; cannot be opened read/write (run "
+                                     "'img check -r all' to repair it)");
+  }
+  if (h.has(kIncompatDirty) && !ro) {
+    // An image with lazy refcounts that was not closed cleanly: its refcounts may be stale.
+    // Rebuild them from the L1/L2 tables before any allocation trusts them, as QEMU does.
+    CO_ASSIGN_OR_RETURN(CheckResult r, co_await check_qcow2(*file, RepairMode::kAll));
+    if (r.corruptions > r.corruptions_fixed) {
+      co_return corruption(strfmt("%s: could not repair the refcounts of a dirty image (%llu "
+                                  "corruptions left)",
+                                  name.c_str(), (unsigned long long)(r.corruptions -
+                                                                     r.corruptions_fixed)));
+    }
+    CO_ASSIGN_OR_RETURN(h, co_await read_header(*file));
+    if (h.has(kIncompatDirty)) {
+      CO_RETURN_IF_ERROR(co_await file->flush());
+    }
+  }
+  std::unique_ptr<Qcow2Image> img(new Qcow2Image(loop, std::move(file), std::move(h), ro));
+  img->corrupt_ = img->h_.has(kIncompatCorrupt);
+  img->dirty_on_disk_ = img->h_.has(kIncompatDirty);
+  CO_RETURN_IF_ERROR(co_await img->load_tables(opts));
+  if (!ro && needs_autoclear_rewrite(img->h_)) {
+    // Autoclear bits we do not maintain (bitmaps, unknown ones) must be cleared by a writer.
+    uint8_t buf[8];
+    uint64_t kept = img->h_.autoclear_features & kKeptAutoclearMask;
+    store_be64(buf, kept);
+    CO_RETURN_IF_ERROR(co_await img->file_->write(kOffAutoclearFeatures, buf, 8));
+    CO_RETURN_IF_ERROR(co_await img->file_->flush());
+    img->h_.autoclear_features = kept;
+  }
+  co_return std::unique_ptr<BlockDriver>(std::move(img));
+}
+
+Task<Status> Qcow2Image::load_tables(const OpenOptions& opts) {
+  // L1 table (read_header checked offset, size and bounds).
+  l1_.resize(h_.l1_size);
+  if (h_.l1_size > 0) {
+    std::vector<uint8_t> raw(uint64_t(h_.l1_size) * 8);
+    CO_RETURN_IF_ERROR(co_await file_->read_exact(h_.l1_table_offset, raw.data(), raw.size(),
+                                                  "L1 table"));
+    for (uint32_t i = 0; i < h_.l1_size; ++i) l1_[i] = load_be64(&raw[i * 8]);
+  }
+  uint64_t rt_bytes = uint64_t(h_.refcount_table_clusters) * cluster_size_;
+  reftable_.resize(rt_bytes / 8);
+  if (rt_bytes > 0) {
+    std::vector<uint8_t> raw(rt_bytes);
+    CO_RETURN_IF_ERROR(co_await file_->read_exact(h_.refcount_table_offset, raw.data(),
+                                                  raw.size(), "refcount table"));
+    for (uint64_t i = 0; i < reftable_.size(); ++i) reftable_[i] = load_be64(&raw[i * 8]);
+  }
+  // Known metadata clusters, for the overlap check.
+  for (uint64_t i = 0; i < reftable_.size(); ++i) {
+    uint64_t off = reftable_[i] & kRefTableOffsetMask;
+    if (off) metadata_clusters_.insert(off >> cluster_bits_);
+  }
+  for (uint64_t i = 0; i < l1_.size(); ++i) {
+    uint64_t off = l1_[i] & kL1OffsetMask;
+    if (off) metadata_clusters_.insert(off >> cluster_bits_);
+  }
+
+  uint64_t l2_bytes = opts.l2_cache_size;
+  if (l2_bytes == 0) {
+    uint64_t whole = div_round_up(h_.size, cluster_size_) * 8;
+    l2_bytes = std::min(whole, kMaxDefaultL2Cache);
+  }
+  size_t l2_tables = std::max<uint64_t>(4, div_round_up(l2_bytes, cluster_size_));
+  uint64_t rc_bytes = opts.refcount_cache_size ? opts.refcount_cache_size : l2_bytes / 4;
+  size_t rc_tables = std::max<uint64_t>(4, div_round_up(rc_bytes, cluster_size_));
+  l2_cache_ = std::make_unique<TableCache>(loop_, *file_, cluster_size_, l2_tables, "L2 table");
+  refcount_cache_ = std::make_unique<TableCache>(loop_, *file_, cluster_size_, rc_tables,
+                                                 "refcount block");
+  co_return Status{};
+}
+
+Status Qcow2Image::check_writable(const char* op) const {
+  if (closed_) return invalid_argument(strfmt("%s after close", op));
+  if (corrupt_) {
+    return read_only_error(strfmt("%s: %s: image is marked corrupt; no further writes",
+                                  file_->name().c_str(), op));
+  }
+  if (read_only_) {
+    return read_only_error(strfmt("%s: %s: image is open read-only", file_->name().c_str(), op));
+  }
+  return {};
+}
+
+Task<Status> Qcow2Image::write_incompatible_features(uint64_t bits) {
+  auto guard = co_await header_mu_.lock();
+  uint8_t buf[8];
+  store_be64(buf, bits);
+  CO_RETURN_IF_ERROR(co_await file_->write(kOffIncompatibleFeatures, buf, 8));
+  CO_RETURN_IF_ERROR(co_await file_->flush());
+  h_.incompatible_features = bits;
+  co_return Status{};
+}
+
+Task<Status> Qcow2Image::mark_dirty_if_lazy() {
+  if (!lazy_ || dirty_on_disk_) co_return Status{};
+  dirty_on_disk_ = true;  // set first: concurrent writers must not all write the header
+  Status s = co_await write_incompatible_features(h_.incompatible_features | kIncompatDirty);
+  if (!s) dirty_on_disk_ = false;
+  co_return s;
+}
+
+Task<Status> Qcow2Image::mark_corrupt(std::string why) {
+  std::string msg = file_->name() + ": " + why + "; image marked corrupt";
+  if (!corrupt_ && !read_only_) {
+    corrupt_ = true;
+    // Best effort: the error below is what matters to the caller.
+    (void)co_await write_incompatible_features(h_.incompatible_features | kIncompatCorrupt);
+  }
+  corrupt_ = true;
+  co_return corruption(msg);
+}
+
+Task<Status> Qcow2Image::flush_metadata() {
+  // Order is kept by the caches' dependencies; flushing both covers everything.
+  CO_RETURN_IF_ERROR(co_await l2_cache_->flush());
+  CO_RETURN_IF_ERROR(co_await refcount_cache_->flush());
+  co_return Status{};
+}
+
+Task<Status> Qcow2Image::flush() {
+  if (closed_) co_return invalid_argument("flush after close");
+  if (read_only_) co_return Status{};
+  CO_RETURN_IF_ERROR(co_await flush_metadata());
+  uint64_t l2n = l2_cache_->written_count(), rcn = refcount_cache_->written_count();
+  CO_RETURN_IF_ERROR(co_await file_->flush());
+  l2_cache_->synced_up_to(l2n);
+  refcount_cache_->synced_up_to(rcn);
+  co_return Status{};
+}
+
+Task<Status> Qcow2Image::close() {
+  if (closed_) co_return Status{};
+  Status s;
+  if (!read_only_ && !corrupt_) {
+    s = co_await flush();
+    if (s && dirty_on_disk_) {
+      // Everything, refcounts included, is on disk: the image is consistent again.
+      s = co_await write_incompatible_features(h_.incompatible_features & ~kIncompatDirty);
+      if (s) dirty_on_disk_ = false;
+    }
+  }
+  closed_ = true;
+  co_return s;
 }
 
 }  // namespace img::qcow2

@@ -1,0 +1,108 @@
+// TableCache: a write-back cache of cluster-sized metadata tables (L2 tables, refcount blocks),
+// keyed by their host offset.
+//
+// - Single-flight: concurrent misses on one table share a single read.
+// - Pinning: a Ref keeps its table in memory; the cache never evicts a pinned or loading table.
+// - Ordering: set_dependency(dep) says "before any dirty table of this cache reaches the file,
+//   every dirty table of dep must be written and the file flushed". The L2 cache depends on the
+//   refcount cache after an allocation (refcount before the reference); the refcount cache
+//   depends on the L2 cache after a free (the reference gone before the refcount drops).
+//   This is QEMU's qcow2_cache_set_dependency scheme: order without a flush per write.
+// - Tables are written from a snapshot copy taken when their dependencies are satisfied, so a
+//   change made while the write is in flight cannot reach the file ahead of its dependency.
+//
+// Thread-safety: one IoLoop thread.
+#pragma once
+
+#include <cstdint>
+#include <algorithm>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "img/file.h"
+#include "img/io_loop.h"
+#include "util/async.h"
+
+namespace img::qcow2 {
+
+class TableCache {
+  struct Entry;
+
+ public:
+  TableCache(IoLoop& loop, File& file, uint32_t table_size, size_t capacity, const char* what);
+  ~TableCache();
+
+  // A pinned table. Move-only; unpins when destroyed.
+  class Ref {
+   public:
+    Ref() = default;
+    Ref(Ref&& o) noexcept : e_(std::exchange(o.e_, nullptr)) {}
+    Ref& operator=(Ref&& o) noexcept;
+    ~Ref() { reset(); }
+    void reset();
+    uint8_t* data() const;
+    uint64_t offset() const;
+    explicit operator bool() const { return e_ != nullptr; }
+
+   private:
+    friend class TableCache;
+    explicit Ref(Entry* e);
+    Entry* e_ = nullptr;
+  };
+
+  // The table at host offset, read from the file if not cached.
+  Task<Result<Ref>> get(uint64_t offset);
+  // A table just allocated at offset: all zeros, dirty, not read from the file.
+  Task<Result<Ref>> get_new(uint64_t offset);
+  void mark_dirty(const Ref& r);
+  // As QEMU's qcow2_cache_set_dependency: a dependency of dep, or a different dependency of this
+  // cache, is flushed first, so dependencies never form a cycle.
+  Task<Status> set_dependency(TableCache* dep);
+
+  // Writes every dirty table (after its dependency); does not flush the file.
+  Task<Status> flush();
+  bool has_dirty() const;
+  // Tables written by this cache are counted; a caller that flushed the file after reading
+  // written_count() reports it back, so needs_sync() knows what is durable.
+  uint64_t written_count() const { return written_; }
+  void synced_up_to(uint64_t n) { synced_ = std::max(synced_, n); }
+  bool needs_sync() const { return written_ > synced_; }
+
+  size_t capacity() const { return capacity_; }
+  size_t cached() const { return map_.size(); }
+  uint32_t table_size() const { return table_size_; }
+
+ private:
+  struct Entry {
+    Entry(IoLoop& loop, uint64_t off) : offset(off), waiters(loop) {}
+    uint64_t offset;
+    std::vector<uint8_t> buf;
+    int pins = 0;
+    bool loading = false;
+    bool dirty = false;
+    uint64_t dirty_seq = 0;  // bumped on every mark_dirty
+    uint64_t lru = 0;
+    int writing = 0;  // writes of this table in flight
+    WaitList waiters;
+    TableCache* cache = nullptr;
+  };
+
+  Task<Status> flush_dependency();
+  Task<Status> write_entry(Entry* e);
+  Task<Status> make_room();
+
+  IoLoop& loop_;
+  File& file_;
+  uint32_t table_size_;
+  size_t capacity_;
+  const char* what_;
+  std::unordered_map<uint64_t, std::unique_ptr<Entry>> map_;
+  uint64_t lru_clock_ = 0;
+  TableCache* depends_ = nullptr;
+  uint64_t depends_seq_ = 0;
+  uint64_t written_ = 0;
+  uint64_t synced_ = 0;
+};
+
+}  // namespace img::qcow2

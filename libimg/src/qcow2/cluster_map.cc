@@ -1,0 +1,120 @@
+// L1/L2 lookup and L2 table allocation (qcow2.rst "Cluster mapping"), and the check that guest
+// data never lands on metadata.
+#include "qcow2/driver.h"
+
+namespace img::qcow2 {
+
+Result<uint64_t> Qcow2Image::l2_offset_from_l1(uint64_t idx) const {
+  if (idx >= l1_.size()) {
+    return corruption(strfmt("%s: L1 index %llu is past the L1 table (%zu entries)",
+                             file_->name().c_str(), (unsigned long long)idx, l1_.size()));
+  }
+  uint64_t e = l1_[idx];
+  if (e & kL1ReservedMask) {
+    return corruption(strfmt("%s: L1 entry %llu (0x%llx) has reserved bits set",
+                             file_->name().c_str(), (unsigned long long)idx,
+                             (unsigned long long)e));
+  }
+  uint64_t off = e & kL1OffsetMask;
+  if (off != 0 && (!is_aligned(off, cluster_size_) || off < cluster_size_)) {
+    return corruption(strfmt("%s: L2 table offset 0x%llx (L1 index %llu) is not a valid cluster "
+                             "offset",
+                             file_->name().c_str(), (unsigned long long)off,
+                             (unsigned long long)idx));
+  }
+  return off;
+}
+
+Status Qcow2Image::check_data_entry(uint64_t gc, uint64_t e) const {
+  if (e & kOflagCompressed) {
+    return not_supported(strfmt("%s: guest offset 0x%llx is a compressed cluster; compressed "
+                                "clusters are not supported yet",
+                                file_->name().c_str(), (unsigned long long)(gc << cluster_bits_)));
+  }
+  uint64_t reserved = kL2StdReservedMask | (h_.version < 3 ? kOflagZero : 0);
+  if (e & reserved) {
+    return corruption(strfmt("%s: L2 entry for guest offset 0x%llx (0x%llx) has reserved bits "
+                             "set",
+                             file_->name().c_str(), (unsigned long long)(gc << cluster_bits_),
+                             (unsigned long long)e));
+  }
+  uint64_t off = e & kL2OffsetMask;
+  if (off != 0 && !is_aligned(off, cluster_size_)) {
+    return corruption(strfmt("%s: data cluster offset 0x%llx for guest offset 0x%llx is not "
+                             "cluster aligned",
+                             file_->name().c_str(), (unsigned long long)off,
+                             (unsigned long long)(gc << cluster_bits_)));
+  }
+  return {};
+}
+
+bool Qcow2Image::overlaps_metadata(uint64_t off, uint64_t len) const {
+  auto hits = [&](uint64_t a, uint64_t n) { return n > 0 && off < a + n && a < off + len; };
+  if (hits(0, cluster_size_)) return true;
+  if (hits(h_.l1_table_offset, uint64_t(h_.l1_size) * 8)) return true;
+  if (hits(h_.refcount_table_offset, uint64_t(h_.refcount_table_clusters) * cluster_size_)) {
+    return true;
+  }
+  for (uint64_t c = off >> cluster_bits_; c <= (off + len - 1) >> cluster_bits_; ++c) {
+    if (metadata_clusters_.count(c)) return true;
+  }
+  return false;
+}
+
+Task<Status> Qcow2Image::lookup(uint64_t first, uint64_t count, std::vector<uint64_t>& entries) {
+  entries.assign(count, 0);
+  CO_ASSIGN_OR_RETURN(auto ref, co_await get_l2(l1_index(first), false));
+  if (!ref) co_return Status{};
+  const uint8_t* t = ref.data();
+  uint64_t i0 = l2_index(first);
+  for (uint64_t k = 0; k < count; ++k) entries[k] = load_be64(t + (i0 + k) * 8);
+  co_return Status{};
+}
+
+Task<Result<TableCache::Ref>> Qcow2Image::get_l2(uint64_t l1i, bool allocate) {
+  for (;;) {
+    CO_ASSIGN_OR_RETURN(uint64_t off, l2_offset_from_l1(l1i));
+    if (off != 0) {
+      if (allocate && !(l1_[l1i] & kOflagCopied)) {
+        co_return not_supported(file_->name() + ": writing to an L2 table shared with a "
+                                                "snapshot is not supported yet");
+      }
+      co_return co_await l2_cache_->get(off);
+    }
+    if (!allocate) co_return TableCache::Ref();
+    auto it = l2_allocating_.find(l1i);
+    if (it != l2_allocating_.end()) {
+      co_await it->second->wait();
+      continue;
+    }
+    l2_allocating_.emplace(l1i, std::make_unique<WaitList>(loop_));
+    Status s = co_await l2_allocate(l1i);
+    auto node = l2_allocating_.extract(l1i);
+    node.mapped()->notify_all();
+    CO_RETURN_IF_ERROR(s);
+  }
+}
+
+Task<Status> Qcow2Image::l2_allocate(uint64_t l1i) {
+  uint64_t off;
+  {
+    auto guard = co_await alloc_mu_.lock();
+    CO_ASSIGN_OR_RETURN(off, co_await alloc_clusters(1));
+  }
+  metadata_clusters_.insert(off >> cluster_bits_);
+  // The new table (all zeros) and its refcount reach the disk before the L1 entry points at it.
+  std::vector<uint8_t> zeros(cluster_size_, 0);
+  CO_RETURN_IF_ERROR(co_await file_->write(off, zeros.data(), zeros.size()));
+  CO_RETURN_IF_ERROR(co_await refcount_cache_->flush());
+  uint64_t rcn = refcount_cache_->written_count();
+  CO_RETURN_IF_ERROR(co_await file_->flush());
+  refcount_cache_->synced_up_to(rcn);
+  uint64_t entry = off | kOflagCopied;
+  uint8_t e[8];
+  store_be64(e, entry);
+  CO_RETURN_IF_ERROR(co_await file_->write(h_.l1_table_offset + l1i * 8, e, 8));
+  l1_[l1i] = entry;
+  co_return Status{};
+}
+
+}  // namespace img::qcow2

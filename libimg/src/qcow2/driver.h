@@ -1,0 +1,141 @@
+// Qcow2Image: the qcow2 BlockDriver: guest reads and writes mapped through L1/L2 tables onto
+// host clusters, with allocation, copy-on-write of partial clusters, zero clusters, discard and
+// crash-safe metadata ordering. Split by concern over several files:
+//   driver.cc        open, header updates, flush, close
+//   refcount.cc      refcount access, the cluster allocator, refcount table growth
+//   cluster_map.cc   L1/L2 lookup, L2 table allocation, the metadata overlap check
+//   rw.cc            read and write
+//   zero_discard.cc  write_zeroes, discard, block_status
+//
+// Crash safety (qcow2.rst "Host cluster management" and QEMU's ordering): data is written before
+// the L2 entry that maps it is updated; refcount increases reach the file before the L2 entries
+// that use them (L2 cache depends on the refcount cache); L2 entries are cleared before refcounts
+// drop (refcount cache depends on the L2 cache); new L2 tables and refcount blocks are written
+// and flushed before the L1 / refcount table entry that points to them. A crash at any point
+// leaves leaked clusters at worst.
+//
+// Concurrency: every request is a coroutine on one IoLoop. A request that misses the L2 cache
+// waits for the read without blocking others (TableCache is single-flight); refcount changes and
+// allocation run under one AsyncMutex so no cluster is handed out twice; ClusterLocks order
+// writers to the same guest cluster.
+//
+// Thread-safety: one IoLoop thread.
+#pragma once
+
+#include <memory>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "img/block_driver.h"
+#include "img/image.h"
+#include "qcow2/cache.h"
+#include "qcow2/cluster_locks.h"
+#include "qcow2/format.h"
+#include "qcow2/layout.h"
+#include "util/async.h"
+
+namespace img::qcow2 {
+
+class Qcow2Image final : public BlockDriver {
+ public:
+  static Task<Result<std::unique_ptr<BlockDriver>>> open(IoLoop& loop, std::unique_ptr<File> file,
+                                                         const OpenOptions& opts);
+  ~Qcow2Image() override;
+
+  uint64_t size() const override { return h_.size; }
+  bool read_only() const override { return read_only_; }
+  const char* format_name() const override { return "qcow2"; }
+
+  Task<Status> readv(uint64_t off, std::span<const iovec> iov) override;
+  Task<Status> writev(uint64_t off, std::span<const iovec> iov) override;
+  Task<Status> flush() override;
+  Task<Status> discard(uint64_t off, uint64_t len) override;
+  Task<Status> write_zeroes(uint64_t off, uint64_t len, WriteZeroesFlags flags) override;
+  Task<Result<BlockStatus>> block_status(uint64_t off, uint64_t len) override;
+  Task<Status> close() override;
+
+  const Header& header() const { return h_; }
+
+ private:
+  Qcow2Image(IoLoop& loop, std::unique_ptr<File> file, Header h, bool read_only);
+
+  // --- driver.cc ---
+  Task<Status> load_tables(const OpenOptions& opts);
+  Task<Status> write_incompatible_features(uint64_t bits);
+  Task<Status> mark_dirty_if_lazy();  // lazy_refcounts: set the dirty bit before the first change
+  Task<Status> flush_metadata();
+  // Marks the image corrupt (header bit set, no further writes) and returns the error.
+  Task<Status> mark_corrupt(std::string why);
+  Status check_writable(const char* op) const;
+
+  // --- refcount.cc (REQUIRES alloc_mu_ held for everything that changes refcounts) ---
+  Task<Result<uint64_t>> refcount_of(uint64_t cluster);
+  Task<Status> update_refcounts(uint64_t first_cluster, uint64_t count, int64_t delta);
+  Task<Result<uint64_t>> find_free_run(uint64_t n);
+  Task<Result<uint64_t>> alloc_clusters(uint64_t n);  // host byte offset of n new clusters
+  Task<Status> free_clusters(uint64_t host_off, uint64_t count);
+  Task<Status> create_refblock(uint64_t block_index, uint64_t at_cluster);
+  Task<Status> grow_reftable(uint64_t needed_index);
+  Status check_refblock_offset(uint64_t block_index, uint64_t off) const;
+
+  // --- cluster_map.cc ---
+  struct Mapping {
+    uint64_t entry = 0;  // raw L2 entry (0 if the L2 table does not exist)
+  };
+  // The L2 entries for guest clusters [first, first+count) within one L2 table.
+  Task<Status> lookup(uint64_t first_cluster, uint64_t count, std::vector<uint64_t>& entries);
+  // The L2 table for l1_index, allocated if missing (only for writers).
+  Task<Result<TableCache::Ref>> get_l2(uint64_t l1_index, bool allocate);
+  Task<Status> l2_allocate(uint64_t l1_index);
+  // Validates an L1 entry; returns the L2 table offset (0 if none).
+  Result<uint64_t> l2_offset_from_l1(uint64_t l1_index) const;
+  // Validates a data-cluster L2 entry for guest cluster gc.
+  Status check_data_entry(uint64_t gc, uint64_t entry) const;
+  // True if [off, off+len) touches qcow2 metadata (header, L1, refcount table, refcount
+  // blocks, L2 tables): writing guest data there would corrupt the image.
+  bool overlaps_metadata(uint64_t off, uint64_t len) const;
+
+  // --- rw.cc ---
+  Task<Status> read_run(uint64_t off, std::span<const iovec> iov);
+  Task<Status> write_allocated(uint64_t off, std::span<const iovec> iov, bool* done);
+  Task<Status> write_allocating(uint64_t off, std::span<const iovec> iov);
+
+  // --- zero_discard.cc ---
+  Task<Status> zero_or_discard(uint64_t off, uint64_t len, bool discard, bool may_unmap);
+
+  uint64_t cluster_index(uint64_t guest_off) const { return guest_off >> cluster_bits_; }
+  uint64_t l1_index(uint64_t gc) const { return gc >> l2_bits_; }
+  uint64_t l2_index(uint64_t gc) const { return gc & (l2_entries_ - 1); }
+
+  IoLoop& loop_;
+  std::unique_ptr<File> file_;
+  Header h_;
+  bool read_only_;
+  bool corrupt_ = false;
+  bool closed_ = false;
+  bool lazy_ = false;
+  bool dirty_on_disk_ = false;
+
+  uint32_t cluster_bits_;
+  uint64_t cluster_size_;
+  uint32_t l2_bits_;
+  uint64_t l2_entries_;
+  uint64_t refblock_entries_;
+  uint32_t refcount_order_;
+
+  std::vector<uint64_t> l1_;        // host-endian copy of the L1 table
+  std::vector<uint64_t> reftable_;  // host-endian copy of the refcount table
+  std::unique_ptr<TableCache> l2_cache_;
+  std::unique_ptr<TableCache> refcount_cache_;
+  AsyncMutex alloc_mu_;
+  AsyncMutex header_mu_;
+  ClusterLocks cluster_locks_;
+  uint64_t free_cluster_index_ = 0;
+  // L2 tables being allocated, per L1 index: later writers wait instead of allocating twice.
+  std::unordered_map<uint64_t, std::unique_ptr<WaitList>> l2_allocating_;
+  // Host clusters holding refcount blocks and L2 tables (for the overlap check).
+  std::unordered_set<uint64_t> metadata_clusters_;
+};
+
+}  // namespace img::qcow2

@@ -1,0 +1,255 @@
+// Guest reads and writes. Requests are cut at L2-table boundaries; inside one table, clusters
+// whose host clusters are contiguous become one vectored read or write straight between the
+// caller's buffers and the file.
+#include <cstdlib>
+
+#include "qcow2/driver.h"
+#include "util/iov.h"
+
+namespace img::qcow2 {
+
+namespace {
+
+// Page-aligned buffer (usable with O_DIRECT), freed on scope exit.
+struct AlignedBuf {
+  explicit AlignedBuf(uint64_t n) : size(n) {
+    if (n) p = static_cast<uint8_t*>(std::aligned_alloc(4096, align_up(n, 4096)));
+    if (p) std::memset(p, 0, n);
+  }
+  ~AlignedBuf() { std::free(p); }
+  AlignedBuf(const AlignedBuf&) = delete;
+  AlignedBuf& operator=(const AlignedBuf&) = delete;
+  uint8_t* p = nullptr;
+  uint64_t size;
+};
+
+bool is_normal_copied(uint64_t e) {
+  return (e & kOflagCopied) && !(e & (kOflagCompressed | kOflagZero)) && (e & kL2OffsetMask);
+}
+
+}  // namespace
+
+Task<Status> Qcow2Image::readv(uint64_t off, std::span<const iovec> iov) {
+  if (closed_) co_return invalid_argument("read after close");
+  uint64_t len = iov_length(iov);
+  CO_RETURN_IF_ERROR(check_range("read", off, len));
+  IovCursor cur(iov);
+  std::vector<uint64_t> entries;
+  std::vector<iovec> run;
+  while (len > 0) {
+    uint64_t gc = cluster_index(off);
+    uint64_t in = off & (cluster_size_ - 1);
+    uint64_t n = std::min(div_round_up(in + len, cluster_size_), l2_entries_ - l2_index(gc));
+    CO_RETURN_IF_ERROR(co_await lookup(gc, n, entries));
+    uint64_t k = 0;
+    while (k < n && len > 0) {
+      uint64_t e = entries[k];
+      CO_RETURN_IF_ERROR(check_data_entry(gc + k, e));
+      uint64_t host = e & kL2OffsetMask;
+      bool data = host != 0 && !(e & kOflagZero);
+      // Extend over following clusters of the same kind (and contiguous host clusters).
+      uint64_t bytes = std::min(cluster_size_ - in, len);
+      uint64_t j = k + 1;
+      while (j < n && bytes < len) {
+        uint64_t e2 = entries[j];
+        CO_RETURN_IF_ERROR(check_data_entry(gc + j, e2));
+        uint64_t host2 = e2 & kL2OffsetMask;
+        bool data2 = host2 != 0 && !(e2 & kOflagZero);
+        if (data2 != data || (data && host2 != host + (j - k) * cluster_size_)) break;
+        bytes += std::min(cluster_size_, len - bytes);
+        ++j;
+      }
+      if (data) {
+        run.clear();
+        cur.take(bytes, run);
+        CO_ASSIGN_OR_RETURN(uint64_t got, co_await file_->readv(host + in, run));
+        (void)got;  // past the end of the file reads as zeros, as in QEMU
+      } else {
+        cur.zero(bytes);  // unallocated (no backing file yet) or a zero cluster
+      }
+      off += bytes;
+      len -= bytes;
+      in = 0;
+      k = j;
+    }
+  }
+  co_return Status{};
+}
+
+Task<Status> Qcow2Image::writev(uint64_t off, std::span<const iovec> iov) {
+  CO_RETURN_IF_ERROR(check_writable("write"));
+  uint64_t len = iov_length(iov);
+  CO_RETURN_IF_ERROR(check_range("write", off, len));
+  CO_RETURN_IF_ERROR(co_await mark_dirty_if_lazy());
+  IovCursor cur(iov);
+  std::vector<iovec> part;
+  while (len > 0) {
+    // One L2 table's worth at a time.
+    uint64_t gc = cluster_index(off);
+    uint64_t in = off & (cluster_size_ - 1);
+    uint64_t n = std::min(div_round_up(in + len, cluster_size_), l2_entries_ - l2_index(gc));
+    uint64_t bytes = std::min(len, n * cluster_size_ - in);
+    part.clear();
+    cur.take(bytes, part);
+    bool done = false;
+    CO_RETURN_IF_ERROR(co_await write_allocated(off, part, &done));
+    if (!done) CO_RETURN_IF_ERROR(co_await write_allocating(off, part));
+    off += bytes;
+    len -= bytes;
+  }
+  co_return Status{};
+}
+
+// Fast path: every cluster is allocated and ours alone (COPIED): write in place under shared
+// cluster locks, so concurrent writes into one cluster overlap. Sets *done = false if the
+// mapping needs changing.
+Task<Status> Qcow2Image::write_allocated(uint64_t off, std::span<const iovec> iov, bool* done) {
+  *done = false;
+  uint64_t len = iov_length(iov);
+  uint64_t gc = cluster_index(off);
+  uint64_t in = off & (cluster_size_ - 1);
+  uint64_t n = div_round_up(in + len, cluster_size_);
+  std::vector<uint64_t> entries;
+  CO_RETURN_IF_ERROR(co_await lookup(gc, n, entries));
+  for (uint64_t e : entries) {
+    if (!is_normal_copied(e)) co_return Status{};
+  }
+  auto guard = co_await cluster_locks_.lock(gc, n, false);
+  CO_RETURN_IF_ERROR(co_await lookup(gc, n, entries));  // may have changed while we waited
+  for (uint64_t k = 0; k < n; ++k) {
+    if (!is_normal_copied(entries[k])) co_return Status{};
+    CO_RETURN_IF_ERROR(check_data_entry(gc + k, entries[k]));
+  }
+  IovCursor cur(iov);
+  std::vector<iovec> run;
+  uint64_t k = 0;
+  while (k < n) {
+    uint64_t host = entries[k] & kL2OffsetMask;
+    uint64_t j = k + 1;
+    while (j < n && (entries[j] & kL2OffsetMask) == host + (j - k) * cluster_size_) ++j;
+    uint64_t start = k == 0 ? in : 0;
+    uint64_t end_byte = std::min<uint64_t>((j - k) * cluster_size_, in + len - k * cluster_size_);
+    uint64_t bytes = end_byte - start;
+    if (overlaps_metadata(host + start, bytes)) {
+      co_return co_await mark_corrupt(strfmt("L2 entry for guest offset 0x%llx points into "
+                                             "metadata (host offset 0x%llx)",
+                                             (unsigned long long)((gc + k) << cluster_bits_),
+                                             (unsigned long long)host));
+    }
+    run.clear();
+    cur.take(bytes, run);
+    CO_RETURN_IF_ERROR(co_await file_->writev(host + start, run));
+    k = j;
+  }
+  *done = true;
+  co_return Status{};
+}
+
+// Slow path: some cluster needs a new host cluster (unallocated, zero, or shared). Exclusive
+// cluster locks; new clusters come from one allocation, so they are contiguous; partial first and
+// last clusters are completed with their old contents (zeros, for now: no backing files yet) and
+// written once, guest data merged in.
+Task<Status> Qcow2Image::write_allocating(uint64_t off, std::span<const iovec> iov) {
+  uint64_t len = iov_length(iov);
+  uint64_t gc = cluster_index(off);
+  uint64_t in = off & (cluster_size_ - 1);
+  uint64_t n = div_round_up(in + len, cluster_size_);
+  uint64_t tail = n * cluster_size_ - (in + len);
+  auto guard = co_await cluster_locks_.lock(gc, n, true);
+  CO_ASSIGN_OR_RETURN(auto l2, co_await get_l2(l1_index(gc), true));
+  std::vector<uint64_t> entries(n);
+  for (uint64_t k = 0; k < n; ++k) {
+    entries[k] = load_be64(l2.data() + (l2_index(gc) + k) * 8);
+    CO_RETURN_IF_ERROR(check_data_entry(gc + k, entries[k]));
+  }
+  // Which clusters get new host clusters, and where.
+  std::vector<uint64_t> host(n);
+  std::vector<bool> fresh(n, false);
+  uint64_t need = 0;
+  for (uint64_t k = 0; k < n; ++k) {
+    uint64_t e = entries[k];
+    bool reuse = (e & kOflagCopied) && (e & kL2OffsetMask);  // ours, data or zero-allocated
+    if (reuse) {
+      host[k] = e & kL2OffsetMask;
+    } else {
+      fresh[k] = true;
+      ++need;
+    }
+  }
+  uint64_t first_new = 0;
+  if (need > 0) {
+    auto alloc_guard = co_await alloc_mu_.lock();
+    CO_ASSIGN_OR_RETURN(first_new, co_await alloc_clusters(need));
+  }
+  for (uint64_t k = 0, next = first_new; k < n; ++k) {
+    if (fresh[k]) {
+      host[k] = next;
+      next += cluster_size_;
+    }
+  }
+  // A cluster must be written whole when it is fresh or was a zero cluster: its old content
+  // (zeros) fills the part the guest does not write.
+  auto whole = [&](uint64_t k) { return fresh[k] || (entries[k] & kOflagZero); };
+  AlignedBuf head(whole(0) ? in : 0);
+  AlignedBuf tail_buf(whole(n - 1) ? tail : 0);
+  // Old data of a shared cluster being copied (copy-on-write) fills head and tail.
+  auto old_data = [&](uint64_t k) -> uint64_t {
+    uint64_t e = entries[k];
+    return fresh[k] && !(e & kOflagZero) ? (e & kL2OffsetMask) : 0;
+  };
+  if (head.size && old_data(0)) {
+    CO_ASSIGN_OR_RETURN(uint64_t got, co_await file_->read(old_data(0), head.p, head.size));
+    (void)got;
+  }
+  if (tail_buf.size && old_data(n - 1)) {
+    CO_ASSIGN_OR_RETURN(uint64_t got, co_await file_->read(old_data(n - 1) + cluster_size_ - tail,
+                                                           tail_buf.p, tail_buf.size));
+    (void)got;
+  }
+  IovCursor cur(iov);
+  std::vector<iovec> run;
+  uint64_t k = 0;
+  while (k < n) {
+    uint64_t j = k + 1;
+    while (j < n && host[j] == host[k] + (j - k) * cluster_size_) ++j;
+    uint64_t start = (k == 0 && !whole(0)) ? in : 0;
+    bool to_end = !(j == n && !whole(n - 1));
+    uint64_t end_byte = to_end ? (j - k) * cluster_size_
+                               : in + len - k * cluster_size_;
+    if (overlaps_metadata(host[k] + start, end_byte - start)) {
+      co_return co_await mark_corrupt(strfmt("L2 entry for guest offset 0x%llx points into "
+                                             "metadata (host offset 0x%llx)",
+                                             (unsigned long long)((gc + k) << cluster_bits_),
+                                             (unsigned long long)host[k]));
+    }
+    run.clear();
+    if (k == 0 && whole(0) && in > 0) run.push_back({head.p, in});
+    uint64_t guest_bytes =
+        std::min((j - k) * cluster_size_, in + len - k * cluster_size_) - (k == 0 ? in : 0);
+    cur.take(guest_bytes, run);
+    if (j == n && whole(n - 1) && tail > 0) run.push_back({tail_buf.p, tail});
+    CO_RETURN_IF_ERROR(co_await file_->writev(host[k] + start, run));
+    k = j;
+  }
+  // Data first, then the mapping: the refcounts of new clusters reach the file before the L2
+  // entries that use them.
+  if (need > 0 && !lazy_) CO_RETURN_IF_ERROR(co_await l2_cache_->set_dependency(refcount_cache_.get()));
+  std::vector<uint64_t> freed;
+  for (uint64_t k = 0; k < n; ++k) {
+    uint64_t e = entries[k];
+    uint64_t ne = host[k] | kOflagCopied;
+    if (ne == e) continue;
+    if (fresh[k] && (e & kL2OffsetMask)) freed.push_back(e & kL2OffsetMask);
+    store_be64(l2.data() + (l2_index(gc) + k) * 8, ne);
+  }
+  l2_cache_->mark_dirty(l2);
+  if (!freed.empty()) {
+    // Shared clusters we stopped using: the L2 update reaches the file before refcounts drop.
+    if (!lazy_) CO_RETURN_IF_ERROR(co_await refcount_cache_->set_dependency(l2_cache_.get()));
+    auto alloc_guard = co_await alloc_mu_.lock();
+    for (uint64_t h : freed) CO_RETURN_IF_ERROR(co_await free_clusters(h, 1));
+  }
+  co_return Status{};
+}
+
+}  // namespace img::qcow2
