@@ -35,7 +35,7 @@ class Checker {
   // Reference counting (check_walk.cc).
   void inc(uint64_t off, uint64_t len);
   Task<Status> walk_l1(uint64_t l1_off, uint64_t l1_entries, bool active);
-  Task<Status> walk_l2(uint64_t l2_off, bool active, uint64_t& next_contiguous);
+  Task<Status> walk_l2(uint64_t l2_off, bool active);
   Task<Status> walk_snapshots();
   Task<Status> walk_refcount_table();
 

@@ -68,7 +68,6 @@ Task<Status> Checker::walk_l1(uint64_t l1_off, uint64_t l1_entries, bool active)
   std::vector<uint8_t> l1(l1_entries * 8);  // <= 32 MiB, checked by the caller
   CO_ASSIGN_OR_RETURN(uint64_t got, co_await f_.read(l1_off, l1.data(), l1.size()));
   (void)got;  // past the end of the file reads as zeros (and inc() reported it)
-  uint64_t next_contiguous = 0;
   for (uint64_t i = 0; i < l1_entries; ++i) {
     uint64_t l2_off = load_be64(l1.data() + 8 * i) & kL1OffsetMask;
     if (l2_off == 0) continue;
@@ -79,12 +78,14 @@ Task<Status> Checker::walk_l1(uint64_t l1_off, uint64_t l1_entries, bool active)
     }
     inc(l2_off, cs_);
     if (l2_off >= file_size_) continue;
-    CO_RETURN_IF_ERROR(co_await walk_l2(l2_off, active, next_contiguous));
+    CO_RETURN_IF_ERROR(co_await walk_l2(l2_off, active));
   }
   co_return Status{};
 }
 
-Task<Status> Checker::walk_l2(uint64_t l2_off, bool active, uint64_t& next_contiguous) {
+// Fragmentation is counted within each L2 table, as qemu-img does.
+Task<Status> Checker::walk_l2(uint64_t l2_off, bool active) {
+  uint64_t next_contiguous = 0;
   std::vector<uint8_t> l2(cs_);
   CO_ASSIGN_OR_RETURN(uint64_t got, co_await f_.read(l2_off, l2.data(), cs_));
   (void)got;
