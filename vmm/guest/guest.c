@@ -1,0 +1,97 @@
+/* The freestanding test guest: prints on COM1, runs the virtio-blk checks, prints a verdict
+ * ("GUEST: PASS" / "GUEST: FAIL <reason>") and returns to start.S, which resets via port 0x64.
+ * Kernel command line word "nodisk" makes a missing virtio-blk device a pass. */
+#include "guest.h"
+
+#define COM1 0x3f8
+
+void* memset(void* d, int c, unsigned long n) {
+  u8* p = d;
+  while (n--) *p++ = (u8)c;
+  return d;
+}
+
+void* memcpy(void* d, const void* s, unsigned long n) {
+  u8* p = d;
+  const u8* q = s;
+  while (n--) *p++ = *q++;
+  return d;
+}
+
+static void putc(char c) {
+  while (!(inb(COM1 + 5) & 0x20)) {
+  }
+  outb(COM1, (u8)c);
+}
+
+void puts(const char* s) {
+  while (*s) {
+    if (*s == '\n') putc('\r');
+    putc(*s++);
+  }
+}
+
+void puthex(u64 v) {
+  char b[19];
+  b[0] = '0';
+  b[1] = 'x';
+  for (int i = 0; i < 16; ++i) b[2 + i] = "0123456789abcdef"[(v >> (60 - 4 * i)) & 15];
+  b[18] = 0;
+  puts(b);
+}
+
+void putdec(u64 v) {
+  char b[21];
+  int i = 20;
+  b[i] = 0;
+  do {
+    b[--i] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  puts(b + i);
+}
+
+int has_word(const char* h, const char* w) {
+  for (const char* start = h; *h; ++h) {
+    if (h == start || h[-1] == ' ') {
+      int i = 0;
+      while (w[i] && h[i] == w[i]) ++i;
+      if (!w[i] && (h[i] == 0 || h[i] == ' ')) return 1;
+    }
+  }
+  return 0;
+}
+
+static u32 pci_addr(u32 bdf, u32 off) { return 0x80000000u | (bdf << 8) | (off & 0xfc); }
+u32 pci_read32(u32 bdf, u32 off) {
+  outl(0xcf8, pci_addr(bdf, off));
+  return inl(0xcfc);
+}
+void pci_write32(u32 bdf, u32 off, u32 v) {
+  outl(0xcf8, pci_addr(bdf, off));
+  outl(0xcfc, v);
+}
+u8 pci_read8(u32 bdf, u32 off) { return (u8)(pci_read32(bdf, off) >> (8 * (off & 3))); }
+u16 pci_read16(u32 bdf, u32 off) { return (u16)(pci_read32(bdf, off) >> (8 * (off & 2))); }
+
+void guest_main(const u8* boot_params) {
+  puts("GUEST: hello from the test guest\n");
+  const char* cmdline = "";
+  if (boot_params) {
+    u32 p = *(const u32*)(boot_params + 0x228); /* cmd_line_ptr */
+    if (p) cmdline = (const char*)(u64)p;
+  }
+  puts("GUEST: cmdline: ");
+  puts(cmdline);
+  puts("\n");
+  int found = 0;
+  const char* err = virtio_blk_test(&found);
+  if (!found && has_word(cmdline, "nodisk")) err = 0;
+  if (err) {
+    puts("GUEST: FAIL ");
+    puts(err);
+    puts("\n");
+  } else {
+    puts("GUEST: PASS\n");
+  }
+}

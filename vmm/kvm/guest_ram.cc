@@ -1,0 +1,51 @@
+#include "kvm/guest_ram.h"
+
+#include <sys/mman.h>
+
+#include <cerrno>
+
+namespace vmm {
+
+img::Result<GuestRam> GuestRam::create(uint64_t size, bool hugepages) {
+  constexpr uint64_t k2MiB = 2ull << 20;
+  if (size == 0 || size % 4096 != 0) {
+    return img::invalid_argument("memory size must be a non-zero multiple of 4 KiB");
+  }
+  if (hugepages && size % k2MiB != 0) {
+    return img::invalid_argument("--hugepages needs a memory size that is a multiple of 2 MiB");
+  }
+  int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+  if (hugepages) flags |= MAP_HUGETLB;
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, flags, -1, 0);
+  if (p == MAP_FAILED) {
+    int e = errno;
+    if (hugepages) {
+      return img::make_error(
+          img::ErrorCode::kNoSpace,
+          img::strfmt("cannot map %llu MiB of 2 MiB huge pages: reserve them first, e.g. "
+                      "echo %llu > /proc/sys/vm/nr_hugepages",
+                      (unsigned long long)(size >> 20), (unsigned long long)(size / k2MiB)),
+          e);
+    }
+    return img::io_error(e, img::strfmt("mapping %llu MiB of guest memory",
+                                        (unsigned long long)(size >> 20)));
+  }
+  GuestRam ram;
+  ram.base_ = static_cast<uint8_t*>(p);
+  ram.size_ = size;
+  uint64_t low = size < kPciHoleStart ? size : kPciHoleStart;
+  ram.mem_.add_region(0, low, ram.base_);
+  if (size > low) ram.mem_.add_region(k4GiB, size - low, ram.base_ + low);
+  return ram;
+}
+
+GuestRam::GuestRam(GuestRam&& o) noexcept : base_(o.base_), size_(o.size_), mem_(o.mem_) {
+  o.base_ = nullptr;
+  o.size_ = 0;
+}
+
+GuestRam::~GuestRam() {
+  if (base_) ::munmap(base_, size_);
+}
+
+}  // namespace vmm

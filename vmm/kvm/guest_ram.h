@@ -1,0 +1,41 @@
+// GuestRam: the host mapping behind guest RAM, split around the 32-bit PCI hole: RAM below
+// kPciHoleStart sits at guest-physical 0, the rest continues at 4 GiB.
+//
+// Thread-safety: immutable after create(); the bytes are shared with the guest.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "img/status.h"
+#include "kvm/guest_memory.h"
+
+namespace vmm {
+
+// The 32-bit MMIO hole for PCI BARs, [kPciHoleStart, kPciHoleEnd); the IOAPIC, LAPIC and the
+// BIOS area follow it up to 4 GiB.
+inline constexpr uint64_t kPciHoleStart = 0xC0000000;
+inline constexpr uint64_t kPciHoleEnd = 0xFEC00000;
+inline constexpr uint64_t k4GiB = 1ull << 32;
+
+class GuestRam {
+ public:
+  // MAP_NORESERVE anonymous memory; hugepages asks for 2 MiB MAP_HUGETLB pages (size must be a
+  // multiple of 2 MiB and enough pages reserved in /proc/sys/vm/nr_hugepages).
+  static img::Result<GuestRam> create(uint64_t size, bool hugepages);
+  GuestRam(GuestRam&& o) noexcept;
+  GuestRam& operator=(GuestRam&&) = delete;
+  ~GuestRam();
+
+  uint64_t size() const { return size_; }
+  // One region below the hole, and one at 4 GiB if size exceeds kPciHoleStart.
+  const GuestMemory& memory() const { return mem_; }
+
+ private:
+  GuestRam() = default;
+  uint8_t* base_ = nullptr;
+  uint64_t size_ = 0;
+  GuestMemory mem_;
+};
+
+}  // namespace vmm

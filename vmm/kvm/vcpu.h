@@ -1,0 +1,80 @@
+// Vcpu: one KVM vCPU, its kvm_run page, and the KVM_RUN loop that dispatches port I/O and MMIO
+// exits to the Buses. The loop runs on its own thread (start()); kick() stops it from any
+// thread with immediate_exit plus a signal whose handler was installed without SA_RESTART, so
+// a KVM_RUN blocked in a guest `hlt` returns EINTR.
+//
+// Thread-safety: setters are called before start(); kick() and stop requests are thread-safe.
+#pragma once
+
+#include <linux/kvm.h>
+
+#include <atomic>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "devices/bus.h"
+#include "img/status.h"
+#include "kvm/kvm.h"
+
+namespace vmm {
+
+// Why a vCPU loop ended.
+struct VcpuStop {
+  enum class Reason {
+    kStopped,        // asked to stop (another vCPU or a device ended the VM)
+    kShutdown,       // KVM_EXIT_SHUTDOWN: triple fault
+    kInternalError,  // KVM_EXIT_INTERNAL_ERROR / FAIL_ENTRY / unexpected exit
+    kHalted,         // KVM_EXIT_HLT (only without an in-kernel LAPIC)
+    kSystemReset,    // KVM_EXIT_SYSTEM_EVENT reset or shutdown (PSCI-like paths)
+    kCrash,          // KVM_EXIT_SYSTEM_EVENT crash
+  };
+  Reason reason = Reason::kStopped;
+  std::string detail;
+};
+
+class Vcpu {
+ public:
+  static img::Result<std::unique_ptr<Vcpu>> create(const Kvm& kvm, const Vm& vm, uint32_t id);
+  ~Vcpu();
+
+  uint32_t id() const { return id_; }
+  int fd() const { return fd_.get(); }
+
+  img::Status set_cpuid(const std::vector<kvm_cpuid_entry2>& entries);
+  // Fails unless KVM accepted every entry, naming the first refused MSR.
+  img::Status set_msrs(const std::vector<kvm_msr_entry>& msrs);
+  img::Status set_regs(const kvm_regs& regs);
+  img::Result<kvm_regs> get_regs() const;
+  img::Result<kvm_sregs> get_sregs() const;
+  img::Status set_sregs(const kvm_sregs& sregs);
+  img::Status set_fpu(const kvm_fpu& fpu);
+  // LINT0 = ExtINT (the PIC reaches the BSP), LINT1 = NMI, as a BIOS leaves them.
+  img::Status setup_lapic_lints();
+
+  // Installs the kick signal handler (process-wide, once).
+  static void install_kick_handler();
+  // Runs the loop on a new thread; on_stop is called once, on that thread, when it ends.
+  void start(Bus* pio, Bus* mmio, std::function<void(const VcpuStop&)> on_stop);
+  // Makes the loop end soon with kStopped. Safe to call many times, from any thread.
+  void kick();
+  void join();
+
+ private:
+  Vcpu(uint32_t id, Fd fd, kvm_run* run, size_t run_size)
+      : id_(id), fd_(std::move(fd)), run_(run), run_size_(run_size) {}
+  VcpuStop run_loop(Bus* pio, Bus* mmio);
+  void handle_io(Bus* pio);
+  void handle_mmio(Bus* mmio);
+
+  uint32_t id_;
+  Fd fd_;
+  kvm_run* run_;
+  size_t run_size_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> started_{false};
+  std::thread thread_;
+};
+
+}  // namespace vmm

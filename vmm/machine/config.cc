@@ -1,0 +1,74 @@
+#include "machine/config.h"
+
+#include <cctype>
+
+#include "x86/mptable.h"
+
+namespace vmm {
+
+img::Result<uint64_t> parse_size(const std::string& s) {
+  size_t i = 0;
+  uint64_t v = 0;
+  while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) {
+    uint64_t d = static_cast<uint64_t>(s[i] - '0');
+    if (v > (UINT64_MAX - d) / 10) return img::invalid_argument("size '" + s + "' is too large");
+    v = v * 10 + d;
+    ++i;
+  }
+  if (i == 0) return img::invalid_argument("bad size '" + s + "': expected a number like 512M or 2G");
+  std::string unit = s.substr(i);
+  for (auto& ch : unit) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  if (unit.ends_with("IB")) unit.resize(unit.size() - 2);
+  else if (unit.size() == 2 && unit[1] == 'B') unit.resize(1);
+  int shift;
+  if (unit.empty() || unit == "B") shift = 0;
+  else if (unit == "K") shift = 10;
+  else if (unit == "M") shift = 20;
+  else if (unit == "G") shift = 30;
+  else if (unit == "T") shift = 40;
+  else return img::invalid_argument("bad size '" + s + "': unknown unit '" + s.substr(i) + "'");
+  if (shift && v > (UINT64_MAX >> shift)) return img::invalid_argument("size '" + s + "' is too large");
+  return v << shift;
+}
+
+img::Result<DiskSpec> parse_disk_spec(const std::string& s) {
+  DiskSpec d;
+  size_t pos = s.find(',');
+  d.path = s.substr(0, pos);
+  if (d.path.empty()) return img::invalid_argument("--disk needs a path: '" + s + "'");
+  while (pos != std::string::npos) {
+    size_t next = s.find(',', pos + 1);
+    std::string kv = s.substr(pos + 1, next == std::string::npos ? std::string::npos : next - pos - 1);
+    pos = next;
+    size_t eq = kv.find('=');
+    std::string k = kv.substr(0, eq), v = eq == std::string::npos ? "" : kv.substr(eq + 1);
+    if (k == "format") {
+      if (v != "raw" && v != "qcow2") return img::invalid_argument("--disk format must be raw or qcow2, not '" + v + "'");
+      d.format = v;
+    } else if (k == "readonly") {
+      if (v == "on" || v == "true" || v.empty()) d.read_only = true;
+      else if (v == "off" || v == "false") d.read_only = false;
+      else return img::invalid_argument("--disk readonly must be on or off, not '" + v + "'");
+    } else {
+      return img::invalid_argument("--disk: unknown option '" + kv + "' (format=, readonly=)");
+    }
+  }
+  return d;
+}
+
+img::Status validate(const MachineConfig& c) {
+  constexpr uint64_t kMin = 16ull << 20;
+  constexpr uint64_t kMax = 1ull << 40;
+  if (c.memory < kMin || c.memory > kMax) {
+    return img::invalid_argument(img::strfmt("--memory must be between 16M and 1T, got %llu bytes",
+                                             (unsigned long long)c.memory));
+  }
+  if (c.memory % (2ull << 20) != 0) return img::invalid_argument("--memory must be a multiple of 2M");
+  if (c.cpus == 0 || c.cpus > kMaxCpus) {
+    return img::invalid_argument(img::strfmt("--cpus must be 1..%u", kMaxCpus));
+  }
+  if (c.kernel.empty()) return img::invalid_argument("--kernel is required");
+  return {};
+}
+
+}  // namespace vmm

@@ -1,0 +1,50 @@
+// What `vmm run` asks for, parsed and validated before any KVM call, and the exit codes the VMM
+// process ends with.
+//
+// Thread-safety: plain values and pure functions.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "img/status.h"
+
+namespace vmm {
+
+// Process exit codes of `vmm run` (documented in docs/vmm.md).
+enum ExitCode : int {
+  kExitGuestReset = 0,     // guest reset through the i8042 / reset event / shutdown
+  kExitVmmError = 1,       // setup failed (kernel, memory, KVM): the message says why
+  kExitBadArguments = 2,   // command line rejected
+  kExitTripleFault = 3,    // KVM_EXIT_SHUTDOWN
+  kExitInternalError = 4,  // KVM internal error, emulation failure, failed entry
+  kExitGuestCrash = 5,     // guest reported a crash (pvpanic-style system event)
+  kExitInterrupted = 130,  // SIGINT/SIGTERM
+};
+
+struct DiskSpec {
+  std::string path;
+  std::string format;  // "" = probe, "raw", "qcow2"
+  bool read_only = false;
+};
+
+struct MachineConfig {
+  std::string kernel;
+  std::string initrd;
+  std::string cmdline;
+  uint64_t memory = 512ull << 20;
+  uint32_t cpus = 1;
+  std::vector<DiskSpec> disks;
+  std::string serial = "stdio";
+  bool hugepages = false;
+};
+
+// "512M", "2G", "1048576", "64K", "1T" (binary units; optional trailing "iB"/"B").
+img::Result<uint64_t> parse_size(const std::string& s);
+// "PATH[,format=raw|qcow2][,readonly=on|off]"
+img::Result<DiskSpec> parse_disk_spec(const std::string& s);
+// Cross-field checks: memory range, CPU count.
+img::Status validate(const MachineConfig& c);
+
+}  // namespace vmm

@@ -1,0 +1,209 @@
+#include "machine/machine.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+
+#include "machine/file_util.h"
+#include "x86/acpi.h"
+#include "x86/boot_params.h"
+#include "x86/cpu_setup.h"
+#include "x86/cpuid.h"
+#include "x86/e820.h"
+#include "x86/kernel_loader.h"
+#include "x86/layout.h"
+#include "x86/mptable.h"
+#include "x86/msrs.h"
+
+namespace vmm {
+namespace {
+
+std::atomic<int> g_signal{0};
+
+void on_terminate_signal(int sig) { g_signal = sig; }
+
+}  // namespace
+
+img::Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& c) {
+  RETURN_IF_ERROR(validate(c));
+  ASSIGN_OR_RETURN(Kvm kvm, Kvm::open());
+  RETURN_IF_ERROR(kvm.check_required_caps());
+  ASSIGN_OR_RETURN(Vm vm, Vm::create(kvm));
+  ASSIGN_OR_RETURN(GuestRam ram, GuestRam::create(c.memory, c.hugepages));
+  std::unique_ptr<Machine> m(new Machine(std::move(kvm), std::move(vm), std::move(ram)));
+  for (const GuestMemory::Region& r : m->ram_.memory().regions()) {
+    RETURN_IF_ERROR(m->vm_.add_memory(r.gpa, r.size, r.host));
+  }
+  ASSIGN_OR_RETURN(m->irq_, KvmInterruptController::create(m->vm_.fd()));
+  m->ioevents_ = std::make_unique<KvmIoEventRegistry>(m->vm_.fd());
+  RETURN_IF_ERROR(m->load_and_boot(c));
+  RETURN_IF_ERROR(m->setup_devices(c));
+  RETURN_IF_ERROR(m->setup_disks(c));
+  RETURN_IF_ERROR(m->setup_vcpus(c));
+  return m;
+}
+
+Machine::~Machine() {
+  for (auto& v : vcpus_) v->kick();
+  for (auto& v : vcpus_) v->join();
+  if (console_) console_->stop();
+}
+
+img::Status Machine::load_and_boot(const MachineConfig& c) {
+  const GuestMemory& mem = ram_.memory();
+  uint64_t low_end = mem.regions()[0].size;
+  ASSIGN_OR_RETURN(std::vector<uint8_t> kernel, read_whole_file(c.kernel, "kernel", low_end));
+  auto loaded = load_kernel(kernel, mem, low_end);
+  if (!loaded) return img::Unexpected(loaded.error().prepend("kernel " + c.kernel));
+  LoadedKernel& k = *loaded;
+
+  BootInfo info;
+  info.cmdline = c.cmdline;
+  info.e820 = build_e820(c.memory);
+  if (!c.initrd.empty()) {
+    ASSIGN_OR_RETURN(std::vector<uint8_t> initrd, read_whole_file(c.initrd, "initrd", low_end));
+    // boot.rst: protocol 2.03+ gives initrd_addr_max; PVH kernels take any address below 4 GiB.
+    uint64_t max = k.bzimage ? k.hdr.initrd_addr_max : 0xffffffff;
+    ASSIGN_OR_RETURN(uint64_t at, place_initrd(initrd.size(), k.end, max, low_end));
+    if (!mem.write(at, initrd.data(), initrd.size())) return img::invalid_argument("initrd placement");
+    info.initrd_addr = at;
+    info.initrd_size = initrd.size();
+  }
+  ASSIGN_OR_RETURN(std::vector<uint8_t> mp, build_mptable(c.cpus, layout::kEbdaStart));
+  if (!mem.write(layout::kEbdaStart, mp.data(), mp.size())) return img::invalid_argument("MP table");
+  ASSIGN_OR_RETURN(AcpiTables acpi, build_acpi_tables(c.cpus, layout::kBiosStart));
+  if (!mem.write(layout::kBiosStart, acpi.bytes.data(), acpi.bytes.size())) {
+    return img::invalid_argument("ACPI tables");
+  }
+  info.rsdp_addr = acpi.rsdp;
+  ASSIGN_OR_RETURN(uint64_t boot_arg, write_boot_info(mem, k, info));
+  RETURN_IF_ERROR(write_boot_tables(mem, k.mode));
+  boot_mode_ = k.mode;
+  boot_entry_ = k.entry;
+  boot_arg_ = boot_arg;
+  return {};
+}
+
+img::Status Machine::setup_devices(const MachineConfig& c) {
+  ASSIGN_OR_RETURN(console_, SerialConsole::open(c.serial));
+  SerialConsole* con = console_.get();
+  KvmInterruptController* irq = irq_.get();
+  serial_ = std::make_shared<Serial>([con](uint8_t b) { con->write(b); },
+                                     [irq](bool level) { irq->set_irq_line(Serial::kCom1Irq, level); });
+  RETURN_IF_ERROR(pio_.insert(Serial::kCom1Base, 8, serial_));
+  auto i8042 = std::make_shared<I8042>([this] { request_exit(kExitGuestReset, "guest reset (i8042)"); });
+  RETURN_IF_ERROR(pio_.insert(I8042::kBase, I8042::kLen, i8042));
+  auto rtc = std::make_shared<Rtc>();
+  RETURN_IF_ERROR(pio_.insert(Rtc::kBase, 2, rtc));
+  devices_.push_back(i8042);
+  devices_.push_back(rtc);
+  auto sink = std::make_shared<PortSink>();
+  struct {
+    uint64_t base, len;
+  } quiet[] = {
+      {0x80, 1},   // POST codes
+      {0x87, 1},   // DMA page register
+      {0xed, 1},   // io_delay
+      {0x2e8, 8},  // COM4
+      {0x2f8, 8},  // COM2
+      {0x3c0, 0x20},  // VGA
+      {0x3e8, 8},  // COM3
+  };
+  for (auto& q : quiet) RETURN_IF_ERROR(pio_.insert(q.base, q.len, sink));
+  if (!vm_.has_pit()) RETURN_IF_ERROR(pio_.insert(0x40, 4, sink));
+  devices_.push_back(sink);
+  return {};
+}
+
+img::Status Machine::setup_vcpus(const MachineConfig& c) {
+  ASSIGN_OR_RETURN(std::vector<kvm_cpuid_entry2> supported, kvm_.supported_cpuid());
+  for (uint32_t id = 0; id < c.cpus; ++id) {
+    ASSIGN_OR_RETURN(std::unique_ptr<Vcpu> v, Vcpu::create(kvm_, vm_, id));
+    RETURN_IF_ERROR(v->set_cpuid(filter_cpuid(supported, id, c.cpus)));
+    RETURN_IF_ERROR(v->set_msrs(boot_msrs()));
+    RETURN_IF_ERROR(v->setup_lapic_lints());
+    if (id == 0) {
+      // Only the BSP gets boot state; the APs wait in wait-for-SIPI (in-kernel LAPIC) until the
+      // guest starts them with INIT/SIPI.
+      kvm_fpu fpu{};
+      fpu.fcw = 0x37f;     // x87 default control word (what FNINIT sets)
+      fpu.mxcsr = 0x1f80;  // all SSE exceptions masked
+      RETURN_IF_ERROR(v->set_fpu(fpu));
+      ASSIGN_OR_RETURN(kvm_sregs sregs, v->get_sregs());
+      apply_boot_sregs(boot_mode_, &sregs);
+      RETURN_IF_ERROR(v->set_sregs(sregs));
+      RETURN_IF_ERROR(v->set_regs(boot_regs(boot_mode_, boot_entry_, boot_arg_)));
+    }
+    vcpus_.push_back(std::move(v));
+  }
+  return {};
+}
+
+void Machine::request_exit(int code, const std::string& why) {
+  {
+    std::lock_guard lock(mu_);
+    if (exit_code_) return;
+    exit_code_ = code;
+    exit_why_ = why;
+  }
+  cv_.notify_all();
+}
+
+void Machine::on_vcpu_stop(const VcpuStop& s) {
+  using R = VcpuStop::Reason;
+  switch (s.reason) {
+    case R::kStopped:
+      return;
+    case R::kShutdown:
+      request_exit(kExitTripleFault, s.detail);
+      return;
+    case R::kInternalError:
+      request_exit(kExitInternalError, s.detail);
+      return;
+    case R::kHalted:
+    case R::kSystemReset:
+      request_exit(kExitGuestReset, s.detail);
+      return;
+    case R::kCrash:
+      request_exit(kExitGuestCrash, s.detail);
+      return;
+  }
+}
+
+int Machine::run() {
+  struct sigaction sa{};
+  sa.sa_handler = on_terminate_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  if (auto s = console_->start_input(serial_.get()); !s) {
+    std::fprintf(stderr, "vmm: serial input: %s\n", s.error().to_string().c_str());
+  }
+  for (auto& v : vcpus_) {
+    v->start(&pio_, &mmio_, [this](const VcpuStop& s) { on_vcpu_stop(s); });
+  }
+  {
+    std::unique_lock lock(mu_);
+    while (!exit_code_) {
+      cv_.wait_for(lock, std::chrono::milliseconds(100));
+      if (int sig = g_signal.load(); sig && !exit_code_) {
+        exit_code_ = kExitInterrupted;
+        exit_why_ = img::strfmt("stopped by signal %d", sig);
+      }
+    }
+  }
+  for (auto& v : vcpus_) v->kick();
+  for (auto& v : vcpus_) v->join();
+  console_->stop();
+  int code = *exit_code_;
+  if (code != kExitGuestReset) std::fprintf(stderr, "vmm: %s\n", exit_why_.c_str());
+  return code;
+}
+
+}  // namespace vmm

@@ -1,0 +1,73 @@
+// vmm: a lean KVM VMM. Subcommands: `run` boots a kernel, `check` tells whether this host can.
+// Errors are values everywhere below; CLI11 throws while parsing and is caught here.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+
+#include "devices/log.h"
+#include "machine/check.h"
+#include "machine/config.h"
+#include "machine/machine.h"
+
+namespace {
+
+int run_command(const vmm::MachineConfig& c) {
+  auto m = vmm::Machine::create(c);
+  if (!m) {
+    std::fprintf(stderr, "vmm: %s\n", m.error().to_string().c_str());
+    return m.error().code() == img::ErrorCode::kInvalidArgument ? vmm::kExitBadArguments
+                                                                 : vmm::kExitVmmError;
+  }
+  return (*m)->run();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"vmm: a lean KVM virtual machine monitor"};
+  app.require_subcommand(1);
+  bool debug = false;
+  app.add_flag("--debug", debug, "log unhandled device accesses on stderr (also VMM_DEBUG=1)");
+
+  vmm::MachineConfig cfg;
+  std::string memory = "512M";
+  std::vector<std::string> disks;
+  CLI::App* run = app.add_subcommand("run", "boot a kernel (bzImage, vmlinux with PVH note, or ELF64)");
+  run->add_option("--kernel", cfg.kernel, "kernel file")->required();
+  run->add_option("--initrd", cfg.initrd, "initial ramdisk");
+  run->add_option("--cmdline", cfg.cmdline, "kernel command line");
+  run->add_option("--memory,-m", memory, "guest memory, e.g. 512M, 2G")->capture_default_str();
+  run->add_option("--cpus", cfg.cpus, "number of vCPUs")->capture_default_str();
+  run->add_option("--disk", disks, "PATH[,format=raw|qcow2][,readonly=on] (repeatable)");
+  run->add_option("--serial", cfg.serial, "stdio | file:PATH | unix:PATH")->capture_default_str();
+  run->add_flag("--hugepages", cfg.hugepages, "back guest memory with 2 MiB huge pages");
+  CLI::App* check = app.add_subcommand("check", "check that this host can run guests");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : vmm::kExitBadArguments;
+  }
+  if (debug) vmm::set_debug(true);
+  if (check->parsed()) return vmm::print_host_checks(vmm::run_host_checks());
+
+  auto mem = vmm::parse_size(memory);
+  if (!mem) {
+    std::fprintf(stderr, "vmm: --memory: %s\n", mem.error().message().c_str());
+    return vmm::kExitBadArguments;
+  }
+  cfg.memory = *mem;
+  for (const std::string& d : disks) {
+    auto spec = vmm::parse_disk_spec(d);
+    if (!spec) {
+      std::fprintf(stderr, "vmm: %s\n", spec.error().message().c_str());
+      return vmm::kExitBadArguments;
+    }
+    cfg.disks.push_back(*spec);
+  }
+  if (auto s = vmm::validate(cfg); !s) {
+    std::fprintf(stderr, "vmm: %s\n", s.error().message().c_str());
+    return vmm::kExitBadArguments;
+  }
+  return run_command(cfg);
+}
