@@ -1,0 +1,102 @@
+// ops: whole-image operations shared by the img tool and the VMM, on top of BlockDriver.
+//
+//   convert        copies one image into another: many chunk coroutines in flight on one loop,
+//                  skipping what reads as zeros (qemu-img convert's behaviour, -S 4k by default).
+//   create_image   makes a new raw or qcow2 file.
+//   parse_size, parse_create_options
+//                  qemu-img's size strings ("1.5G") and -o key=value,... create options.
+//
+// Thread-safety: everything runs on the calling thread's IoLoop.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "img/block_driver.h"
+#include "img/io_loop.h"
+#include "img/qcow2.h"
+#include "img/status.h"
+#include "img/task.h"
+
+namespace img {
+
+// ---- convert -------------------------------------------------------------------------------
+
+struct ConvertOptions {
+  // Called on the loop thread after each chunk completes (bytes done, bytes total).
+  std::function<void(uint64_t done, uint64_t total)> progress;
+  // Chunks processed at once (qemu-img convert -m; it allows 1..16).
+  unsigned in_flight = 16;
+  // Bytes per chunk; a multiple of 4096.
+  uint64_t chunk_size = 2 << 20;
+  // Runs of zeros at least this long (aligned to it) are not written; 0 writes everything
+  // (qemu-img convert -S; its default is 4 KiB).
+  uint64_t min_sparse = 4096;
+  // The destination is fresh and reads as zeros, so zero ranges need no write at all; otherwise
+  // they are written with write_zeroes (qemu-img convert -n clears this).
+  bool target_is_zero = true;
+  // The source's kUnallocated ranges read as zeros (it has no backing file), so they need not be
+  // read. Leave false when a backing file may supply their data.
+  bool unallocated_reads_zero = false;
+};
+
+struct ConvertStats {
+  uint64_t bytes_read = 0;     // data read from the source
+  uint64_t bytes_written = 0;  // data written to the destination
+  uint64_t bytes_zero = 0;     // bytes skipped or written as zeros
+};
+
+// Copies src's [0, src.size()) into dst (which must be at least that large) and flushes dst.
+// The first error stops the copy; chunks already in flight finish first.
+Task<Result<ConvertStats>> convert(IoLoop& loop, BlockDriver& src, BlockDriver& dst,
+                                   const ConvertOptions& opts);
+
+// True if all len bytes at p are zero.
+bool is_zero(const void* p, size_t len);
+
+// ---- create --------------------------------------------------------------------------------
+
+// Makes path a new image of size bytes (replacing an existing file). format "raw" honours
+// opts.preallocation off/falloc/full; "qcow2" passes opts (with size) to create_qcow2.
+Task<Status> create_image(IoLoop& loop, const std::string& path, const std::string& format,
+                          uint64_t size, const Qcow2CreateOptions& opts);
+
+// ---- option parsing ------------------------------------------------------------------------
+
+// qemu's size syntax (qemu_strtosz): an integer (decimal or 0x hex) or a decimal fraction with
+// an optional suffix b/B (bytes) k K M G T P E (binary multiples), case-insensitive; "1.5G".
+// Fractions need a suffix other than b. Rejects negatives, garbage and values above INT64_MAX.
+Result<uint64_t> parse_size(std::string_view s);
+
+// -o key=value,... as qemu-img create understands it, kept as written (so the "Formatting ..."
+// line can echo it) until to_qcow2_options() checks the values.
+struct CreateOptionList {
+  // Keys in the order given; a later value for the same key replaces the earlier one.
+  std::vector<std::pair<std::string, std::string>> items;
+  const std::string* find(std::string_view key) const;
+  bool help = false;  // "-o help" or "-o ?"
+};
+
+// Splits "a=b,c=d" (",," escapes a comma in a value) and checks that each key is one the
+// format knows; raw knows size and preallocation. Unknown keys: "Invalid parameter 'x'".
+Result<CreateOptionList> parse_create_options(const std::string& format,
+                                              const std::vector<std::string>& option_strings);
+
+// Converts checked option values into Qcow2CreateOptions (also used for raw: size and
+// preallocation). Errors use qemu-img's words: "Parameter 'preallocation' does not accept value
+// 'xx'", "Lazy refcounts only supported with compatibility level 1.1 and above ...".
+Result<Qcow2CreateOptions> to_create_options(const std::string& format,
+                                             const CreateOptionList& list);
+
+// The "-o help" text for a format, as qemu-img prints it.
+std::string create_options_help(const std::string& format);
+
+// The options part of qemu-img create's "Formatting 'f', fmt=qcow2 cluster_size=65536 ..." line,
+// in qemu-img 7.2's order: "cluster_size=65536 extended_l2=off compression_type=zlib size=..".
+std::string describe_create_options(const std::string& format, const CreateOptionList& list,
+                                    uint64_t size);
+
+}  // namespace img

@@ -1,0 +1,56 @@
+// Helpers every img subcommand shares: argument parsing with CLI11, qemu-img's error and size
+// formats, and opening images.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "img/block_driver.h"
+#include "img/file.h"
+#include "img/io_loop.h"
+#include "img/status.h"
+
+namespace imgcli {
+
+// Exit codes (qemu-img's).
+constexpr int kExitOk = 0;
+constexpr int kExitError = 1;
+
+// A subcommand: its name, one line of help, and its entry (args exclude "img" and the name).
+struct Command {
+  const char* name;
+  const char* summary;
+  int (*run)(const std::vector<std::string>& args);
+};
+int run_create(const std::vector<std::string>& args);
+int run_info(const std::vector<std::string>& args);
+int run_check(const std::vector<std::string>& args);
+int run_convert(const std::vector<std::string>& args);
+
+// Parses args into app. Returns -1 to go on, or the exit code (0 after --help, 1 on a bad flag,
+// with CLI11's message printed).
+int parse_args(CLI::App& app, const std::vector<std::string>& args);
+
+// Prints "img: <msg>" to stderr and returns kExitError.
+int fail(const std::string& msg);
+// "Could not open 'path': No such file or directory" from an open error.
+std::string open_error(const std::string& path, const img::Error& e);
+// The reason part of an error: strerror for OS errors, else the message.
+std::string reason(const img::Error& e);
+
+// qemu's size_to_str: "196 KiB", "1.5 GiB", "0 B".
+std::string human_size(uint64_t bytes);
+
+// A loop for one command; prints why on failure.
+std::unique_ptr<img::IoLoop> make_loop();
+
+// Checks a -f/-O value: "raw" or "qcow2". Returns an error message naming it otherwise.
+bool known_format(const std::string& fmt);
+
+// Probes or checks the format of an open file ("raw" / "qcow2").
+img::Result<std::string> detect_format(img::IoLoop& loop, img::File& f, const std::string& fmt);
+
+}  // namespace imgcli

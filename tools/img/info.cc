@@ -1,0 +1,135 @@
+// img info [-f fmt] [--output=human|json] FILE: qemu-img info's facts, from the file itself
+// (header facts of qcow2 through read_qcow2_info).
+#include <cstdio>
+#include <optional>
+
+#include "common.h"
+#include "img/qcow2.h"
+#include "json.h"
+
+namespace imgcli {
+namespace {
+
+struct ImageFacts {
+  std::string filename;
+  std::string format;
+  uint64_t virtual_size = 0;
+  uint64_t actual_size = 0;
+  std::optional<img::Qcow2Info> qcow2;
+  std::string full_backing;  // the backing path resolved against the image's folder
+};
+
+// qemu's path_combine: a relative backing path is relative to the image's folder.
+std::string combine(const std::string& image, const std::string& backing) {
+  if (backing.empty() || backing[0] == '/') return backing;
+  size_t slash = image.rfind('/');
+  if (slash == std::string::npos) return backing;
+  return image.substr(0, slash + 1) + backing;
+}
+
+const char* compat_of(const img::Qcow2Info& q) { return q.version >= 3 ? "1.1" : "0.10"; }
+
+Json to_json(const ImageFacts& f) {
+  Json o = Json::object();
+  o.set("virtual-size", f.virtual_size);
+  o.set("filename", f.filename);
+  if (f.qcow2) o.set("cluster-size", f.qcow2->cluster_size);
+  o.set("format", f.format);
+  o.set("actual-size", f.actual_size);
+  o.set("dirty-flag", f.qcow2 ? f.qcow2->dirty : false);
+  if (!f.qcow2) return o;
+  const img::Qcow2Info& q = *f.qcow2;
+  if (!q.backing_file.empty()) {
+    o.set("backing-filename", q.backing_file);
+    o.set("full-backing-filename", f.full_backing);
+    if (!q.backing_format.empty()) o.set("backing-filename-format", q.backing_format);
+  }
+  Json data = Json::object();
+  data.set("compat", compat_of(q));
+  data.set("compression-type", q.compression_type.empty() ? "zlib" : q.compression_type);
+  if (q.version >= 3) data.set("lazy-refcounts", q.lazy_refcounts);
+  data.set("refcount-bits", q.refcount_bits);
+  if (q.version >= 3) {
+    data.set("corrupt", q.corrupt);
+    data.set("extended-l2", q.extended_l2);
+  }
+  Json spec = Json::object();
+  spec.set("type", "qcow2");
+  spec.set("data", std::move(data));
+  o.set("format-specific", std::move(spec));
+  return o;
+}
+
+void print_human(const ImageFacts& f) {
+  std::printf("image: %s\nfile format: %s\nvirtual size: %s (%llu bytes)\ndisk size: %s\n",
+              f.filename.c_str(), f.format.c_str(), human_size(f.virtual_size).c_str(),
+              static_cast<unsigned long long>(f.virtual_size), human_size(f.actual_size).c_str());
+  if (!f.qcow2) return;
+  const img::Qcow2Info& q = *f.qcow2;
+  if (q.dirty) std::printf("cleanly shut down: no\n");
+  std::printf("cluster_size: %u\n", q.cluster_size);
+  if (!q.backing_file.empty()) {
+    std::printf("backing file: %s", q.backing_file.c_str());
+    if (f.full_backing != q.backing_file) std::printf(" (actual path: %s)", f.full_backing.c_str());
+    std::printf("\n");
+    if (!q.backing_format.empty())
+      std::printf("backing file format: %s\n", q.backing_format.c_str());
+  }
+  std::printf("Format specific information:\n");
+  std::printf("    compat: %s\n", compat_of(q));
+  std::printf("    compression type: %s\n",
+              q.compression_type.empty() ? "zlib" : q.compression_type.c_str());
+  if (q.version >= 3) std::printf("    lazy refcounts: %s\n", q.lazy_refcounts ? "true" : "false");
+  std::printf("    refcount bits: %u\n", q.refcount_bits);
+  if (q.version >= 3) {
+    std::printf("    corrupt: %s\n", q.corrupt ? "true" : "false");
+    std::printf("    extended l2: %s\n", q.extended_l2 ? "true" : "false");
+  }
+}
+
+}  // namespace
+
+int run_info(const std::vector<std::string>& args) {
+  CLI::App app("Show facts about a disk image", "img info");
+  std::string fmt, output = "human", file;
+  app.add_option("-f,--format", fmt, "image format (probed if not given)");
+  app.add_option("--output", output, "human (default) or json");
+  app.add_option("FILE", file, "the image")->required();
+  if (int rc = parse_args(app, args); rc >= 0) return rc;
+  if (output != "human" && output != "json") {
+    return fail("--output must be used with human or json as argument.");
+  }
+  if (!fmt.empty() && !known_format(fmt)) return fail("Unknown file format '" + fmt + "'");
+
+  auto loop = make_loop();
+  if (!loop) return kExitError;
+  auto file_or = img::open_host_file(*loop, file, {.read_only = true});
+  if (!file_or) return fail(open_error(file, file_or.error()));
+  img::File& f = **file_or;
+  auto format = detect_format(*loop, f, fmt);
+  if (!format) return fail(open_error(file, format.error()));
+
+  ImageFacts facts{.filename = file, .format = *format};
+  auto allocated = f.allocated_size();
+  if (!allocated) return fail(open_error(file, allocated.error()));
+  facts.actual_size = *allocated;
+  if (*format == "qcow2") {
+    auto q = loop->run(img::read_qcow2_info(f));
+    if (!q) return fail(open_error(file, q.error()));
+    facts.virtual_size = q->virtual_size;
+    facts.full_backing = combine(file, q->backing_file);
+    facts.qcow2 = std::move(*q);
+  } else {
+    auto size = f.size();
+    if (!size) return fail(open_error(file, size.error()));
+    facts.virtual_size = *size;
+  }
+  if (output == "json") {
+    std::printf("%s\n", to_json(facts).pretty().c_str());
+  } else {
+    print_human(facts);
+  }
+  return kExitOk;
+}
+
+}  // namespace imgcli
