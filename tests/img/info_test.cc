@@ -1,0 +1,62 @@
+// img info: the same keys and values as qemu-img info, in JSON and in human form, on images
+// qemu-img made.
+#include "tool_test_util.h"
+
+namespace imgtest {
+namespace {
+
+void expect_same_info(const TempDir& d, const std::string& file) {
+  for (const char* out : {"json", "human"}) {
+    std::string args = std::string("info --output=") + out + " " + file;
+    CmdResult mine = img(args, d.path());
+    CmdResult ref = sh("qemu-img " + args, d.path());
+    ASSERT_EQ(ref.rc, 0) << ref.err;
+    ASSERT_EQ(mine.rc, 0) << mine.err;
+    if (std::string(out) == "json") {
+      auto a = flat_json(mine.out), b = flat_json(ref.out);
+      EXPECT_EQ(a, b) << file;
+    }
+    EXPECT_EQ(mine.out, ref.out) << file << " (" << out << ")";
+  }
+}
+
+TEST(ImgInfo, MatchesQemuImgOnQemuImages) {
+  REQUIRE_QEMU_IMG();
+  TempDir d;
+  const char* creates[] = {
+      "-f qcow2 a.qcow2 1G",
+      "-f qcow2 -o compat=0.10,cluster_size=4k b.qcow2 1.5G",
+      "-f qcow2 -o refcount_bits=8,compression_type=zstd,lazy_refcounts=on c.qcow2 10M",
+      "-f qcow2 -o backing_file=a.qcow2,backing_fmt=qcow2 d.qcow2",
+      "-f raw e.raw 1M",
+  };
+  for (const char* c : creates) {
+    ASSERT_EQ(sh(std::string("qemu-img create -q ") + c, d.path()).rc, 0) << c;
+  }
+  for (const char* f : {"a.qcow2", "b.qcow2", "c.qcow2", "d.qcow2", "e.raw"}) {
+    expect_same_info(d, f);
+  }
+  // An absolute path makes qemu-img show the backing file's actual path.
+  expect_same_info(d, d.file("d.qcow2"));
+}
+
+TEST(ImgInfo, MatchesQemuImgAfterWrites) {
+  REQUIRE_QEMU_IO();
+  REQUIRE_QEMU_IMG();
+  TempDir d;
+  ASSERT_EQ(sh("qemu-img create -q -f qcow2 w.qcow2 64M", d.path()).rc, 0);
+  ASSERT_EQ(sh("qemu-io -c 'write -P 0x5a 1M 3M' w.qcow2", d.path()).rc, 0);
+  expect_same_info(d, "w.qcow2");
+}
+
+TEST(ImgInfo, ForcedFormat) {
+  REQUIRE_QEMU_IMG();
+  TempDir d;
+  ASSERT_EQ(sh("qemu-img create -q -f qcow2 a.qcow2 1M", d.path()).rc, 0);
+  CmdResult r = img("info -f raw --output=json a.qcow2", d.path());
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(flat_json(r.out)["format"], "\"raw\"");
+}
+
+}  // namespace
+}  // namespace imgtest
