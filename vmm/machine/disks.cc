@@ -12,7 +12,7 @@ namespace vmm {
 
 img::Status Machine::setup_disks(const MachineConfig& c) {
 #ifdef VMM_HAVE_VIRTIO_BLK
-  auto pci = std::make_shared<PciBus>(mmio_, kPciHoleStart, kPciHoleEnd - kPciHoleStart);
+  auto pci = std::make_shared<PciBus>(mmio_, kPciHoleStart, kPciHoleEnd);
   RETURN_IF_ERROR(pio_.insert(0xcf8, 8, pci));
   devices_.push_back(pci);
   for (size_t i = 0; i < c.disks.size(); ++i) {

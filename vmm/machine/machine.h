@@ -52,8 +52,9 @@ class Machine {
   GuestRam ram_;
   std::unique_ptr<KvmInterruptController> irq_;
   std::unique_ptr<KvmIoEventRegistry> ioevents_;
-  Bus pio_;
+  // mmio_ outlives pio_: the PCI bus sits on pio_ and unmaps its BARs from mmio_ when it dies.
   Bus mmio_;
+  Bus pio_;
   std::unique_ptr<SerialConsole> console_;
   std::shared_ptr<Serial> serial_;
   std::vector<std::shared_ptr<BusDevice>> devices_;
