@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# libimg vs qemu-img bench (and fio for the random-read limit), side by side on the same files.
+#   tests/bench/run-img-bench.sh [BUILD_DIR]     (default build/; needs img_bench built there)
+# Environment: BENCH_DIR (work folder, ~9 GiB free; default BUILD_DIR/bench-data),
+#   COUNT (4 KiB requests per read run, default 200000), IMG_BENCH_CACHE=none|writeback
+#   (none = O_DIRECT for both tools, the default), FIO_RUNTIME (seconds, default 10).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+BUILD_DIR="$(cd "${1:-$ROOT/build}" && pwd)"
+BENCH="$BUILD_DIR/tests/bench/img_bench"
+IMG="$BUILD_DIR/tools/img/img"
+DIR="${BENCH_DIR:-$BUILD_DIR/bench-data}"
+COUNT="${COUNT:-200000}"
+CACHE="${IMG_BENCH_CACHE:-none}"
+FIO_RUNTIME="${FIO_RUNTIME:-10}"
+export IMG_BENCH_CACHE="$CACHE"
+for tool in qemu-img fio "$BENCH" "$IMG"; do
+  command -v "$tool" >/dev/null || { echo "run-img-bench: $tool not found" >&2; exit 1; }
+done
+mkdir -p "$DIR"
+cd "$DIR"
+
+# 4 GiB of non-zero data: a raw file (for fio) and a fully written qcow2 image of it.
+if [[ ! -f data.raw || $(stat -c %s data.raw) != $((4 << 30)) ]]; then
+  echo "preparing 4 GiB data.raw and read.qcow2 ..."
+  yes "libimg benchmark data 0123456789abcdef" | head -c 4G > data.raw
+  qemu-img convert -f raw -O qcow2 data.raw read.qcow2
+fi
+
+qemu_secs() { sed -n 's/^Run completed in \([0-9.]*\) seconds.*/\1/p'; }
+img_secs() { sed -n 's/^seconds=\([0-9.]*\).*/\1/p'; }
+rows=()
+div() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", a / b }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+row() { rows+=("$1|$2|$3|$4"); }  # pattern, libimg IOPS, reference IOPS, reference name
+
+for depth in 1 32; do
+  q=$(qemu-img bench -f qcow2 -t "$CACHE" -i io_uring -c "$COUNT" -d "$depth" -s 4k -S 64k \
+        read.qcow2 | qemu_secs)
+  m=$("$BENCH" read read.qcow2 "$COUNT" "$depth" 4k 64k | img_secs)
+  row "qcow2 4k read, 64k step, QD$depth" "$(div $COUNT $m)" \
+      "$(div $COUNT $q)" qemu-img
+done
+
+WCOUNT=4096  # 4 GiB of 1 MiB writes into a new 4 GiB image
+qemu-img create -q -f qcow2 w-qemu.qcow2 4G
+"$IMG" create -q -f qcow2 w-img.qcow2 4G
+q=$(qemu-img bench -w -f qcow2 -t "$CACHE" -i io_uring -c "$WCOUNT" -d 8 -s 1M w-qemu.qcow2 |
+      qemu_secs)
+m=$("$BENCH" write w-img.qcow2 "$WCOUNT" 8 1M 1M | img_secs)
+row "qcow2 1M write (new image), QD8 [MiB/s]" "$(div $WCOUNT $m)" \
+    "$(div $WCOUNT $q)" qemu-img
+qemu-img check -q w-img.qcow2 || echo "WARNING: qemu-img check failed on libimg's image" >&2
+rm -f w-qemu.qcow2 w-img.qcow2
+
+m=$("$BENCH" randread read.qcow2 "$COUNT" 32 4k | img_secs)
+direct=1; [[ "$CACHE" == none ]] || direct=0
+f=$(fio --name=randread --filename=data.raw --ioengine=io_uring --direct=$direct --rw=randread \
+      --bs=4k --iodepth=32 --runtime="$FIO_RUNTIME" --time_based --minimal | cut -d';' -f8)
+row "4k random read, QD32 (fio: raw file)" "$(div $COUNT $m)" "$f" fio
+
+echo
+echo "cache=$CACHE, $COUNT read requests per run; figures are IOPS (1M writes: MiB/s)"
+printf '%-42s %12s %12s %-9s %7s\n' pattern libimg reference "(ref)" ratio
+for r in "${rows[@]}"; do
+  IFS='|' read -r name mine ref who <<<"$r"
+  printf '%-42s %12s %12s %-9s %7s\n' "$name" "$mine" "$ref" "($who)" \
+    "$(ratio "$mine" "$ref")"
+done
