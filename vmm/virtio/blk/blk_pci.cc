@@ -1,0 +1,29 @@
+#include "virtio/blk/blk_pci.h"
+
+#include "img/image.h"
+#include "virtio/blk/blk_device.h"
+#include "virtio/virtio_pci.h"
+
+namespace vmm {
+
+img::Result<std::shared_ptr<PciDevice>> make_virtio_blk_pci(const BlkConfig& config,
+                                                            const GuestMemory& memory,
+                                                            InterruptController& irq,
+                                                            IoEventRegistry& ioevents) {
+  ASSIGN_OR_RETURN(auto loop, img::IoLoop::create());
+  img::OpenOptions opts;
+  opts.format = config.format;
+  opts.read_only = config.read_only;
+  opts.direct = config.direct;
+  auto disk = loop->run(img::open_image(*loop, config.path, opts));
+  if (!disk) return img::Unexpected(std::move(disk.error().prepend("virtio-blk " + config.path)));
+  virtio::blk::BlkOptions bo;
+  bo.serial = config.serial;
+  bo.num_queues = config.num_queues;
+  bo.read_only = config.read_only;
+  ASSIGN_OR_RETURN(auto dev, virtio::blk::BlkDevice::create(std::move(loop), std::move(*disk), bo));
+  ASSIGN_OR_RETURN(auto pci, virtio::VirtioPciDevice::create(std::move(dev), memory, irq, ioevents));
+  return std::shared_ptr<PciDevice>(std::move(pci));
+}
+
+}  // namespace vmm
