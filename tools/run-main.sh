@@ -15,8 +15,9 @@ step() { printf '\n$ %s\n' "$*"; "$@"; }
 
 # A 64 MiB raw file: a text pattern in its first 8 MiB and at 32 MiB, holes elsewhere.
 truncate -s 64M pattern.raw
-yes "libimg pattern block" | head -c 8M | dd of=pattern.raw conv=notrunc status=none
-yes "second extent" | head -c 1M | dd of=pattern.raw bs=1M seek=32 conv=notrunc status=none
+# (yes dies of SIGPIPE when head has enough; process substitution keeps that out of pipefail)
+head -c 8M < <(yes "libimg pattern block") | dd of=pattern.raw conv=notrunc status=none
+head -c 1M < <(yes "second extent") | dd of=pattern.raw bs=1M seek=32 conv=notrunc status=none
 
 step "$IMG" create -f qcow2 disk.qcow2 1G
 step "$IMG" convert -n -p -f raw -O qcow2 pattern.raw disk.qcow2

@@ -21,9 +21,10 @@ mkdir -p "$DIR"
 cd "$DIR"
 
 # 4 GiB of non-zero data: a raw file (for fio) and a fully written qcow2 image of it.
-if [[ ! -f data.raw || $(stat -c %s data.raw) != $((4 << 30)) ]]; then
+if [[ ! -f read.qcow2 || ! -f data.raw || $(stat -c %s data.raw) != $((4 << 30)) ]]; then
   echo "preparing 4 GiB data.raw and read.qcow2 ..."
-  yes "libimg benchmark data 0123456789abcdef" | head -c 4G > data.raw
+  # (yes dies of SIGPIPE when head has enough; process substitution keeps that out of pipefail)
+  head -c 4G < <(yes "libimg benchmark data 0123456789abcdef") > data.raw
   qemu-img convert -f raw -O qcow2 data.raw read.qcow2
 fi
 
