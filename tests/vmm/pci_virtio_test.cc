@@ -57,7 +57,8 @@ TEST_F(PciVirtio, BarSizingAndPlacement) {
   EXPECT_EQ(lo & 0xf, 0x4u);  // 64-bit memory BAR
   d.cfg_write(0x10, 0xffffffff);
   d.cfg_write(0x14, 0xffffffff);
-  EXPECT_EQ(d.cfg_read(0x10), static_cast<uint32_t>(~(virtio::VirtioPciDevice::kBarSize - 1)) | 0x4);
+  EXPECT_EQ(d.cfg_read(0x10),
+            static_cast<uint32_t>(~(virtio::VirtioPciDevice::kBarSize - 1)) | 0x4);
   EXPECT_EQ(d.cfg_read(0x14), 0xffffffffu);
   d.cfg_write(0x10, lo);
   d.cfg_write(0x14, hi);
@@ -192,9 +193,9 @@ TEST_F(PciVirtio, DeviceConfigAndFeatures) {
   EXPECT_FALSE(f & (1u << 5));  // RO
   uint64_t cfg = g.bar() + virtio::VirtioPciDevice::kDeviceCfgOffset;
   EXPECT_EQ(rig_->drv.mmio_read(cfg, 8), (1u << 20) / 512);  // capacity
-  EXPECT_EQ(rig_->drv.mmio_read(cfg + 12, 4), 254u);          // seg_max
-  EXPECT_EQ(rig_->drv.mmio_read(cfg + 20, 4), 512u);          // blk_size
-  EXPECT_EQ(rig_->drv.mmio_read(cfg + 34, 2), 1u);            // num_queues
+  EXPECT_EQ(rig_->drv.mmio_read(cfg + 12, 4), 254u);         // seg_max
+  EXPECT_EQ(rig_->drv.mmio_read(cfg + 20, 4), 512u);         // blk_size
+  EXPECT_EQ(rig_->drv.mmio_read(cfg + 34, 2), 1u);           // num_queues
 }
 
 TEST_F(PciVirtio, MsixFunctionMaskAndVectorMaskHoldThenReleaseInterrupts) {

@@ -72,8 +72,8 @@ TEST_F(VirtioBlk, ReadWriteFlushGetId) {
 
   // An 8 KiB write from two buffers, then read back from the file.
   for (int i = 0; i < 8192; ++i) ram().at(kData + 0x10000)[i] = static_cast<uint8_t>(i * 3 + 5);
-  auto [id, len] = run(g().blk_chain(0, 0, vb::kTOut, 100,
-                                     {{kData + 0x10000, 4096, false}, {kData + 0x11000, 4096, false}}));
+  auto [id, len] = run(g().blk_chain(
+      0, 0, vb::kTOut, 100, {{kData + 0x10000, 4096, false}, {kData + 0x11000, 4096, false}}));
   EXPECT_EQ(g().blk_status(0), vb::kSOk);
   EXPECT_EQ(len, 1u);
   EXPECT_TRUE(data_matches_file(kData + 0x10000, 100 * 512, 8192));
@@ -94,7 +94,8 @@ TEST_F(VirtioBlk, IndirectDescriptors) {
   uint64_t table = 0x900000, h = VirtioGuest::kReqBase;
   ram().put<uint32_t>(h, vb::kTIn);
   ram().put<uint64_t>(h + 8, 40);
-  Buf bufs[] = {{h, 16, false}, {kData, 2048, true}, {kData + 0x8000, 2048, true}, {h + 16, 1, true}};
+  Buf bufs[] = {
+      {h, 16, false}, {kData, 2048, true}, {kData + 0x8000, 2048, true}, {h + 16, 1, true}};
   for (int i = 0; i < 4; ++i) {
     ram().put<uint64_t>(table + i * 16, bufs[i].addr);
     ram().put<uint32_t>(table + i * 16 + 8, bufs[i].len);
@@ -212,16 +213,20 @@ TEST_F(VirtioBlk, HostileChainsGetErrorsAndTheDeviceKeepsWorking) {
   g().write_desc(0, 101, h + 16, 0, virtio::kDescFWrite, 0);
   dropped(100, "zero-length status");
   // Read into a device-readable buffer; write from a device-writable one.
-  refused(g().blk_chain(0, 0, vb::kTIn, 0, {{kData, 512, false}}), vb::kSIoErr, "read into readable");
+  refused(g().blk_chain(0, 0, vb::kTIn, 0, {{kData, 512, false}}), vb::kSIoErr,
+          "read into readable");
   ram().put<uint8_t>(h + 16, 0xee);
   g().write_desc(0, 100, h, 16, virtio::kDescFNext, 101);
   g().write_desc(0, 101, h + 16, 1, virtio::kDescFWrite, 0);
   ram().put<uint32_t>(h, vb::kTOut);
-  refused(g().blk_chain(0, 0, vb::kTOut, 0, {{kData, 512, true}}), vb::kSIoErr, "write from writable");
+  refused(g().blk_chain(0, 0, vb::kTOut, 0, {{kData, 512, true}}), vb::kSIoErr,
+          "write from writable");
   // Ragged length, sector past capacity, sector overflow, unknown type, header too short.
   refused(g().blk_chain(0, 0, vb::kTIn, 0, {{kData, 100, true}}), vb::kSIoErr, "ragged");
-  refused(g().blk_chain(0, 0, vb::kTIn, kDisk / 512 - 7, {{kData, 4096, true}}), vb::kSIoErr, "past end");
-  refused(g().blk_chain(0, 0, vb::kTIn, ~0ull - 2, {{kData, 4096, true}}), vb::kSIoErr, "sector wrap");
+  refused(g().blk_chain(0, 0, vb::kTIn, kDisk / 512 - 7, {{kData, 4096, true}}), vb::kSIoErr,
+          "past end");
+  refused(g().blk_chain(0, 0, vb::kTIn, ~0ull - 2, {{kData, 4096, true}}), vb::kSIoErr,
+          "sector wrap");
   refused(g().blk_chain(0, 0, 77, 0, {}), vb::kSUnsupp, "unknown type");
   refused(g().blk_chain(0, 0, vb::kTIn, 0, {{kData, 2 << 20, true}}), vb::kSIoErr, "size_max");
   // Too many descriptors: an indirect table longer than the queue.
@@ -276,7 +281,8 @@ TEST_F(VirtioBlk, ManyRequestsInFlight) {
   // And again, wrapping the rings.
   for (int round = 0; round < 5; ++round) {
     for (int i = 0; i < kN; ++i) {
-      g().make_available(0, g().blk_chain(0, i, vb::kTIn, i * 8, {{kData + i * 8192ull, 4096, true}}));
+      g().make_available(0,
+                         g().blk_chain(0, i, vb::kTIn, i * 8, {{kData + i * 8192ull, 4096, true}}));
     }
     g().notify(0);
     uint16_t want = g().avail_idx(0);
@@ -324,7 +330,8 @@ TEST_F(VirtioBlk, Qcow2WritesReadBackThroughLibimg) {
   for (int i = 0; i < 65536; ++i) ram().at(kData)[i] = static_cast<uint8_t>(i * 11 + 3);
   // 16 writes of 4 KiB in flight at once, spread over clusters.
   for (int i = 0; i < 16; ++i) {
-    g().make_available(0, g().blk_chain(0, i, vb::kTOut, i * 200, {{kData + i * 4096ull, 4096, false}}));
+    g().make_available(
+        0, g().blk_chain(0, i, vb::kTOut, i * 200, {{kData + i * 4096ull, 4096, false}}));
   }
   g().notify(0);
   ASSERT_TRUE(wait_for([&] { return g().used_idx(0) == 16; }));

@@ -15,10 +15,9 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
-
-#include <optional>
 
 #include "devices/bus.h"
 #include "devices/irq.h"
@@ -40,9 +39,15 @@ class GuestRam {
   uint8_t* at(uint64_t gpa) { return host_ + gpa; }
   uint64_t size() const { return size_; }
   template <class T>
-  void put(uint64_t gpa, T v) { std::memcpy(host_ + gpa, &v, sizeof v); }
+  void put(uint64_t gpa, T v) {
+    std::memcpy(host_ + gpa, &v, sizeof v);
+  }
   template <class T>
-  T get(uint64_t gpa) { T v; std::memcpy(&v, host_ + gpa, sizeof v); return v; }
+  T get(uint64_t gpa) {
+    T v;
+    std::memcpy(&v, host_ + gpa, sizeof v);
+    return v;
+  }
 
  private:
   uint64_t size_;
@@ -55,7 +60,11 @@ class FakeIrq : public InterruptController {
   ~FakeIrq() override {
     for (auto& [gsi, r] : routes) close(r.fd);
   }
-  struct Route { int fd; uint64_t address; uint32_t data; };
+  struct Route {
+    int fd;
+    uint64_t address;
+    uint32_t data;
+  };
   img::Result<Msi> add_msi(uint64_t address, uint32_t data) override {
     std::lock_guard l(mu);
     int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -178,7 +187,7 @@ class VirtioGuest {
   static constexpr uint64_t kQueueBase = 0x100000;  // queue q at kQueueBase + q * 0x20000
   static constexpr uint64_t kReqBase = 0x800000;    // request slot i: header at +32*i, status +16
   static constexpr uint32_t kMsiAddr = 0xfee00000;
-  static constexpr uint32_t kMsiData = 0x40;        // vector v raises data kMsiData + v
+  static constexpr uint32_t kMsiData = 0x40;  // vector v raises data kMsiData + v
 
   VirtioGuest(GuestRam& ram, PciDriver& pci) : ram_(ram), pci_(pci) {}
 
@@ -271,7 +280,8 @@ class VirtioGuest {
       uint16_t idx = static_cast<uint16_t>((head + i) % qsize_);
       uint16_t flags = (bufs[i].writable ? virtio::kDescFWrite : 0) |
                        (i + 1 < bufs.size() ? virtio::kDescFNext : 0);
-      write_desc(q, idx, bufs[i].addr, bufs[i].len, flags, static_cast<uint16_t>((idx + 1) % qsize_));
+      write_desc(q, idx, bufs[i].addr, bufs[i].len, flags,
+                 static_cast<uint16_t>((idx + 1) % qsize_));
     }
     next_desc_[q] = static_cast<uint16_t>((head + bufs.size()) % qsize_);
     return head;
@@ -283,9 +293,7 @@ class VirtioGuest {
     __atomic_store_n(reinterpret_cast<uint16_t*>(ram_.at(avail_gpa(q) + 2)), avail_idx_[q],
                      __ATOMIC_RELEASE);
   }
-  void notify(unsigned q) {
-    pci_.mmio_write(bar_ + 0x3000 + notify_off_[q] * 4ull, q, 2);
-  }
+  void notify(unsigned q) { pci_.mmio_write(bar_ + 0x3000 + notify_off_[q] * 4ull, q, 2); }
   uint16_t used_idx(unsigned q) {
     return __atomic_load_n(reinterpret_cast<uint16_t*>(ram_.at(used_gpa(q) + 2)), __ATOMIC_ACQUIRE);
   }

@@ -8,7 +8,10 @@
 namespace vmm {
 
 Msix::Msix(InterruptController& ic, uint16_t vectors)
-    : ic_(ic), vectors_(vectors), table_(uint64_t{vectors} * kEntrySize, 0), pending_(vectors),
+    : ic_(ic),
+      vectors_(vectors),
+      table_(uint64_t{vectors} * kEntrySize, 0),
+      pending_(vectors),
       routes_(vectors) {
   // Every entry starts masked (§6.8.2.9: vector control reset value is 1).
   for (uint16_t v = 0; v < vectors_; ++v) table_[v * kEntrySize + 12] = 1;

@@ -46,8 +46,8 @@ class PciBus : public BusDevice {
  private:
   struct Mapping {
     bool mapped = false;
-    uint64_t addr = 0;      // where the BAR is inserted in the MMIO bus
-    uint64_t placed = 0;    // last address reported through bar_placed
+    uint64_t addr = 0;    // where the BAR is inserted in the MMIO bus
+    uint64_t placed = 0;  // last address reported through bar_placed
   };
   // REQUIRES: mu_ held.
   void config_read_locked(unsigned slot, uint32_t offset, std::span<uint8_t> data);

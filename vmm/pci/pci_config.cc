@@ -66,7 +66,8 @@ void PciConfigSpace::write(uint32_t offset, std::span<const uint8_t> data) {
     uint32_t base = kBar0 + index * 4;
     uint8_t reg[4];
     std::memcpy(reg, &bytes_[base], 4);
-    for (size_t i = 0; i < data.size() && offset - base + i < 4; ++i) reg[offset - base + i] = data[i];
+    for (size_t i = 0; i < data.size() && offset - base + i < 4; ++i)
+      reg[offset - base + i] = data[i];
     uint32_t v;
     std::memcpy(&v, reg, 4);
     write_bar_dword(index, v);
@@ -99,10 +100,11 @@ img::Status PciConfigSpace::add_memory_bar(unsigned index, uint64_t size, bool i
     return img::invalid_argument(img::strfmt("BAR %u out of range", index));
   }
   if (size < 16 || !std::has_single_bit(size) || (!is64 && size > (1ull << 31))) {
-    return img::invalid_argument(img::strfmt("BAR %u size 0x%llx invalid", index,
-                                             static_cast<unsigned long long>(size)));
+    return img::invalid_argument(
+        img::strfmt("BAR %u size 0x%llx invalid", index, static_cast<unsigned long long>(size)));
   }
-  if (bars_[index].size || bars_[index].upper || (is64 && (bars_[index + 1].size || bars_[index + 1].upper))) {
+  if (bars_[index].size || bars_[index].upper ||
+      (is64 && (bars_[index + 1].size || bars_[index + 1].upper))) {
     return img::invalid_argument(img::strfmt("BAR %u already in use", index));
   }
   Bar& b = bars_[index];

@@ -60,9 +60,9 @@ img::Result<std::optional<uint16_t>> Virtqueue::pop_avail() {
     if (shadow_avail_ == last_avail_) return std::nullopt;
     uint16_t pending = static_cast<uint16_t>(shadow_avail_ - last_avail_);
     if (pending > size_) {
-      return img::invalid_argument(img::strfmt(
-          "virtqueue: avail index %u is %u ahead of %u (queue size %u)", shadow_avail_, pending,
-          last_avail_, size_));
+      return img::invalid_argument(
+          img::strfmt("virtqueue: avail index %u is %u ahead of %u (queue size %u)", shadow_avail_,
+                      pending, last_avail_, size_));
     }
   }
   uint16_t head = load16(avail_ + 4 + 2 * (last_avail_ % size_), __ATOMIC_RELAXED);
@@ -114,9 +114,9 @@ img::Result<DescriptorChain> Virtqueue::read_chain(uint16_t head) const {
     }
     uint8_t* host = mem_->translate(d.addr, d.len);
     if (!host) {
-      return img::invalid_argument(img::strfmt(
-          "virtqueue: descriptor 0x%llx+0x%x outside guest memory",
-          static_cast<unsigned long long>(d.addr), d.len));
+      return img::invalid_argument(
+          img::strfmt("virtqueue: descriptor 0x%llx+0x%x outside guest memory",
+                      static_cast<unsigned long long>(d.addr), d.len));
     }
     bool writable = d.flags & kDescFWrite;
     if (!writable && seen_writable) {

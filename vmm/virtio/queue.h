@@ -80,10 +80,10 @@ class Virtqueue {
   uint8_t* desc_ = nullptr;
   uint8_t* avail_ = nullptr;
   uint8_t* used_ = nullptr;
-  uint16_t last_avail_ = 0;     // next avail ring slot to consume
-  uint16_t shadow_avail_ = 0;   // avail->idx as last read
-  uint16_t next_used_ = 0;      // next used ring slot to fill
-  uint16_t published_used_ = 0; // used->idx as last published
+  uint16_t last_avail_ = 0;      // next avail ring slot to consume
+  uint16_t shadow_avail_ = 0;    // avail->idx as last read
+  uint16_t next_used_ = 0;       // next used ring slot to fill
+  uint16_t published_used_ = 0;  // used->idx as last published
 };
 
 }  // namespace vmm::virtio

@@ -35,12 +35,12 @@ class VirtioInterrupt {
 struct ActiveQueue {
   uint16_t index = 0;  // queue number as the driver numbers it
   Virtqueue queue;
-  int kick_fd = -1;    // eventfd signalled on each driver notification; the transport owns it
+  int kick_fd = -1;  // eventfd signalled on each driver notification; the transport owns it
 };
 
 struct ActivateArgs {
   const GuestMemory* mem = nullptr;
-  uint64_t features = 0;  // negotiated
+  uint64_t features = 0;            // negotiated
   std::vector<ActiveQueue> queues;  // the enabled queues
   VirtioInterrupt* irq = nullptr;
 };

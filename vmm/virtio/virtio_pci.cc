@@ -219,11 +219,15 @@ uint64_t VirtioPciDevice::common_read(uint32_t offset, uint32_t size) {
   using namespace common;
   if (field(kDeviceFeatureSelect, 4)) return device_feature_select_;
   if (field(kDeviceFeature, 4)) {
-    return device_feature_select_ < 2 ? static_cast<uint32_t>(features >> (32 * device_feature_select_)) : 0;
+    return device_feature_select_ < 2
+               ? static_cast<uint32_t>(features >> (32 * device_feature_select_))
+               : 0;
   }
   if (field(kDriverFeatureSelect, 4)) return driver_feature_select_;
   if (field(kDriverFeature, 4)) {
-    return driver_feature_select_ < 2 ? static_cast<uint32_t>(driver_features_ >> (32 * driver_feature_select_)) : 0;
+    return driver_feature_select_ < 2
+               ? static_cast<uint32_t>(driver_features_ >> (32 * driver_feature_select_))
+               : 0;
   }
   if (field(kConfigMsixVector, 2)) return config_vector_;
   if (field(kNumQueues, 2)) return num_queues_;
@@ -235,7 +239,8 @@ uint64_t VirtioPciDevice::common_read(uint32_t offset, uint32_t size) {
   if (field(kQueueSize, 2)) return q->size;
   if (field(kQueueMsixVector, 2)) return q->msix_vector;
   if (field(kQueueEnable, 2)) return q->ready;
-  for (auto [at, value] : {std::pair{kQueueDesc, q->desc}, {kQueueDriver, q->avail}, {kQueueDevice, q->used}}) {
+  for (auto [at, value] :
+       {std::pair{kQueueDesc, q->desc}, {kQueueDriver, q->avail}, {kQueueDevice, q->used}}) {
     if (field(at, 8)) return value;
     if (field(at, 4)) return static_cast<uint32_t>(value);
     if (field(at + 4, 4)) return value >> 32;
@@ -255,7 +260,8 @@ void VirtioPciDevice::common_write(uint32_t offset, uint32_t size, uint64_t valu
     // Features are fixed once FEATURES_OK is set (§3.1.1).
     if (driver_feature_select_ < 2 && !(status_ & kStatusFeaturesOk)) {
       unsigned shift = 32 * driver_feature_select_;
-      driver_features_ = (driver_features_ & ~(uint64_t{0xffffffff} << shift)) | (uint64_t{v32} << shift);
+      driver_features_ =
+          (driver_features_ & ~(uint64_t{0xffffffff} << shift)) | (uint64_t{v32} << shift);
     }
   } else if (field(kConfigMsixVector, 2)) {
     config_vector_ = checked_vector(static_cast<uint16_t>(value));
@@ -304,7 +310,8 @@ void VirtioPciDevice::set_status(uint8_t status) {
   if ((added & kStatusFeaturesOk) && (next & kStatusDriver)) {
     // §3.1.1 step 5: accept the subset only if VERSION_1 is in it and the device agrees.
     uint64_t f = driver_features_;
-    if ((f & feature(kFVersion1)) && (f & ~offered_features()) == 0 && device_->accept_features(f)) {
+    if ((f & feature(kFVersion1)) && (f & ~offered_features()) == 0 &&
+        device_->accept_features(f)) {
       next |= kStatusFeaturesOk;
     } else {
       std::fprintf(stderr, "virtio-pci: features 0x%llx refused\n",

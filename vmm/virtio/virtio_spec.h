@@ -47,7 +47,7 @@ inline constexpr uint8_t kPciCapNotifyCfg = 2;
 inline constexpr uint8_t kPciCapIsrCfg = 3;
 inline constexpr uint8_t kPciCapDeviceCfg = 4;
 inline constexpr uint8_t kPciCapPciCfg = 5;
-inline constexpr uint8_t kPciCapVendor = 0x09;  // PCI capability ID: vendor specific
+inline constexpr uint8_t kPciCapVendor = 0x09;    // PCI capability ID: vendor specific
 inline constexpr uint16_t kMsiNoVector = 0xffff;  // §4.1.5.1.2
 
 // §4.1.4.3 struct virtio_pci_common_cfg: byte offsets.

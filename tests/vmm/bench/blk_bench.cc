@@ -94,8 +94,8 @@ Result run_fio(const std::string& file, const Pattern& p, int runtime) {
 }
 
 // One device run: QD kDepth for runtime seconds.
-Result run_device(const std::string& file, const std::string& format, const Pattern& p,
-                  int runtime, long* rss_delta, bool* direct) {
+Result run_device(const std::string& file, const std::string& format, const Pattern& p, int runtime,
+                  long* rss_delta, bool* direct) {
   GuestRam ram(kData + kDepth * (1ull << 20));
   std::memset(ram.at(0), 0, ram.size());  // touch guest RAM so RSS deltas are the device's
   long rss0 = rss_kib();
@@ -204,17 +204,23 @@ int main(int argc, char** argv) {
   bool fio = true;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--dir" && i + 1 < argc) dir = argv[++i];
-    else if (a == "--size-mib" && i + 1 < argc) size_mib = std::stoull(argv[++i]);
-    else if (a == "--runtime" && i + 1 < argc) runtime = std::stoi(argv[++i]);
-    else if (a == "--skip-fio") fio = false;
+    if (a == "--dir" && i + 1 < argc)
+      dir = argv[++i];
+    else if (a == "--size-mib" && i + 1 < argc)
+      size_mib = std::stoull(argv[++i]);
+    else if (a == "--runtime" && i + 1 < argc)
+      runtime = std::stoi(argv[++i]);
+    else if (a == "--skip-fio")
+      fio = false;
     else {
-      std::fprintf(stderr, "usage: blk_bench [--dir DIR] [--size-mib N] [--runtime S] [--skip-fio]\n");
+      std::fprintf(stderr,
+                   "usage: blk_bench [--dir DIR] [--size-mib N] [--runtime S] [--skip-fio]\n");
       return 2;
     }
   }
   std::string raw = dir + "/blk_bench.raw", qcow = dir + "/blk_bench.qcow2";
-  std::printf("preparing %llu MiB raw and qcow2 images in %s\n", (unsigned long long)size_mib, dir.c_str());
+  std::printf("preparing %llu MiB raw and qcow2 images in %s\n", (unsigned long long)size_mib,
+              dir.c_str());
   std::fflush(stdout);
   if (run("dd if=/dev/urandom of=" + raw + " bs=1M count=" + std::to_string(size_mib) +
           " status=none") != 0 ||
@@ -222,7 +228,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "blk_bench: could not create the images\n");
     return 1;
   }
-  std::printf("\n| image | pattern | device IOPS | device MiB/s | fio IOPS | fio MiB/s | device/fio | device RSS delta |\n");
+  std::printf(
+      "\n| image | pattern | device IOPS | device MiB/s | fio IOPS | fio MiB/s | device/fio | "
+      "device RSS delta |\n");
   std::printf("|---|---|---:|---:|---:|---:|---:|---:|\n");
   for (const char* fmt : {"raw", "qcow2"}) {
     std::string file = std::string(fmt) == "raw" ? raw : qcow;
@@ -233,8 +241,9 @@ int main(int argc, char** argv) {
       // fio runs on the raw file: writing a qcow2 file with fio would destroy its metadata,
       // and raw on the same disk is what the qcow2 path should approach.
       Result f = fio ? run_fio(raw, p, runtime) : Result{};
-      std::printf("| %s%s | %s | %.0f | %.1f | %.0f | %.1f | %.2f | %ld KiB |\n", fmt, direct ? "" : " (no O_DIRECT)", p.name, d.iops,
-                  d.mibps, f.iops, f.mibps, f.iops > 0 ? d.iops / f.iops : 0.0, rss);
+      std::printf("| %s%s | %s | %.0f | %.1f | %.0f | %.1f | %.2f | %ld KiB |\n", fmt,
+                  direct ? "" : " (no O_DIRECT)", p.name, d.iops, d.mibps, f.iops, f.mibps,
+                  f.iops > 0 ? d.iops / f.iops : 0.0, rss);
       std::fflush(stdout);
     }
   }

@@ -20,7 +20,8 @@ img::Result<std::unique_ptr<BlkDevice>> BlkDevice::create(std::unique_ptr<img::I
                                                           const BlkOptions& opts) {
   if (!loop || !disk) return img::invalid_argument("virtio-blk: no loop or disk");
   if (opts.num_queues == 0 || opts.num_queues > kMaxQueues) {
-    return img::invalid_argument(img::strfmt("virtio-blk: %u queues (1 to %u)", opts.num_queues, kMaxQueues));
+    return img::invalid_argument(
+        img::strfmt("virtio-blk: %u queues (1 to %u)", opts.num_queues, kMaxQueues));
   }
   if (opts.queue_size < 4 || opts.queue_size > kMaxQueueSize) {
     return img::invalid_argument(img::strfmt("virtio-blk: queue size %u", opts.queue_size));
@@ -68,7 +69,8 @@ BlkDevice::BlkDevice(std::unique_ptr<img::IoLoop> loop, std::unique_ptr<img::Blo
 BlkDevice::~BlkDevice() {
   reset();
   auto s = loop_->run(disk_->close());
-  if (!s) std::fprintf(stderr, "virtio-blk: closing the image: %s\n", s.error().to_string().c_str());
+  if (!s)
+    std::fprintf(stderr, "virtio-blk: closing the image: %s\n", s.error().to_string().c_str());
 }
 
 uint16_t BlkDevice::device_type() const { return kDeviceIdBlock; }

@@ -22,13 +22,13 @@ struct BlkOptions {
   std::string serial;
   unsigned num_queues = 1;  // > 1 offers VIRTIO_BLK_F_MQ
   uint16_t queue_size = 256;
-  bool read_only = false;   // offers VIRTIO_BLK_F_RO; also set when the driver is read-only
+  bool read_only = false;  // offers VIRTIO_BLK_F_RO; also set when the driver is read-only
 };
 
 class BlkDevice final : public VirtioDevice {
  public:
   static constexpr unsigned kMaxQueues = 64;
-  static constexpr uint32_t kSizeMax = 1u << 20;          // bytes per data descriptor
+  static constexpr uint32_t kSizeMax = 1u << 20;            // bytes per data descriptor
   static constexpr uint32_t kMaxDiscardSectors = 0x3fffff;  // 2 GiB - 512 per segment
   static constexpr uint32_t kMaxDiscardSeg = 32;
   static constexpr uint32_t kDiscardAlignmentSectors = 8;

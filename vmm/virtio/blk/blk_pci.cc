@@ -22,7 +22,8 @@ img::Result<std::shared_ptr<PciDevice>> make_virtio_blk_pci(const BlkConfig& con
   bo.num_queues = config.num_queues;
   bo.read_only = config.read_only;
   ASSIGN_OR_RETURN(auto dev, virtio::blk::BlkDevice::create(std::move(loop), std::move(*disk), bo));
-  ASSIGN_OR_RETURN(auto pci, virtio::VirtioPciDevice::create(std::move(dev), memory, irq, ioevents));
+  ASSIGN_OR_RETURN(auto pci,
+                   virtio::VirtioPciDevice::create(std::move(dev), memory, irq, ioevents));
   return std::shared_ptr<PciDevice>(std::move(pci));
 }
 

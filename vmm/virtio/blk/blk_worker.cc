@@ -81,8 +81,8 @@ void BlkWorker::drain_avail(QueueCtx& q) {
       auto head = vq.pop_avail();
       if (!head) {
         q.broken = true;
-        irq_.device_error(img::strfmt("virtio-blk queue %u: %s", q.aq.index,
-                                      head.error().to_string().c_str()));
+        irq_.device_error(
+            img::strfmt("virtio-blk queue %u: %s", q.aq.index, head.error().to_string().c_str()));
         return;
       }
       if (!*head) break;

@@ -42,16 +42,19 @@ std::expected<Request, ParseError> parse_request(const DescriptorChain& chain,
   // Direction and total length of the data descriptors.
   auto gather = [&](bool writable, bool cap_size) -> std::expected<void, ParseError> {
     if (cap_size && data.size() > limits.seg_max) {
-      return fail(req.status, kSIoErr, img::strfmt("%zu data segments > seg_max %u", data.size(), limits.seg_max));
+      return fail(req.status, kSIoErr,
+                  img::strfmt("%zu data segments > seg_max %u", data.size(), limits.seg_max));
     }
     req.iov.reserve(data.size());
     for (const Descriptor& x : data) {
       if (x.device_writable != writable) {
-        return fail(req.status, kSIoErr, writable ? "read buffer is not device-writable"
-                                                  : "write buffer is device-writable");
+        return fail(
+            req.status, kSIoErr,
+            writable ? "read buffer is not device-writable" : "write buffer is device-writable");
       }
       if (cap_size && x.len > limits.size_max) {
-        return fail(req.status, kSIoErr, img::strfmt("segment of %u bytes > size_max %u", x.len, limits.size_max));
+        return fail(req.status, kSIoErr,
+                    img::strfmt("segment of %u bytes > size_max %u", x.len, limits.size_max));
       }
       if (x.len == 0) continue;
       req.iov.push_back({x.host, x.len});
@@ -66,16 +69,19 @@ std::expected<Request, ParseError> parse_request(const DescriptorChain& chain,
       bool in = h.type == kTIn;
       req.type = in ? RequestType::kIn : RequestType::kOut;
       if (!in && limits.read_only) return fail(req.status, kSIoErr, "write to a read-only disk");
-      if (auto r = gather(/*writable=*/in, /*cap_size=*/true); !r) return std::unexpected(r.error());
+      if (auto r = gather(/*writable=*/in, /*cap_size=*/true); !r)
+        return std::unexpected(r.error());
       if (req.data_len == 0 || req.data_len % kSectorSize) {
-        return fail(req.status, kSIoErr, img::strfmt("data length %llu is not a positive multiple of 512",
-                                                     static_cast<unsigned long long>(req.data_len)));
+        return fail(req.status, kSIoErr,
+                    img::strfmt("data length %llu is not a positive multiple of 512",
+                                static_cast<unsigned long long>(req.data_len)));
       }
       if (!sectors_in_range(h.sector, req.data_len / kSectorSize, limits.capacity_sectors)) {
-        return fail(req.status, kSIoErr, img::strfmt("sector %llu + %llu past capacity %llu",
-                                                     static_cast<unsigned long long>(h.sector),
-                                                     static_cast<unsigned long long>(req.data_len / kSectorSize),
-                                                     static_cast<unsigned long long>(limits.capacity_sectors)));
+        return fail(req.status, kSIoErr,
+                    img::strfmt("sector %llu + %llu past capacity %llu",
+                                static_cast<unsigned long long>(h.sector),
+                                static_cast<unsigned long long>(req.data_len / kSectorSize),
+                                static_cast<unsigned long long>(limits.capacity_sectors)));
       }
       req.offset = h.sector * kSectorSize;  // < capacity * 512, which fits (capacity = size / 512)
       return req;
@@ -86,7 +92,8 @@ std::expected<Request, ParseError> parse_request(const DescriptorChain& chain,
       return req;
     case kTGetId: {
       req.type = RequestType::kGetId;
-      if (auto r = gather(/*writable=*/true, /*cap_size=*/false); !r) return std::unexpected(r.error());
+      if (auto r = gather(/*writable=*/true, /*cap_size=*/false); !r)
+        return std::unexpected(r.error());
       if (req.data_len == 0) return fail(req.status, kSIoErr, "GET_ID without a buffer");
       return req;
     }
@@ -95,16 +102,20 @@ std::expected<Request, ParseError> parse_request(const DescriptorChain& chain,
       bool discard = h.type == kTDiscard;
       req.type = discard ? RequestType::kDiscard : RequestType::kWriteZeroes;
       if (discard ? !limits.discard : !limits.write_zeroes) {
-        return fail(req.status, kSUnsupp, discard ? "discard not negotiated" : "write-zeroes not negotiated");
+        return fail(req.status, kSUnsupp,
+                    discard ? "discard not negotiated" : "write-zeroes not negotiated");
       }
-      if (limits.read_only) return fail(req.status, kSIoErr, "discard/write-zeroes on a read-only disk");
-      if (auto r = gather(/*writable=*/false, /*cap_size=*/false); !r) return std::unexpected(r.error());
+      if (limits.read_only)
+        return fail(req.status, kSIoErr, "discard/write-zeroes on a read-only disk");
+      if (auto r = gather(/*writable=*/false, /*cap_size=*/false); !r)
+        return std::unexpected(r.error());
       uint32_t max_seg = discard ? limits.max_discard_seg : limits.max_write_zeroes_seg;
       uint32_t max_sectors = discard ? limits.max_discard_sectors : limits.max_write_zeroes_sectors;
       constexpr uint64_t kSeg = sizeof(DiscardWriteZeroesSeg);
       if (req.data_len == 0 || req.data_len % kSeg || req.data_len / kSeg > max_seg) {
-        return fail(req.status, kSIoErr, img::strfmt("%llu bytes of segments (max %u segments)",
-                                                     static_cast<unsigned long long>(req.data_len), max_seg));
+        return fail(req.status, kSIoErr,
+                    img::strfmt("%llu bytes of segments (max %u segments)",
+                                static_cast<unsigned long long>(req.data_len), max_seg));
       }
       // Copy the segments out of guest memory (they may straddle descriptors), then check them.
       std::vector<uint8_t> raw(req.data_len);
@@ -118,9 +129,11 @@ std::expected<Request, ParseError> parse_request(const DescriptorChain& chain,
         std::memcpy(&s, raw.data() + i, kSeg);
         // §5.2.6.2: unmap is only meaningful for write-zeroes; reserved flags are unsupported.
         uint32_t allowed = discard ? 0 : kSegFlagUnmap;
-        if (s.flags & ~allowed) return fail(req.status, kSUnsupp, img::strfmt("segment flags 0x%x", s.flags));
+        if (s.flags & ~allowed)
+          return fail(req.status, kSUnsupp, img::strfmt("segment flags 0x%x", s.flags));
         if (s.num_sectors > max_sectors) {
-          return fail(req.status, kSIoErr, img::strfmt("segment of %u sectors > %u", s.num_sectors, max_sectors));
+          return fail(req.status, kSIoErr,
+                      img::strfmt("segment of %u sectors > %u", s.num_sectors, max_sectors));
         }
         if (!sectors_in_range(s.sector, s.num_sectors, limits.capacity_sectors)) {
           return fail(req.status, kSIoErr, "segment past capacity");

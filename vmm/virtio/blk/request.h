@@ -45,11 +45,11 @@ struct ZeroRange {
 
 struct Request {
   RequestType type = RequestType::kIn;
-  uint64_t offset = 0;          // bytes (IN, OUT)
-  std::vector<iovec> iov;       // data, pointing into guest memory (IN, OUT, GET_ID)
+  uint64_t offset = 0;     // bytes (IN, OUT)
+  std::vector<iovec> iov;  // data, pointing into guest memory (IN, OUT, GET_ID)
   uint64_t data_len = 0;
   std::vector<ZeroRange> ranges;  // DISCARD, WRITE_ZEROES
-  uint8_t* status = nullptr;    // the status byte in guest memory
+  uint8_t* status = nullptr;      // the status byte in guest memory
 };
 
 struct ParseError {
