@@ -101,13 +101,21 @@ Task<Result<uint64_t>> Qcow2Image::find_free_run(uint64_t n) {
 }
 
 Task<Status> Qcow2Image::create_refblock(uint64_t b, uint64_t at_cluster) {
-  // The block lies inside the range it describes, so it can count itself.
   std::vector<uint8_t> buf(cluster_size_, 0);
-  set_refcount(buf.data(), at_cluster % refblock_entries_, refcount_order_, 1);
+  bool self = at_cluster / refblock_entries_ == b;
+  // A block inside the range it describes counts itself; otherwise the (existing) block of its
+  // own range does, and that count must be on disk before the table points at the new block.
+  if (self) set_refcount(buf.data(), at_cluster % refblock_entries_, refcount_order_, 1);
   uint64_t off = at_cluster << cluster_bits_;
   CO_RETURN_IF_ERROR(co_await file_->write(off, buf.data(), buf.size()));
+  if (!self) {
+    CO_RETURN_IF_ERROR(co_await update_refcounts(at_cluster, 1, +1));
+    CO_RETURN_IF_ERROR(co_await refcount_cache_->flush());
+  }
   // The block must be on disk before the table entry that points to it.
+  uint64_t rcn = refcount_cache_->written_count();
   CO_RETURN_IF_ERROR(co_await file_->flush());
+  refcount_cache_->synced_up_to(rcn);
   uint8_t e[8];
   store_be64(e, off);
   CO_RETURN_IF_ERROR(co_await file_->write(h_.refcount_table_offset + b * 8, e, 8));
@@ -209,7 +217,11 @@ Task<Result<uint64_t>> Qcow2Image::alloc_clusters(uint64_t n) {
         break;
       }
       if ((reftable_[b] & kRefTableOffsetMask) == 0) {
-        CO_RETURN_IF_ERROR(co_await create_refblock(b, std::max(start, b * refblock_entries_)));
+        // As QEMU: the new block takes the first free cluster (the start of the run), which the
+        // block itself describes (if in its range) or an existing lower block does (blocks below
+        // b exist: b is the first missing one). The run then moves past it; every round creates
+        // one block, so this converges however long the run is.
+        CO_RETURN_IF_ERROR(co_await create_refblock(b, start));
         changed = true;
         break;
       }
