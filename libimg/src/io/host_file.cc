@@ -6,10 +6,14 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
 #include "img/file.h"
+#include "img/bytes.h"
+#include "io/dio_align.h"
+#include "util/async.h"
 
 namespace img {
 namespace {
@@ -18,11 +22,25 @@ constexpr unsigned kMaxIov = 1024;  // IOV_MAX
 
 class HostFile final : public File {
  public:
-  HostFile(IoLoop& loop, int fd, std::string path, bool ro)
-      : loop_(loop), fd_(fd), path_(std::move(path)), ro_(ro) {}
+  HostFile(IoLoop& loop, int fd, std::string path, bool ro, bool direct)
+      : loop_(loop), fd_(fd), path_(std::move(path)), ro_(ro), direct_(direct), rmw_mu_(loop) {
+    if (direct_) align_ = query_dio_align(fd_);
+  }
   ~HostFile() override { ::close(fd_); }
 
   Task<Result<uint64_t>> readv(uint64_t off, std::span<const iovec> iov) override {
+    if (direct_ && !aligned(off, iov)) co_return co_await bounce_read(off, iov);
+    co_return co_await raw_readv(off, iov);
+  }
+
+  Task<Status> writev(uint64_t off, std::span<const iovec> iov) override {
+    if (ro_) co_return read_only_error(path_ + " is open read-only");
+    if (direct_ && !aligned(off, iov)) co_return co_await bounce_write(off, iov);
+    co_return co_await raw_writev(off, iov);
+  }
+
+ private:
+  Task<Result<uint64_t>> raw_readv(uint64_t off, std::span<const iovec> iov) {
     uint64_t total = 0;
     for (auto& v : iov) total += v.iov_len;
     uint64_t done = 0;
@@ -42,8 +60,7 @@ class HostFile final : public File {
     co_return done;
   }
 
-  Task<Status> writev(uint64_t off, std::span<const iovec> iov) override {
-    if (ro_) co_return read_only_error(path_ + " is open read-only");
+  Task<Status> raw_writev(uint64_t off, std::span<const iovec> iov) {
     uint64_t total = 0;
     for (auto& v : iov) total += v.iov_len;
     uint64_t done = 0;
@@ -61,6 +78,75 @@ class HostFile final : public File {
     co_return Status{};
   }
 
+  // O_DIRECT needs aligned buffers, offsets and lengths; callers (metadata updates of a few
+  // bytes, guest buffers anywhere in memory) need not provide them, so unaligned requests go
+  // through an aligned bounce buffer here, as QEMU's block layer does.
+  bool aligned(uint64_t off, std::span<const iovec> iov) const {
+    if (off % align_.offset) return false;
+    for (const iovec& v : iov) {
+      if (reinterpret_cast<uintptr_t>(v.iov_base) % align_.mem || v.iov_len % align_.offset) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  struct Bounce {
+    explicit Bounce(uint64_t n, uint32_t a) : p(static_cast<uint8_t*>(std::aligned_alloc(a, n))) {}
+    ~Bounce() { std::free(p); }
+    uint8_t* p;
+  };
+
+  Task<Result<uint64_t>> bounce_read(uint64_t off, std::span<const iovec> iov) {
+    uint64_t len = 0;
+    for (auto& v : iov) len += v.iov_len;
+    uint64_t a = align_down(off, align_.offset), b = align_up(off + len, align_.offset);
+    Bounce buf(b - a, std::max<uint32_t>(align_.mem, 4096));
+    if (!buf.p) co_return io_error(ENOMEM, "read " + path_);
+    iovec one{buf.p, b - a};
+    CO_ASSIGN_OR_RETURN(uint64_t got, co_await raw_readv(a, std::span<const iovec>(&one, 1)));
+    uint64_t pos = off - a;
+    for (const iovec& v : iov) {
+      std::memcpy(v.iov_base, buf.p + pos, v.iov_len);
+      pos += v.iov_len;
+    }
+    // Bytes of [off, off+len) that came from the file.
+    uint64_t from_file = got > off - a ? std::min(got - (off - a), len) : 0;
+    co_return from_file;
+  }
+
+  Task<Status> bounce_write(uint64_t off, std::span<const iovec> iov) {
+    uint64_t len = 0;
+    for (auto& v : iov) len += v.iov_len;
+    uint64_t a = align_down(off, align_.offset), b = align_up(off + len, align_.offset);
+    Bounce buf(b - a, std::max<uint32_t>(align_.mem, 4096));
+    if (!buf.p) co_return io_error(ENOMEM, "write " + path_);
+    // Read-modify-write of the edge blocks; one at a time, so two small writes into one block
+    // (two L1 entries, say) cannot undo each other.
+    auto guard = co_await rmw_mu_.lock();
+    CO_ASSIGN_OR_RETURN(uint64_t old_size, size());
+    if (a != off || b != off + len) {
+      iovec one{buf.p, b - a};
+      CO_ASSIGN_OR_RETURN(uint64_t got, co_await raw_readv(a, std::span<const iovec>(&one, 1)));
+      (void)got;
+    }
+    uint64_t pos = off - a;
+    for (const iovec& v : iov) {
+      std::memcpy(buf.p + pos, v.iov_base, v.iov_len);
+      pos += v.iov_len;
+    }
+    iovec one{buf.p, b - a};
+    CO_RETURN_IF_ERROR(co_await raw_writev(a, std::span<const iovec>(&one, 1)));
+    // Writing whole blocks may have grown the file past the end the caller wrote to.
+    if (b > old_size && b > off + len) {
+      if (::ftruncate(fd_, static_cast<off_t>(std::max(old_size, off + len))) < 0) {
+        co_return io_error(errno, "truncate " + path_);
+      }
+    }
+    co_return Status{};
+  }
+
+ public:
   Task<Status> flush() override {
     if (ro_) co_return Status{};
     int r = co_await loop_.fsync(fd_, true);
@@ -154,6 +240,9 @@ class HostFile final : public File {
   int fd_;
   std::string path_;
   bool ro_;
+  bool direct_;
+  DioAlign align_;
+  AsyncMutex rmw_mu_;
 };
 
 }  // namespace
@@ -171,7 +260,7 @@ Result<std::unique_ptr<File>> open_host_file(IoLoop& loop, const std::string& pa
     ::close(fd);
     return invalid_argument(path + " is a directory");
   }
-  return std::unique_ptr<File>(new HostFile(loop, fd, path, opts.read_only));
+  return std::unique_ptr<File>(new HostFile(loop, fd, path, opts.read_only, opts.direct));
 }
 
 }  // namespace img
