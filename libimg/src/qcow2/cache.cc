@@ -143,7 +143,18 @@ Task<Result<TableCache::Ref>> TableCache::get_new(uint64_t offset) {
 }
 
 Task<Status> TableCache::flush_dependency() {
-  while (depends_) {
+  // Loop until neither condition holds at one instant: the caller snapshots the table with no
+  // await after we return, so what it writes was ordered behind everything it depends on.
+  while (depends_ || depends_on_flush_) {
+    if (!depends_) {
+      depends_on_flush_ = false;
+      Status s = co_await file_.flush();
+      if (!s) {
+        depends_on_flush_ = true;
+        co_return s;
+      }
+      continue;
+    }
     uint64_t seq = depends_seq_;
     TableCache* dep = depends_;
     CO_RETURN_IF_ERROR(co_await dep->flush());

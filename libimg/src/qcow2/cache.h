@@ -59,6 +59,10 @@ class TableCache {
   // As QEMU's qcow2_cache_set_dependency: a dependency of dep, or a different dependency of this
   // cache, is flushed first, so dependencies never form a cycle.
   Task<Status> set_dependency(TableCache* dep);
+  // As QEMU's qcow2_cache_depends_on_flush: the file is flushed before any dirty table of this
+  // cache is next written. The L2 cache needs it after a write whose data must be durable before
+  // the L2 entry that maps it (a cluster written whole, its head and tail filled in).
+  void set_depends_on_flush() { depends_on_flush_ = true; }
 
   // Writes every dirty table (after its dependency); does not flush the file.
   Task<Status> flush();
@@ -101,6 +105,7 @@ class TableCache {
   uint64_t lru_clock_ = 0;
   TableCache* depends_ = nullptr;
   uint64_t depends_seq_ = 0;
+  bool depends_on_flush_ = false;
   uint64_t written_ = 0;
   uint64_t synced_ = 0;
 };

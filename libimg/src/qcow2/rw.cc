@@ -234,6 +234,11 @@ Task<Status> Qcow2Image::write_allocating(uint64_t off, std::span<const iovec> i
   // Data first, then the mapping: the refcounts of new clusters reach the file before the L2
   // entries that use them.
   if (need > 0 && !lazy_) CO_RETURN_IF_ERROR(co_await l2_cache_->set_dependency(refcount_cache_.get()));
+  // And the data itself is durable before the L2 entry: a crash must not leave the entry
+  // pointing at a cluster whose head and tail (zeros the guest flushed earlier) never reached
+  // the disk, nor past the end of the file. Without it, a reused "zero, allocated" cluster or
+  // any allocation with lazy refcounts had no barrier at all.
+  l2_cache_->set_depends_on_flush();
   std::vector<uint64_t> freed;
   for (uint64_t k = 0; k < n; ++k) {
     uint64_t e = entries[k];
