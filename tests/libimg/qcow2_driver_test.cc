@@ -126,3 +126,30 @@ TEST(Qcow2Driver, L2EntryPointingAtMetadataMarksCorrupt) {
 
 }  // namespace
 }  // namespace img
+
+namespace img {
+namespace {
+
+// Regression: with lazy_refcounts, a second concurrent writer went ahead while the first was
+// still writing the dirty bit, so its metadata could reach the disk before the bit did.
+TEST(Qcow2Driver, LazyRefcountsConcurrentWritersWaitForDurableDirtyBit) {
+  auto loop = test::make_loop();
+  test::MemImage m(*loop, {.size = 16 << 20, .cluster_size = 4096, .lazy_refcounts = true},
+                   /*async_file=*/true);
+  std::vector<uint8_t> buf(8192, 9);
+  int done = 0;
+  for (int i = 0; i < 8; ++i) {
+    loop->spawn([](test::MemImage* m, std::vector<uint8_t>* b, int i, int* done) -> Task<void> {
+      auto s = co_await m->drv->write(uint64_t(i) << 20, b->data(), b->size());
+      EXPECT_TRUE(s.has_value());
+      // Once any write has completed, a crash must find the image marked dirty.
+      EXPECT_TRUE(m->fault_file().durable_bytes()[72 + 7] & 1) << "writer " << i;
+      ++*done;
+    }(&m, &buf, i, &done));
+  }
+  loop->drain();
+  EXPECT_EQ(done, 8);
+}
+
+}  // namespace
+}  // namespace img

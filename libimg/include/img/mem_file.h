@@ -71,6 +71,8 @@ class FaultFile : public MemFile {
   // Operations (writes, discards, ...) not yet made durable by a flush.
   size_t unflushed_ops() const { return pending_.size(); }
   uint64_t mutating_ops_seen() const { return ops_seen_; }
+  // What a crash now (dropping every unflushed operation) would leave.
+  const std::vector<uint8_t>& durable_bytes() const { return durable_; }
 
  private:
   struct Op {

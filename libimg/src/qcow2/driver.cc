@@ -25,6 +25,7 @@ Qcow2Image::Qcow2Image(IoLoop& loop, std::unique_ptr<File> file, Header h, bool 
       read_only_(read_only),
       alloc_mu_(loop),
       header_mu_(loop),
+      dirty_mu_(loop),
       cluster_locks_(loop) {
   cluster_bits_ = h_.cluster_bits;
   cluster_size_ = h_.cluster_size();
@@ -157,10 +158,13 @@ Task<Status> Qcow2Image::write_incompatible_features(uint64_t bits) {
 
 Task<Status> Qcow2Image::mark_dirty_if_lazy() {
   if (!lazy_ || dirty_on_disk_) co_return Status{};
-  dirty_on_disk_ = true;  // set first: concurrent writers must not all write the header
-  Status s = co_await write_incompatible_features(h_.incompatible_features | kIncompatDirty);
-  if (!s) dirty_on_disk_ = false;
-  co_return s;
+  // Every writer must wait until the bit is durable: with lazy refcounts nothing else orders
+  // refcounts before references, so no metadata may change before the bit is on disk.
+  auto guard = co_await dirty_mu_.lock();
+  if (dirty_on_disk_) co_return Status{};
+  CO_RETURN_IF_ERROR(co_await write_incompatible_features(h_.incompatible_features | kIncompatDirty));
+  dirty_on_disk_ = true;
+  co_return Status{};
 }
 
 Task<Status> Qcow2Image::mark_corrupt(std::string why) {

@@ -130,6 +130,7 @@ class Qcow2Image final : public BlockDriver {
   std::unique_ptr<TableCache> refcount_cache_;
   AsyncMutex alloc_mu_;
   AsyncMutex header_mu_;
+  AsyncMutex dirty_mu_;  // one writer sets the dirty bit; the others wait until it is on disk
   ClusterLocks cluster_locks_;
   uint64_t free_cluster_index_ = 0;
   // L2 tables being allocated, per L1 index: later writers wait instead of allocating twice.
