@@ -36,89 +36,89 @@ struct PromiseBase {
   void unhandled_exception() noexcept { std::terminate(); }
 };
 
+// What Task<T> and Task<void> share: ownership of the frame, and awaiting it.
+template <class Promise>
+class TaskBase {
+ public:
+  TaskBase() = default;
+  TaskBase(TaskBase&& o) noexcept : h_(std::exchange(o.h_, {})) {}
+  TaskBase& operator=(TaskBase&& o) noexcept {
+    if (this != &o) {
+      if (h_) h_.destroy();
+      h_ = std::exchange(o.h_, {});
+    }
+    return *this;
+  }
+  ~TaskBase() {
+    if (h_) h_.destroy();
+  }
+
+  bool await_ready() const noexcept { return false; }
+  std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiter) noexcept {
+    h_.promise().continuation = awaiter;
+    return h_;
+  }
+
+  // For IoLoop: the raw handle.
+  std::coroutine_handle<Promise> handle() const { return h_; }
+  bool done() const { return h_ && h_.done(); }
+
+ protected:
+  explicit TaskBase(std::coroutine_handle<Promise> h) : h_(h) {}
+  std::coroutine_handle<Promise> h_;
+};
+
 }  // namespace detail
 
 template <class T>
-class [[nodiscard]] Task {
- public:
-  struct promise_type : detail::PromiseBase {
-    std::optional<T> value;
-    Task get_return_object() {
-      return Task(std::coroutine_handle<promise_type>::from_promise(*this));
-    }
-    template <class U>
-    void return_value(U&& v) {
-      value.emplace(std::forward<U>(v));
-    }
-  };
-
-  Task() = default;
-  Task(Task&& o) noexcept : h_(std::exchange(o.h_, {})) {}
-  Task& operator=(Task&& o) noexcept {
-    if (this != &o) {
-      if (h_) h_.destroy();
-      h_ = std::exchange(o.h_, {});
-    }
-    return *this;
+struct TaskPromise : detail::PromiseBase {
+  std::optional<T> value;
+  Task<T> get_return_object();
+  template <class U>
+  void return_value(U&& v) {
+    value.emplace(std::forward<U>(v));
   }
-  ~Task() {
-    if (h_) h_.destroy();
-  }
-
-  bool await_ready() const noexcept { return false; }
-  std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiter) noexcept {
-    h_.promise().continuation = awaiter;
-    return h_;
-  }
-  T await_resume() { return std::move(*h_.promise().value); }
-
-  // For IoLoop: the raw handle and the result once done.
-  std::coroutine_handle<promise_type> handle() const { return h_; }
-  bool done() const { return h_ && h_.done(); }
-  T take_result() { return std::move(*h_.promise().value); }
-
- private:
-  explicit Task(std::coroutine_handle<promise_type> h) : h_(h) {}
-  std::coroutine_handle<promise_type> h_;
 };
 
 template <>
-class [[nodiscard]] Task<void> {
- public:
-  struct promise_type : detail::PromiseBase {
-    Task get_return_object() {
-      return Task(std::coroutine_handle<promise_type>::from_promise(*this));
-    }
-    void return_void() {}
-  };
-
-  Task() = default;
-  Task(Task&& o) noexcept : h_(std::exchange(o.h_, {})) {}
-  Task& operator=(Task&& o) noexcept {
-    if (this != &o) {
-      if (h_) h_.destroy();
-      h_ = std::exchange(o.h_, {});
-    }
-    return *this;
-  }
-  ~Task() {
-    if (h_) h_.destroy();
-  }
-
-  bool await_ready() const noexcept { return false; }
-  std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiter) noexcept {
-    h_.promise().continuation = awaiter;
-    return h_;
-  }
-  void await_resume() {}
-
-  std::coroutine_handle<promise_type> handle() const { return h_; }
-  bool done() const { return h_ && h_.done(); }
-  void take_result() {}
-
- private:
-  explicit Task(std::coroutine_handle<promise_type> h) : h_(h) {}
-  std::coroutine_handle<promise_type> h_;
+struct TaskPromise<void> : detail::PromiseBase {
+  Task<void> get_return_object();
+  void return_void() {}
 };
+
+template <class T>
+class [[nodiscard]] Task : public detail::TaskBase<TaskPromise<T>> {
+  using Base = detail::TaskBase<TaskPromise<T>>;
+
+ public:
+  using promise_type = TaskPromise<T>;
+  Task() = default;
+  explicit Task(std::coroutine_handle<promise_type> h) : Base(h) {}
+
+  T await_resume() { return std::move(*this->h_.promise().value); }
+  // The result once done (the sync facade).
+  T take_result() { return std::move(*this->h_.promise().value); }
+};
+
+template <>
+class [[nodiscard]] Task<void> : public detail::TaskBase<TaskPromise<void>> {
+  using Base = detail::TaskBase<TaskPromise<void>>;
+
+ public:
+  using promise_type = TaskPromise<void>;
+  Task() = default;
+  explicit Task(std::coroutine_handle<promise_type> h) : Base(h) {}
+
+  void await_resume() {}
+  void take_result() {}
+};
+
+template <class T>
+Task<T> TaskPromise<T>::get_return_object() {
+  return Task<T>(std::coroutine_handle<TaskPromise<T>>::from_promise(*this));
+}
+inline Task<void> TaskPromise<void>::get_return_object() {
+  return Task<void>(std::coroutine_handle<TaskPromise<void>>::from_promise(*this));
+}
 
 }  // namespace img
