@@ -41,41 +41,51 @@ class HostFile final : public File {
 
  private:
   Task<Result<uint64_t>> raw_readv(uint64_t off, std::span<const iovec> iov) {
+    co_return co_await transfer(false, off, iov);
+  }
+  Task<Status> raw_writev(uint64_t off, std::span<const iovec> iov) {
+    CO_ASSIGN_OR_RETURN(uint64_t n, co_await transfer(true, off, iov));
+    (void)n;
+    co_return Status{};
+  }
+
+  // One vectored read or write of all of iov, resubmitting the rest after a short transfer.
+  // A read stops at EOF and zero-fills the rest; returns the bytes transferred.
+  Task<Result<uint64_t>> transfer(bool write, uint64_t off, std::span<const iovec> iov) {
     uint64_t total = 0;
     for (auto& v : iov) total += v.iov_len;
+    const char* what = write ? "write " : "read ";
     uint64_t done = 0;
-    // Walk the iovec array, resubmitting after short reads until EOF.
+    // Common case: one submission of the caller's own array does it all, with no copy.
+    if (iov.size() <= kMaxIov) {
+      int r = write ? co_await loop_.writev(fd_, iov.data(), iov.size(), off)
+                    : co_await loop_.readv(fd_, iov.data(), iov.size(), off);
+      if (r >= 0 && uint64_t(r) == total) co_return total;
+      if (r < 0 && r != -EINTR && r != -EAGAIN) co_return io_error(-r, what + path_);
+      if (r == 0 && !write) {  // at or past EOF
+        for (const iovec& v : iov) std::memset(v.iov_base, 0, v.iov_len);
+        co_return 0;
+      }
+      if (r > 0) done = r;
+    }
     std::vector<iovec> rest(iov.begin(), iov.end());
     size_t first = 0;
+    advance(rest, first, done);
     while (done < total) {
       unsigned cnt = std::min<size_t>(rest.size() - first, kMaxIov);
-      int r = co_await loop_.readv(fd_, rest.data() + first, cnt, off + done);
+      int r = write ? co_await loop_.writev(fd_, rest.data() + first, cnt, off + done)
+                    : co_await loop_.readv(fd_, rest.data() + first, cnt, off + done);
       if (r == -EINTR || r == -EAGAIN) continue;
-      if (r < 0) co_return io_error(-r, "read " + path_);
-      if (r == 0) break;  // EOF
+      if (r < 0) co_return io_error(-r, what + path_);
+      if (r == 0) {
+        if (write) co_return io_error(EIO, "write " + path_ + " made no progress");
+        break;  // EOF
+      }
       done += r;
       advance(rest, first, r);
     }
     if (done < total) zero_rest(rest, first);
     co_return done;
-  }
-
-  Task<Status> raw_writev(uint64_t off, std::span<const iovec> iov) {
-    uint64_t total = 0;
-    for (auto& v : iov) total += v.iov_len;
-    uint64_t done = 0;
-    std::vector<iovec> rest(iov.begin(), iov.end());
-    size_t first = 0;
-    while (done < total) {
-      unsigned cnt = std::min<size_t>(rest.size() - first, kMaxIov);
-      int r = co_await loop_.writev(fd_, rest.data() + first, cnt, off + done);
-      if (r == -EINTR || r == -EAGAIN) continue;
-      if (r < 0) co_return io_error(-r, "write " + path_);
-      if (r == 0) co_return io_error(EIO, "write " + path_ + " made no progress");
-      done += r;
-      advance(rest, first, r);
-    }
-    co_return Status{};
   }
 
   // O_DIRECT needs aligned buffers, offsets and lengths; callers (metadata updates of a few
