@@ -1,19 +1,29 @@
 // img_bench: drives one I/O pattern through libimg's open_image(..., {.direct = true}) with N
 // coroutines in flight, the way `qemu-img bench` does through QEMU's block layer.
 //
-//   img_bench read     FILE COUNT DEPTH SIZE STEP   (qemu-img bench -c COUNT -d DEPTH -s SIZE -S
-//   STEP) img_bench write    FILE COUNT DEPTH SIZE STEP   (... -w) img_bench randread FILE COUNT
-//   DEPTH SIZE        (uniformly random SIZE-aligned offsets)
+//   img_bench read     FILE COUNT DEPTH SIZE STEP   (qemu-img bench -c COUNT -d DEPTH
+//                                                    -s SIZE -S STEP)
+//   img_bench write    FILE COUNT DEPTH SIZE STEP   (the same with -w)
+//   img_bench randread FILE COUNT DEPTH SIZE        (uniformly random SIZE-aligned offsets)
 //
 // Offsets start at 0 and advance by STEP, wrapping at the image size, as qemu-img bench's do.
 // IMG_BENCH_CACHE=writeback opens without O_DIRECT (qemu-img bench -t writeback); the default,
 // none, is O_DIRECT like -t none.
-// Prints "seconds=S ops=N iops=X mib_per_s=Y" on stdout.
+// Buffers are std::aligned_alloc(4096, SIZE). With O_DIRECT asked for, it checks in
+// /proc/self/fdinfo that the image file really is open with O_DIRECT (exit 1 if not).
+// Prints "seconds=S ops=N iops=X mib_per_s=Y o_direct=0|1 avg_depth=D" on stdout.
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <coroutine>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <random>
 #include <string>
@@ -37,6 +47,8 @@ struct Bench {
   std::mt19937_64 rng{42};
   std::string error;
   unsigned running = 0;
+  uint64_t in_flight = 0;      // requests issued and not yet completed
+  uint64_t depth_sum = 0;      // sum of in_flight seen by each request as it is issued
   std::coroutine_handle<> waiter;
   img::IoLoop* loop;
 
@@ -55,8 +67,10 @@ Task<void> worker(Bench& b) {
   while (b.error.empty() && b.issued < b.count) {
     ++b.issued;
     uint64_t off = b.next_offset();
+    b.depth_sum += b.in_flight++;
     img::Status s = b.write ? co_await b.disk->write(off, buf, b.size)
                             : co_await b.disk->read(off, buf, b.size);
+    --b.in_flight;
     if (!s) b.error = s.error().to_string();
   }
   std::free(buf);
@@ -77,6 +91,30 @@ Task<img::Status> run(Bench& b, unsigned depth) {
   if (!b.error.empty()) co_return img::make_error(img::ErrorCode::kIo, b.error);
   if (b.write) co_return co_await b.disk->flush();
   co_return img::Status{};
+}
+
+// Whether some open descriptor of FILE has O_DIRECT set (from /proc/self/fdinfo), so the output
+// proves what the bench measured: -1 when no descriptor of FILE was found.
+int file_opened_direct(const char* file) {
+  char want[PATH_MAX];
+  if (!realpath(file, want)) return -1;
+  int found = -1;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+    std::error_code ec2;
+    auto target = std::filesystem::read_symlink(e.path(), ec2);
+    if (ec2 || target != want) continue;
+    std::ifstream info("/proc/self/fdinfo/" + e.path().filename().string());
+    std::string key, value;
+    while (info >> key >> value) {
+      if (key == "flags:") {
+        unsigned long flags = std::strtoul(value.c_str(), nullptr, 8);
+        if (flags & O_DIRECT) return 1;
+        found = 0;
+      }
+    }
+  }
+  return found;
 }
 
 int usage() {
@@ -109,6 +147,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "img_bench: %s: %s\n", argv[2], disk.error().to_string().c_str());
     return 1;
   }
+  int o_direct = file_opened_direct(argv[2]);
+  if (direct && o_direct != 1) {
+    std::fprintf(stderr, "img_bench: %s is not open with O_DIRECT\n", argv[2]);
+    return 1;
+  }
   Bench b{.disk = disk->get(), .write = mode == "write", .random = mode == "randread"};
   b.count = *count;
   b.size = *size;
@@ -125,8 +168,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "img_bench: close: %s\n", c.error().to_string().c_str());
     return 1;
   }
-  std::printf("seconds=%.3f ops=%llu iops=%.0f mib_per_s=%.1f\n", secs,
+  // avg_depth: requests already in flight when one is issued (DEPTH - 1 when the queue is kept
+  // full; lower when completions are resumed late and the queue runs dry between batches).
+  std::printf("seconds=%.3f ops=%llu iops=%.0f mib_per_s=%.1f o_direct=%d avg_depth=%.1f\n", secs,
               static_cast<unsigned long long>(b.count), b.count / secs,
-              b.count * static_cast<double>(b.size) / secs / (1 << 20));
+              b.count * static_cast<double>(b.size) / secs / (1 << 20), o_direct,
+              static_cast<double>(b.depth_sum) / static_cast<double>(b.count));
   return 0;
 }

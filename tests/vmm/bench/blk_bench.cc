@@ -4,18 +4,31 @@
 // with O_DIRECT, and runs fio (io_uring, O_DIRECT, same pattern) for comparison:
 // 4 KiB random reads, 4 KiB random writes, 1 MiB sequential reads.
 //
-//   blk_bench [--dir DIR] [--size-mib N] [--runtime S] [--skip-fio]
+//   blk_bench [--dir DIR] [--size-mib N] [--runtime S] [--repeat N] [--skip-fio]
+//             [--allow-page-cache]
+//
+// Each row runs the device and fio alternately --repeat times (default 3), dropping the page
+// cache before each run when /proc/sys/vm/drop_caches is writable, and prints the median of each
+// column (every run goes to stderr). The device must open its image with O_DIRECT: the bench
+// checks the descriptor's flags in /proc/self/fdinfo and exits 1 otherwise, unless
+// --allow-page-cache lets it fall back to the page cache (the row is then marked).
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <limits.h>
+#include <stdlib.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "virtio/blk/blk_pci.h"
 #include "virtio/blk/blk_spec.h"
@@ -43,6 +56,42 @@ constexpr Pattern kPatterns[] = {
     {"4k randwrite", "randwrite", true, true, 4096},
     {"1M seqread", "read", false, false, 1 << 20},
 };
+
+bool g_allow_page_cache = false;
+
+// Whether an open descriptor of FILE has O_DIRECT (from /proc/self/fdinfo); -1 if none found.
+int file_opened_direct(const std::string& file) {
+  char want[PATH_MAX];
+  if (!realpath(file.c_str(), want)) return -1;
+  int found = -1;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+    std::error_code ec2;
+    auto target = std::filesystem::read_symlink(e.path(), ec2);
+    if (ec2 || target != want) continue;
+    std::ifstream info("/proc/self/fdinfo/" + e.path().filename().string());
+    std::string key, value;
+    while (info >> key >> value) {
+      if (key == "flags:") {
+        if (std::strtoul(value.c_str(), nullptr, 8) & O_DIRECT) return 1;
+        found = 0;
+      }
+    }
+  }
+  return found;
+}
+
+void drop_caches() {
+  ::sync();
+  std::ofstream f("/proc/sys/vm/drop_caches");
+  if (f) f << "3\n";
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n == 0 ? 0 : n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
 
 struct Result {
   double iops = 0;
@@ -106,7 +155,7 @@ Result run_device(const std::string& file, const std::string& format, const Patt
   BlkConfig cfg{.path = file, .format = format, .serial = "bench"};
   cfg.direct = *direct;
   auto dev = make_virtio_blk_pci(cfg, ram.mem(), irq, io);
-  if (!dev && cfg.direct) {
+  if (!dev && cfg.direct && g_allow_page_cache) {
     // A driver that cannot open with O_DIRECT yet: measure through the page cache, and say so.
     std::fprintf(stderr, "blk_bench: %s: O_DIRECT open failed (%s); using the page cache\n",
                  format.c_str(), dev.error().to_string().c_str());
@@ -115,6 +164,10 @@ Result run_device(const std::string& file, const std::string& format, const Patt
   }
   if (!dev) {
     std::fprintf(stderr, "blk_bench: %s\n", dev.error().to_string().c_str());
+    std::exit(1);
+  }
+  if (cfg.direct && file_opened_direct(file) != 1) {
+    std::fprintf(stderr, "blk_bench: %s is not open with O_DIRECT\n", file.c_str());
     std::exit(1);
   }
   if (!pci.add_device(*dev)) std::exit(1);
@@ -202,6 +255,7 @@ int main(int argc, char** argv) {
   uint64_t size_mib = 1024;
   int runtime = 5;
   bool fio = true;
+  int repeat = 3;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--dir" && i + 1 < argc)
@@ -210,11 +264,16 @@ int main(int argc, char** argv) {
       size_mib = std::stoull(argv[++i]);
     else if (a == "--runtime" && i + 1 < argc)
       runtime = std::stoi(argv[++i]);
+    else if (a == "--repeat" && i + 1 < argc)
+      repeat = std::max(1, std::stoi(argv[++i]));
     else if (a == "--skip-fio")
       fio = false;
+    else if (a == "--allow-page-cache")
+      g_allow_page_cache = true;
     else {
       std::fprintf(stderr,
-                   "usage: blk_bench [--dir DIR] [--size-mib N] [--runtime S] [--skip-fio]\n");
+                   "usage: blk_bench [--dir DIR] [--size-mib N] [--runtime S] [--repeat N] "
+                   "[--skip-fio] [--allow-page-cache]\n");
       return 2;
     }
   }
@@ -237,10 +296,24 @@ int main(int argc, char** argv) {
     for (const Pattern& p : kPatterns) {
       long rss = 0;
       bool direct = true;
-      Result d = run_device(file, fmt, p, runtime, &rss, &direct);
-      // fio runs on the raw file: writing a qcow2 file with fio would destroy its metadata,
-      // and raw on the same disk is what the qcow2 path should approach.
-      Result f = fio ? run_fio(raw, p, runtime) : Result{};
+      std::vector<double> d_iops, d_mibps, f_iops, f_mibps;
+      for (int r = 0; r < repeat; ++r) {
+        long rss_run = 0;
+        drop_caches();
+        Result d = run_device(file, fmt, p, runtime, &rss_run, &direct);
+        rss = std::max(rss, rss_run);
+        // fio runs on the raw file: writing a qcow2 file with fio would destroy its metadata,
+        // and raw on the same disk is what the qcow2 path should approach.
+        drop_caches();
+        Result f = fio ? run_fio(raw, p, runtime) : Result{};
+        std::fprintf(stderr, "  %s %s run %d: device %.0f IOPS, fio %.0f IOPS\n", fmt, p.name,
+                     r + 1, d.iops, f.iops);
+        d_iops.push_back(d.iops);
+        d_mibps.push_back(d.mibps);
+        f_iops.push_back(f.iops);
+        f_mibps.push_back(f.mibps);
+      }
+      Result d{median(d_iops), median(d_mibps)}, f{median(f_iops), median(f_mibps)};
       std::printf("| %s%s | %s | %.0f | %.1f | %.0f | %.1f | %.2f | %ld KiB |\n", fmt,
                   direct ? "" : " (no O_DIRECT)", p.name, d.iops, d.mibps, f.iops, f.mibps,
                   f.iops > 0 ? d.iops / f.iops : 0.0, rss);
