@@ -205,6 +205,29 @@ TEST_F(Qcow2OpenBad, RefcountTableEntryUnalignedFailsTheFirstAllocation) {
   (void)loop_->run((*d)->close());
 }
 
+// Bug (found by qcow2_driver_fuzz): refcounts that call the header, the tables and the refcount
+// block free made the allocator hand those clusters out (overwriting the header with an L2 table),
+// and with 1-bit refcounts it looped for ever creating refcount blocks. Now the allocation is
+// refused and the image marked corrupt.
+TEST_F(Qcow2OpenBad, ZeroRefcountOnMetadataClustersIsCorruptionNotReuse) {
+  auto b = good_;
+  uint64_t rb = load_be64(&b[reftable_offset()]);
+  std::fill(b.begin() + rb, b.begin() + rb + 32, 0);  // clusters 0..15: refcount 0
+  auto d = open_bytes(b);
+  ASSERT_TRUE(d.has_value()) << d.error().to_string();
+  std::vector<uint8_t> buf(5000, 0x17);
+  auto w = loop_->run((*d)->write(3 << 20, buf.data(), buf.size()));
+  ASSERT_FALSE(w.has_value()) << "allocated over metadata";
+  EXPECT_EQ(w.error().code(), ErrorCode::kCorruption) << w.error().to_string();
+  EXPECT_NE(w.error().message().find("refcount of metadata cluster"), std::string::npos)
+      << w.error().to_string();
+  // Data already there still reads; further writes are refused, not misplaced.
+  ASSERT_OK(loop_->run((*d)->read(0, buf.data(), 4096)));
+  EXPECT_EQ(buf[0], 0x42);
+  EXPECT_FALSE(loop_->run((*d)->write(3 << 20, buf.data(), 512)).has_value());
+  (void)loop_->run((*d)->close());
+}
+
 TEST_F(Qcow2OpenBad, CompressedClusterIsRefusedByName) {
   auto b = good_;
   // A compressed descriptor (bit 62); offset and sector count as qcow2.rst lays them out.

@@ -97,6 +97,14 @@ Task<Result<uint64_t>> Qcow2Image::find_free_run(uint64_t n) {
       co_return no_space(file_->name() + ": no free cluster below the 2^56 offset limit");
     }
   }
+  // Refcounts that call the header, a table or a refcount block free are corrupt: handing the
+  // cluster out would overwrite metadata (and the allocator could chase its own tail forever).
+  if (overlaps_metadata(start << cluster_bits_, n << cluster_bits_)) {
+    Status s = co_await mark_corrupt(strfmt("refcount of metadata cluster %llu..%llu is 0",
+                                            (unsigned long long)start,
+                                            (unsigned long long)(start + n - 1)));
+    co_return Unexpected(std::move(s).error());
+  }
   co_return start;
 }
 
