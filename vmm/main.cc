@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
   run->add_option("--cmdline", cfg.cmdline, "kernel command line");
   run->add_option("--memory,-m", memory, "guest memory, e.g. 512M, 2G")->capture_default_str();
   run->add_option("--cpus", cfg.cpus, "number of vCPUs")->capture_default_str();
-  run->add_option("--disk", disks, "PATH[,format=raw|qcow2][,readonly=on] (repeatable)");
+  run->add_option("--disk", disks, "PATH[,format=raw|qcow2][,readonly=on][,cache=none|writeback] (repeatable)");
   run->add_option("--serial", cfg.serial, "stdio | file:PATH | unix:PATH")->capture_default_str();
   run->add_flag("--hugepages", cfg.hugepages, "back guest memory with 2 MiB huge pages");
   CLI::App* check = app.add_subcommand("check", "check that this host can run guests");

@@ -167,7 +167,12 @@ TEST(ConfigTest, ParseDiskSpec) {
   EXPECT_TRUE(d->read_only);
   EXPECT_FALSE(parse_disk_spec(",format=raw"));
   EXPECT_FALSE(parse_disk_spec("a,format=vmdk"));
-  EXPECT_FALSE(parse_disk_spec("a,cache=none"));
+  EXPECT_FALSE(d->direct);
+  auto n = parse_disk_spec("a.img,cache=none");
+  ASSERT_TRUE(n);
+  EXPECT_TRUE(n->direct);
+  EXPECT_FALSE(parse_disk_spec("a,cache=unsafe"));
+  EXPECT_FALSE(parse_disk_spec("a,snapshot=on"));
 }
 
 TEST(ConfigTest, Validate) {

@@ -56,7 +56,7 @@ RunResult run_shell(const std::string& cmd, const std::string& dir) {
 }
 
 class VmmE2eTest : public ::testing::Test {
- protected:
+ public:  // used by run_guest_on_qcow2 below
   void SetUp() override {
     if (access("/dev/kvm", F_OK) != 0) GTEST_SKIP() << "/dev/kvm is missing";
     if (access("/dev/kvm", R_OK | W_OK) != 0) GTEST_SKIP() << "/dev/kvm is not read/write for this user";
@@ -123,7 +123,20 @@ TEST_F(VmmE2eTest, TripleFaultExitsWithCode3) {
   EXPECT_NE(r.err.find("triple fault"), std::string::npos) << r.err;
 }
 
-TEST_F(VmmE2eTest, GuestDrivesVirtioBlkOnQcow2) {
+// The guest's virtio-blk checks on a qcow2 image; disk_opts are appended to --disk.
+void run_guest_on_qcow2(VmmE2eTest& t, const std::string& disk_opts);
+
+TEST_F(VmmE2eTest, GuestDrivesVirtioBlkOnQcow2) { run_guest_on_qcow2(*this, ",format=qcow2"); }
+
+// cache=none: the image is open with O_DIRECT and guest buffers (anywhere in guest memory) are
+// bounced where they are not aligned.
+TEST_F(VmmE2eTest, GuestDrivesVirtioBlkOnQcow2WithCacheNone) {
+  run_guest_on_qcow2(*this, ",format=qcow2,cache=none");
+}
+
+void run_guest_on_qcow2(VmmE2eTest& t, const std::string& disk_opts) {
+  auto& dir_ = t.dir_;
+  auto vmm = [&](const std::string& args) { return t.vmm(args); };
   if (std::system("command -v qemu-img >/dev/null && command -v qemu-io >/dev/null") != 0) {
     GTEST_SKIP() << "qemu-img/qemu-io not installed";
   }
@@ -131,7 +144,7 @@ TEST_F(VmmE2eTest, GuestDrivesVirtioBlkOnQcow2) {
   ASSERT_EQ(0, std::system(("qemu-img create -q -f qcow2 " + img + " 64M").c_str()));
   ASSERT_EQ(0, std::system(("qemu-io -f qcow2 -c 'write -P 0x5a 0 1M' " + img + " >/dev/null").c_str()));
   auto r = vmm(std::string("run --kernel ") + VMM_TEST_GUEST + " --memory 64M --disk " + img +
-               ",format=qcow2");
+               disk_opts);
   if (r.err.find("no virtio-blk device yet") != std::string::npos) {
     GTEST_SKIP() << "this build has no virtio-blk device yet";
   }

@@ -49,8 +49,13 @@ img::Result<DiskSpec> parse_disk_spec(const std::string& s) {
       if (v == "on" || v == "true" || v.empty()) d.read_only = true;
       else if (v == "off" || v == "false") d.read_only = false;
       else return img::invalid_argument("--disk readonly must be on or off, not '" + v + "'");
+    } else if (k == "cache") {
+      if (v == "none") d.direct = true;
+      else if (v == "writeback") d.direct = false;
+      else return img::invalid_argument("--disk cache must be none or writeback, not '" + v + "'");
     } else {
-      return img::invalid_argument("--disk: unknown option '" + kv + "' (format=, readonly=)");
+      return img::invalid_argument("--disk: unknown option '" + kv +
+                                   "' (format=, readonly=, cache=)");
     }
   }
   return d;

@@ -27,6 +27,7 @@ struct DiskSpec {
   std::string path;
   std::string format;  // "" = probe, "raw", "qcow2"
   bool read_only = false;
+  bool direct = false;  // cache=none: O_DIRECT on the image file, as QEMU's cache=none
 };
 
 struct MachineConfig {

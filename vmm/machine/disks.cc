@@ -21,6 +21,7 @@ img::Status Machine::setup_disks(const MachineConfig& c) {
     bc.path = d.path;
     bc.format = d.format;
     bc.read_only = d.read_only;
+    bc.direct = d.direct;
     bc.serial = img::strfmt("vmm-disk%zu", i);
     auto dev = make_virtio_blk_pci(bc, ram_.memory(), *irq_, *ioevents_);
     if (!dev) return img::Unexpected(dev.error().prepend("--disk " + d.path));
