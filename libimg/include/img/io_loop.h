@@ -124,13 +124,17 @@ class IoLoop {
  private:
   IoLoop() = default;
   void reap();
+  void submit();
   [[noreturn]] void deadlock();
+  // See run_once: below this many operations in the kernel, new ones are submitted at once.
+  static constexpr int kEarlySubmitBelow = 8;
 
   io_uring ring_{};
   bool has_ring_ = false;
   std::string uring_error_;
   std::deque<std::coroutine_handle<>> ready_;
-  int in_flight_ = 0;
+  int in_flight_ = 0;         // operations awaited by coroutines (prepared or submitted)
+  int kernel_in_flight_ = 0;  // submitted to the kernel and not yet reaped
   size_t spawned_running_ = 0;
   int wake_fd_ = -1;
   uint64_t wake_buf_ = 0;

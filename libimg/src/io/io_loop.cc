@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
 
 namespace img {
@@ -60,7 +61,7 @@ io_uring_sqe* IoLoop::get_sqe() {
   io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
   while (!sqe) {
     // Ring full: hand what we have to the kernel and try again.
-    io_uring_submit(&ring_);
+    submit();
     sqe = io_uring_get_sqe(&ring_);
     if (!sqe) reap();
   }
@@ -177,6 +178,7 @@ void IoLoop::reap() {
     ready_.push_back(op->waiter_);
   }
   io_uring_cq_advance(&ring_, n);
+  kernel_in_flight_ -= std::min<int>(kernel_in_flight_, n);
 }
 
 bool IoLoop::run_once(bool block) {
@@ -189,11 +191,17 @@ bool IoLoop::run_once(bool block) {
     ready_.pop_front();
     h.resume();
     did = true;
+    // While the kernel has little to do, hand it new work at once instead of at the end of the
+    // turn: a batch of completions processed as one and resubmitted as one keeps arriving as one
+    // (a convoy), and the device idles while we process it. Above the mark, batch as usual.
+    if (has_ring_ && kernel_in_flight_ < kEarlySubmitBelow && io_uring_sq_ready(&ring_) > 0) {
+      submit();
+    }
   }
   if (!has_ring_) return did || !ready_.empty();
   if (block && ready_.empty()) {
     if (in_flight_ == 0) {
-      io_uring_submit(&ring_);
+      submit();
       reap();
       return did;
     }
@@ -204,12 +212,17 @@ bool IoLoop::run_once(bool block) {
       wake_armed_ = true;
     }
     int r = io_uring_submit_and_wait(&ring_, 1);
-    (void)r;
+    if (r > 0) kernel_in_flight_ += r;
   } else {
-    io_uring_submit(&ring_);
+    submit();
   }
   reap();
   return true;
+}
+
+void IoLoop::submit() {
+  int r = io_uring_submit(&ring_);
+  if (r > 0) kernel_in_flight_ += r;
 }
 
 void IoLoop::drain() {
