@@ -9,7 +9,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
 PACKAGES=(zlib1g-dev libzstd-dev liburing-dev libcli11-dev googletest librapidcheck-dev
-          qemu-utils ninja-build cmake g++ pkg-config fio clang-19 libclang-rt-19-dev)
+          qemu-utils ninja-build cmake g++ pkg-config fio clang-19 libclang-rt-19-dev lz4 python3)
 
 install_packages() {
   local missing=()
