@@ -357,3 +357,54 @@ TEST_F(VirtioBlk, Qcow2WritesReadBackThroughLibimg) {
 
 }  // namespace
 }  // namespace vmm::testing
+
+namespace vmm::testing {
+namespace {
+
+// §2.7.4 Message Framing: a request may be split into descriptors any way the driver likes.
+// Here the header shares a descriptor with the write data, and the read data shares one with
+// the status byte.
+class VirtioBlkFraming : public VirtioBlk {};
+
+TEST_F(VirtioBlkFraming, HeaderWithDataAndDataWithStatusInOneDescriptor) {
+  start();
+  uint64_t req = 0xa00000;
+  // OUT: [header + 1024 bytes of data] (readable), [status] (writable).
+  ram().put<uint32_t>(req, vb::kTOut);
+  ram().put<uint32_t>(req + 4, 0);
+  ram().put<uint64_t>(req + 8, 300);
+  for (int i = 0; i < 1024; ++i) ram().at(req + 16)[i] = static_cast<uint8_t>(i * 7 + 1);
+  uint16_t head = g().write_chain(0, {{req, 16 + 1024, false}, {req + 0x2000, 1, true}});
+  ram().put<uint8_t>(req + 0x2000, 0xff);
+  auto [id, len] = run(head);
+  EXPECT_EQ(ram().get<uint8_t>(req + 0x2000), vb::kSOk);
+  EXPECT_EQ(len, 1u);
+  EXPECT_TRUE(data_matches_file(req + 16, 300 * 512, 1024));
+
+  // IN: [header] (readable), [1024 bytes of data + status] (writable).
+  uint64_t in = 0xb00000;
+  ram().put<uint32_t>(in, vb::kTIn);
+  ram().put<uint32_t>(in + 4, 0);
+  ram().put<uint64_t>(in + 8, 300);
+  std::memset(ram().at(in + 0x1000), 0, 1025);
+  head = g().write_chain(0, {{in, 16, false}, {in + 0x1000, 1025, true}});
+  std::tie(id, len) = run(head);
+  EXPECT_EQ(ram().get<uint8_t>(in + 0x1000 + 1024), vb::kSOk);
+  EXPECT_EQ(len, 1025u);
+  EXPECT_TRUE(data_matches_file(in + 0x1000, 300 * 512, 1024));
+
+  // A header split over two descriptors (8 + 8 bytes) works too.
+  uint64_t sp = 0xc00000;
+  ram().put<uint32_t>(sp, vb::kTIn);
+  ram().put<uint32_t>(sp + 4, 0);
+  ram().put<uint64_t>(sp + 0x100, 300);
+  head = g().write_chain(
+      0, {{sp, 8, false}, {sp + 0x100, 8, false}, {sp + 0x1000, 512, true}, {sp + 0x2000, 1, true}});
+  std::tie(id, len) = run(head);
+  EXPECT_EQ(ram().get<uint8_t>(sp + 0x2000), vb::kSOk);
+  EXPECT_TRUE(data_matches_file(sp + 0x1000, 300 * 512, 512));
+  expect_healthy();
+}
+
+}  // namespace
+}  // namespace vmm::testing

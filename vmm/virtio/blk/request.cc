@@ -24,41 +24,56 @@ std::expected<Request, ParseError> parse_request(const DescriptorChain& chain,
                                                  const Limits& limits) {
   const auto& d = chain.descs;
   if (d.empty()) return fail(nullptr, kSIoErr, "empty chain");
-  const Descriptor& st = d.back();
-  if (!st.device_writable || st.len < 1) {
-    return fail(nullptr, kSIoErr, "last descriptor is not a writable status byte");
-  }
+  // §2.7.4 Message Framing: the device must not assume how the driver splits a request into
+  // descriptors. The device-readable part starts with the 16-byte header and the device-writable
+  // part ends with the status byte; the data is what lies between them (readable for OUT,
+  // DISCARD and WRITE_ZEROES, writable for IN and GET_ID). read_chain guarantees that readable
+  // descriptors come before writable ones.
+  size_t nr = 0;
+  while (nr < d.size() && !d[nr].device_writable) ++nr;
+  size_t last = d.size();
+  while (last > nr && d[last - 1].len == 0) --last;
+  if (last == nr) return fail(nullptr, kSIoErr, "no device-writable status byte ends the chain");
   Request req;
-  req.status = st.host;
-  if (d.size() < 2) return fail(req.status, kSIoErr, "no request header");
-  const Descriptor& hd = d.front();
-  if (hd.device_writable || hd.len != sizeof(ReqHeader)) {
-    return fail(req.status, kSIoErr, "header is not one device-readable 16-byte descriptor");
-  }
+  req.status = d[last - 1].host + d[last - 1].len - 1;
   ReqHeader h;
-  std::memcpy(&h, hd.host, sizeof h);  // copy, then validate
-  std::span<const Descriptor> data(d.begin() + 1, d.end() - 1);
+  auto* hp = reinterpret_cast<uint8_t*>(&h);
+  size_t got = 0;
+  std::vector<iovec> rdata, wdata;
+  for (size_t i = 0; i < nr; ++i) {
+    uint32_t skip = 0;
+    if (got < sizeof h) {  // copy the header out of guest memory, then validate the copy
+      skip = static_cast<uint32_t>(std::min<uint64_t>(sizeof h - got, d[i].len));
+      std::memcpy(hp + got, d[i].host, skip);
+      got += skip;
+    }
+    if (d[i].len > skip) rdata.push_back({d[i].host + skip, d[i].len - skip});
+  }
+  if (got < sizeof h) return fail(req.status, kSIoErr, "request header shorter than 16 bytes");
+  for (size_t i = nr; i < last; ++i) {
+    uint32_t len = d[i].len - (i == last - 1 ? 1 : 0);
+    if (len) wdata.push_back({d[i].host, len});
+  }
 
-  // Direction and total length of the data descriptors.
+  // The data in the direction the request type needs (none the other way), within the caps.
   auto gather = [&](bool writable, bool cap_size) -> std::expected<void, ParseError> {
+    const std::vector<iovec>& data = writable ? wdata : rdata;
+    if (!(writable ? rdata : wdata).empty()) {
+      return fail(req.status, kSIoErr,
+                  writable ? "read buffer is not device-writable" : "write buffer is device-writable");
+    }
     if (cap_size && data.size() > limits.seg_max) {
       return fail(req.status, kSIoErr,
                   img::strfmt("%zu data segments > seg_max %u", data.size(), limits.seg_max));
     }
     req.iov.reserve(data.size());
-    for (const Descriptor& x : data) {
-      if (x.device_writable != writable) {
-        return fail(
-            req.status, kSIoErr,
-            writable ? "read buffer is not device-writable" : "write buffer is device-writable");
-      }
-      if (cap_size && x.len > limits.size_max) {
+    for (const iovec& x : data) {
+      if (cap_size && x.iov_len > limits.size_max) {
         return fail(req.status, kSIoErr,
-                    img::strfmt("segment of %u bytes > size_max %u", x.len, limits.size_max));
+                    img::strfmt("segment of %zu bytes > size_max %u", x.iov_len, limits.size_max));
       }
-      if (x.len == 0) continue;
-      req.iov.push_back({x.host, x.len});
-      req.data_len += x.len;  // at most queue size * 4 GiB: no overflow
+      req.iov.push_back(x);
+      req.data_len += x.iov_len;  // at most queue size * 4 GiB: no overflow
     }
     return {};
   };
@@ -88,7 +103,9 @@ std::expected<Request, ParseError> parse_request(const DescriptorChain& chain,
     }
     case kTFlush:
       req.type = RequestType::kFlush;
-      if (!data.empty()) return fail(req.status, kSIoErr, "flush with data descriptors");
+      if (!rdata.empty() || !wdata.empty()) {
+        return fail(req.status, kSIoErr, "flush with data descriptors");
+      }
       return req;
     case kTGetId: {
       req.type = RequestType::kGetId;
