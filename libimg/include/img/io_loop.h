@@ -120,13 +120,14 @@ class IoLoop {
   // Internal, for UringOp.
   io_uring_sqe* get_sqe();
   void note_in_flight(int delta) { in_flight_ += delta; }
+  void maybe_submit_early();
 
  private:
   IoLoop() = default;
   void reap();
   void submit();
   [[noreturn]] void deadlock();
-  // See run_once: below this many operations in the kernel, new ones are submitted at once.
+  // Below this many operations in the kernel, a new one is submitted at once (maybe_submit_early).
   static constexpr int kEarlySubmitBelow = 8;
 
   io_uring ring_{};

@@ -88,6 +88,7 @@ bool UringOp::await_suspend(std::coroutine_handle<> h) {
   }
   io_uring_sqe_set_data(sqe, this);
   loop_->note_in_flight(1);
+  loop_->maybe_submit_early();
   return true;
 }
 
@@ -191,12 +192,6 @@ bool IoLoop::run_once(bool block) {
     ready_.pop_front();
     h.resume();
     did = true;
-    // While the kernel has little to do, hand it new work at once instead of at the end of the
-    // turn: a batch of completions processed as one and resubmitted as one keeps arriving as one
-    // (a convoy), and the device idles while we process it. Above the mark, batch as usual.
-    if (has_ring_ && kernel_in_flight_ < kEarlySubmitBelow && io_uring_sq_ready(&ring_) > 0) {
-      submit();
-    }
   }
   if (!has_ring_) return did || !ready_.empty();
   if (block && ready_.empty()) {
@@ -218,6 +213,13 @@ bool IoLoop::run_once(bool block) {
   }
   reap();
   return true;
+}
+
+void IoLoop::maybe_submit_early() {
+  // While the kernel has little to do, hand it new work at once instead of at the end of the
+  // turn: a batch of completions processed as one and resubmitted as one keeps arriving as one
+  // (a convoy), and the device idles while we process it. Above the mark, batch as usual.
+  if (kernel_in_flight_ < kEarlySubmitBelow) submit();
 }
 
 void IoLoop::submit() {
