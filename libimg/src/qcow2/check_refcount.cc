@@ -130,14 +130,8 @@ Task<Status> Checker::rebuild_refcounts() {
   }
   const uint64_t start = std::max(used, div_round_up(file_size_, cs_));
   const uint64_t per_block = refcount_block_entries(h_.cluster_bits, h_.refcount_order);
-  uint64_t rb = 1, rt = 1;
-  for (;;) {
-    uint64_t nrb = div_round_up(start + rb + rt, per_block);
-    uint64_t nrt = div_round_up(nrb * 8, cs_);
-    if (nrb <= rb && nrt <= rt) break;
-    rb = std::max(rb, nrb);
-    rt = std::max(rt, nrt);
-  }
+  const RefcountStructure rs = refcount_structure_for(start, h_);
+  const uint64_t rb = rs.blocks, rt = rs.table_clusters;
   if (rt * cs_ > kMaxRefcountTableBytes) {
     co_return no_space("rebuilt refcount table would exceed 8 MiB");
   }

@@ -85,17 +85,9 @@ Result<Layout> plan(const Header& h, bool prealloc) {
   l.l2_clusters = prealloc ? l.l1_entries : 0;
   l.data_clusters = prealloc ? div_round_up(h.size, cs) : 0;
   const uint64_t fixed = 1 + l.l1_clusters + l.l2_clusters + l.data_clusters;
-  const uint64_t per_block = refcount_block_entries(h.cluster_bits, h.refcount_order);
-  // The refcount blocks must cover every cluster, themselves and the table included: iterate to
-  // the fixed point (it converges in a few rounds since each block covers >= 512 clusters).
-  uint64_t rb = 1, rt = 1;
-  for (;;) {
-    uint64_t nrb = div_round_up(fixed + rb + rt, per_block);
-    uint64_t nrt = div_round_up(nrb * 8, cs);
-    if (nrb <= rb && nrt <= rt) break;
-    rb = std::max(rb, nrb);
-    rt = std::max(rt, nrt);
-  }
+  // The refcount blocks must cover every cluster, themselves and the table included.
+  const RefcountStructure rs = refcount_structure_for(fixed, h);
+  const uint64_t rb = rs.blocks, rt = rs.table_clusters;
   if (rt * cs > kMaxRefcountTableBytes) {
     return invalid_argument(strfmt("preallocating %" PRIu64 " bytes needs a refcount table over "
                                    "8 MiB; use a larger cluster size or less preallocation",

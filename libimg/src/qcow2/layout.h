@@ -4,6 +4,7 @@
 // Thread-safety: pure functions.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "qcow2/format.h"
@@ -47,6 +48,27 @@ inline CompressedExtent decode_compressed_entry(uint64_t entry, uint32_t cluster
   uint64_t offset = entry & ((1ull << x) - 1);
   uint64_t sectors = ((entry >> x) & ((1ull << (cluster_bits - 8)) - 1)) + 1;
   return {offset, sectors * 512 - (offset & 511)};
+}
+
+// Refcount blocks and refcount table clusters needed to count `clusters` clusters plus the
+// blocks and the table themselves (placed after them): the fixed point of blocks covering
+// everything including blocks and table. Converges in a few rounds (a block covers >= 64
+// clusters).
+struct RefcountStructure {
+  uint64_t blocks = 1;
+  uint64_t table_clusters = 1;
+};
+inline RefcountStructure refcount_structure_for(uint64_t clusters, const Header& h) {
+  const uint64_t per_block = refcount_block_entries(h.cluster_bits, h.refcount_order);
+  const uint64_t cs = h.cluster_size();
+  RefcountStructure r;
+  for (;;) {
+    uint64_t nrb = div_round_up(clusters + r.blocks + r.table_clusters, per_block);
+    uint64_t nrt = div_round_up(nrb * 8, cs);
+    if (nrb <= r.blocks && nrt <= r.table_clusters) return r;
+    r.blocks = std::max(r.blocks, nrb);
+    r.table_clusters = std::max(r.table_clusters, nrt);
+  }
 }
 
 // Bytes per L2 entry: 8, or 16 with extended L2 (spec: "Extended L2 Entries").
