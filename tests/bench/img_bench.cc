@@ -30,6 +30,7 @@
 
 #include "img/image.h"
 #include "img/ops.h"
+#include "o_direct_check.h"
 
 namespace {
 
@@ -93,29 +94,6 @@ Task<img::Status> run(Bench& b, unsigned depth) {
   co_return img::Status{};
 }
 
-// Whether some open descriptor of FILE has O_DIRECT set (from /proc/self/fdinfo), so the output
-// proves what the bench measured: -1 when no descriptor of FILE was found.
-int file_opened_direct(const char* file) {
-  char want[PATH_MAX];
-  if (!realpath(file, want)) return -1;
-  int found = -1;
-  std::error_code ec;
-  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
-    std::error_code ec2;
-    auto target = std::filesystem::read_symlink(e.path(), ec2);
-    if (ec2 || target != want) continue;
-    std::ifstream info("/proc/self/fdinfo/" + e.path().filename().string());
-    std::string key, value;
-    while (info >> key >> value) {
-      if (key == "flags:") {
-        unsigned long flags = std::strtoul(value.c_str(), nullptr, 8);
-        if (flags & O_DIRECT) return 1;
-        found = 0;
-      }
-    }
-  }
-  return found;
-}
 
 int usage() {
   std::fprintf(stderr,
@@ -147,7 +125,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "img_bench: %s: %s\n", argv[2], disk.error().to_string().c_str());
     return 1;
   }
-  int o_direct = file_opened_direct(argv[2]);
+  int o_direct = bench::file_opened_direct(argv[2]);
   if (direct && o_direct != 1) {
     std::fprintf(stderr, "img_bench: %s is not open with O_DIRECT\n", argv[2]);
     return 1;

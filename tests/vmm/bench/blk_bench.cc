@@ -33,6 +33,7 @@
 #include "virtio/blk/blk_pci.h"
 #include "virtio/blk/blk_spec.h"
 #include "virtio_test_util.h"
+#include "bench/o_direct_check.h"
 
 using namespace vmm;
 using namespace vmm::testing;
@@ -59,27 +60,6 @@ constexpr Pattern kPatterns[] = {
 
 bool g_allow_page_cache = false;
 
-// Whether an open descriptor of FILE has O_DIRECT (from /proc/self/fdinfo); -1 if none found.
-int file_opened_direct(const std::string& file) {
-  char want[PATH_MAX];
-  if (!realpath(file.c_str(), want)) return -1;
-  int found = -1;
-  std::error_code ec;
-  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
-    std::error_code ec2;
-    auto target = std::filesystem::read_symlink(e.path(), ec2);
-    if (ec2 || target != want) continue;
-    std::ifstream info("/proc/self/fdinfo/" + e.path().filename().string());
-    std::string key, value;
-    while (info >> key >> value) {
-      if (key == "flags:") {
-        if (std::strtoul(value.c_str(), nullptr, 8) & O_DIRECT) return 1;
-        found = 0;
-      }
-    }
-  }
-  return found;
-}
 
 void drop_caches() {
   ::sync();
@@ -166,7 +146,7 @@ Result run_device(const std::string& file, const std::string& format, const Patt
     std::fprintf(stderr, "blk_bench: %s\n", dev.error().to_string().c_str());
     std::exit(1);
   }
-  if (cfg.direct && file_opened_direct(file) != 1) {
+  if (cfg.direct && bench::file_opened_direct(file) != 1) {
     std::fprintf(stderr, "blk_bench: %s is not open with O_DIRECT\n", file.c_str());
     std::exit(1);
   }
