@@ -33,15 +33,6 @@ class Progress {
   double shown_ = -1;
 };
 
-// Whether the source's unallocated ranges read as zeros: true unless it has a backing file.
-bool unallocated_is_zero(img::IoLoop& loop, const std::string& path, const std::string& fmt) {
-  if (fmt != "qcow2") return true;
-  auto f = img::open_host_file(loop, path, {.read_only = true});
-  if (!f) return false;
-  auto info = loop.run(img::read_qcow2_info(**f));
-  return info && info->backing_file.empty();
-}
-
 }  // namespace
 
 int run_convert(const std::vector<std::string>& args) {
@@ -108,7 +99,6 @@ int run_convert(const std::vector<std::string>& args) {
   copts.in_flight = coroutines;
   copts.min_sparse = min_sparse;
   copts.target_is_zero = !no_create;
-  copts.unallocated_reads_zero = unallocated_is_zero(*loop, src_path, src_fmt);
   copts.progress = [&bar](uint64_t done, uint64_t total) { bar.update(done, total); };
   auto stats = loop->run(img::convert(*loop, **src, **dst, copts));
   if (!stats) return fail("error while converting " + src_fmt + ": " + stats.error().to_string());

@@ -25,13 +25,17 @@ namespace img {
 struct BlockStatus {
   enum class Kind {
     kData,         // allocated in this image's file
-    kZero,         // reads as zeros (zero cluster, or a hole in a raw file)
-    kUnallocated,  // not allocated here: reads from the backing file, or zeros without one
+    kZero,         // allocated as zeros here (zero cluster, or a hole in a raw file)
+    kUnallocated,  // not allocated here and nothing behind it: reads as zeros
+    kBacking,      // not allocated here: reads from the backing image
   };
   Kind kind = Kind::kUnallocated;
   uint64_t length = 0;                     // bytes from the queried offset with this status
   std::optional<uint64_t> host_offset;     // where the data lies in the image file (kData)
   bool compressed = false;                 // kData held compressed: no host offset
+
+  // The range reads as zeros without reading it.
+  bool reads_as_zero() const { return kind == Kind::kZero || kind == Kind::kUnallocated; }
 };
 
 struct WriteZeroesFlags {
@@ -57,7 +61,8 @@ class BlockDriver {
   virtual Task<Status> discard(uint64_t off, uint64_t len) = 0;
   // The range reads as zeros afterwards.
   virtual Task<Status> write_zeroes(uint64_t off, uint64_t len, WriteZeroesFlags flags) = 0;
-  // The status of [off, off+len) from off on: one run of one kind (length <= len).
+  // The status of [off, off+len) from off on: one run of one kind (length <= len). A caller never
+  // needs to look inside a format: kUnallocated and kZero read as zeros, kBacking does not.
   virtual Task<Result<BlockStatus>> block_status(uint64_t off, uint64_t len) = 0;
   // Writes back cached metadata, flushes, and marks the image clean. The driver must not be
   // used afterwards; destroying an open driver without close() loses only unflushed writes.

@@ -38,9 +38,6 @@ struct ConvertOptions {
   // The destination is fresh and reads as zeros, so zero ranges need no write at all; otherwise
   // they are written with write_zeroes (qemu-img convert -n clears this).
   bool target_is_zero = true;
-  // The source's kUnallocated ranges read as zeros (it has no backing file), so they need not be
-  // read. Leave false when a backing file may supply their data.
-  bool unallocated_reads_zero = false;
 };
 
 struct ConvertStats {

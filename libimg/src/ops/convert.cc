@@ -90,9 +90,7 @@ Task<Status> copy_chunk(ConvertJob& job, uint64_t off, uint64_t len, uint8_t* bu
     CO_ASSIGN_OR_RETURN(BlockStatus st, co_await job.src.block_status(off + pos, len - pos));
     // A driver that reports no length: treat the rest of the chunk as data.
     uint64_t n = st.length == 0 ? len - pos : std::min(st.length, len - pos);
-    bool zero = st.length != 0 &&
-                (st.kind == BlockStatus::Kind::kZero ||
-                 (st.kind == BlockStatus::Kind::kUnallocated && job.opts.unallocated_reads_zero));
+    bool zero = st.length != 0 && st.reads_as_zero();
     if (zero) {
       job.stats.bytes_zero += n;
       if (!job.opts.target_is_zero) {

@@ -25,27 +25,29 @@ Result<uint64_t> Qcow2Image::l2_offset_from_l1(uint64_t idx) const {
   return off;
 }
 
-Status Qcow2Image::check_data_entry(uint64_t gc, uint64_t e) const {
-  if (e & kOflagCompressed) {
-    return not_supported(strfmt("%s: guest offset 0x%llx is a compressed cluster; compressed "
-                                "clusters are not supported yet",
-                                file_->name().c_str(), (unsigned long long)(gc << cluster_bits_)));
+Result<L2Entry> Qcow2Image::decode_entry(uint64_t gc, uint64_t raw) const {
+  L2Decoded d = decode_l2(raw, cluster_bits_, h_.version);
+  switch (d.defect) {
+    case L2Defect::kNone:
+      break;
+    case L2Defect::kReservedBits:
+      return corruption(strfmt("%s: L2 entry for guest offset 0x%llx (0x%llx) has reserved bits "
+                               "set",
+                               file_->name().c_str(), (unsigned long long)(gc << cluster_bits_),
+                               (unsigned long long)raw));
+    case L2Defect::kUnaligned:
+      return corruption(strfmt("%s: data cluster offset 0x%llx for guest offset 0x%llx is not "
+                               "cluster aligned",
+                               file_->name().c_str(), (unsigned long long)d.entry.host_offset,
+                               (unsigned long long)(gc << cluster_bits_)));
   }
-  uint64_t reserved = kL2StdReservedMask | (h_.version < 3 ? kOflagZero : 0);
-  if (e & reserved) {
-    return corruption(strfmt("%s: L2 entry for guest offset 0x%llx (0x%llx) has reserved bits "
-                             "set",
-                             file_->name().c_str(), (unsigned long long)(gc << cluster_bits_),
-                             (unsigned long long)e));
-  }
-  uint64_t off = e & kL2OffsetMask;
-  if (off != 0 && !is_aligned(off, cluster_size_)) {
-    return corruption(strfmt("%s: data cluster offset 0x%llx for guest offset 0x%llx is not "
-                             "cluster aligned",
-                             file_->name().c_str(), (unsigned long long)off,
-                             (unsigned long long)(gc << cluster_bits_)));
-  }
-  return {};
+  return d.entry;
+}
+
+Status Qcow2Image::compressed_not_supported(uint64_t gc) const {
+  return not_supported(strfmt("%s: guest offset 0x%llx is a compressed cluster; compressed "
+                              "clusters are not supported yet",
+                              file_->name().c_str(), (unsigned long long)(gc << cluster_bits_)));
 }
 
 bool Qcow2Image::overlaps_metadata(uint64_t off, uint64_t len) const {

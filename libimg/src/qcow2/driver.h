@@ -32,6 +32,7 @@
 #include "qcow2/cache.h"
 #include "qcow2/cluster_locks.h"
 #include "qcow2/format.h"
+#include "qcow2/l2_entry.h"
 #include "qcow2/layout.h"
 #include "util/async.h"
 
@@ -75,6 +76,15 @@ class Qcow2Image final : public BlockDriver {
   Task<Result<uint64_t>> find_free_run(uint64_t n);
   Task<Result<uint64_t>> alloc_clusters(uint64_t n);  // host byte offset of n new clusters
   Task<Status> free_clusters(uint64_t host_off, uint64_t count);
+  // The host clusters an entry's data occupies (a compressed one may span two).
+  struct HostRun {
+    uint64_t first_cluster;
+    uint64_t count;
+  };
+  HostRun host_run_of(const L2Entry& e) const;
+  // Drops the refcount of each cluster of r by one; with punch, a cluster whose refcount reaches
+  // zero is hole-punched first.
+  Task<Status> release_clusters(HostRun r, bool punch);
   Task<Status> create_refblock(uint64_t block_index, uint64_t at_cluster);
   Task<Status> grow_reftable(uint64_t needed_index);
   Status check_refblock_offset(uint64_t block_index, uint64_t off) const;
@@ -90,8 +100,10 @@ class Qcow2Image final : public BlockDriver {
   Task<Status> l2_allocate(uint64_t l1_index);
   // Validates an L1 entry; returns the L2 table offset (0 if none).
   Result<uint64_t> l2_offset_from_l1(uint64_t l1_index) const;
-  // Validates a data-cluster L2 entry for guest cluster gc.
-  Status check_data_entry(uint64_t gc, uint64_t entry) const;
+  // Decodes the raw L2 entry of guest cluster gc; an entry the spec forbids is a corruption
+  // error that names the guest offset.
+  Result<L2Entry> decode_entry(uint64_t gc, uint64_t raw) const;
+  Status compressed_not_supported(uint64_t gc) const;
   // True if [off, off+len) touches qcow2 metadata (header, L1, refcount table, refcount
   // blocks, L2 tables): writing guest data there would corrupt the image.
   bool overlaps_metadata(uint64_t off, uint64_t len) const;

@@ -241,6 +241,25 @@ Task<Result<uint64_t>> Qcow2Image::alloc_clusters(uint64_t n) {
   }
 }
 
+Qcow2Image::HostRun Qcow2Image::host_run_of(const L2Entry& e) const {
+  uint64_t len = e.kind == ClusterKind::kCompressed ? e.compressed_size : cluster_size_;
+  uint64_t first = e.host_offset >> cluster_bits_;
+  return {first, ((e.host_offset + len - 1) >> cluster_bits_) - first + 1};
+}
+
+Task<Status> Qcow2Image::release_clusters(HostRun r, bool punch) {
+  for (uint64_t c = r.first_cluster; c < r.first_cluster + r.count; ++c) {
+    // Only a cluster nobody else references (a snapshot, another compressed cluster sharing the
+    // host cluster) loses its data; alloc_mu_ keeps it from being reallocated meanwhile.
+    if (punch) {
+      CO_ASSIGN_OR_RETURN(uint64_t rc, co_await refcount_of(c));
+      if (rc == 1) CO_RETURN_IF_ERROR(co_await file_->discard(c << cluster_bits_, cluster_size_));
+    }
+    CO_RETURN_IF_ERROR(co_await update_refcounts(c, 1, -1));
+  }
+  co_return Status{};
+}
+
 Task<Status> Qcow2Image::free_clusters(uint64_t host_off, uint64_t count) {
   CO_RETURN_IF_ERROR(co_await update_refcounts(host_off >> cluster_bits_, count, -1));
   co_return Status{};

@@ -23,10 +23,6 @@ struct AlignedBuf {
   uint64_t size;
 };
 
-bool is_normal_copied(uint64_t e) {
-  return (e & kOflagCopied) && !(e & (kOflagCompressed | kOflagZero)) && (e & kL2OffsetMask);
-}
-
 }  // namespace
 
 Task<Status> Qcow2Image::readv(uint64_t off, std::span<const iovec> iov) {
@@ -43,19 +39,18 @@ Task<Status> Qcow2Image::readv(uint64_t off, std::span<const iovec> iov) {
     CO_RETURN_IF_ERROR(co_await lookup(gc, n, entries));
     uint64_t k = 0;
     while (k < n && len > 0) {
-      uint64_t e = entries[k];
-      CO_RETURN_IF_ERROR(check_data_entry(gc + k, e));
-      uint64_t host = e & kL2OffsetMask;
-      bool data = host != 0 && !(e & kOflagZero);
+      CO_ASSIGN_OR_RETURN(L2Entry e, decode_entry(gc + k, entries[k]));
+      if (e.kind == ClusterKind::kCompressed) co_return compressed_not_supported(gc + k);
+      bool data = e.kind == ClusterKind::kNormal;
+      uint64_t host = e.host_offset;
       // Extend over following clusters of the same kind (and contiguous host clusters).
       uint64_t bytes = std::min(cluster_size_ - in, len);
       uint64_t j = k + 1;
       while (j < n && bytes < len) {
-        uint64_t e2 = entries[j];
-        CO_RETURN_IF_ERROR(check_data_entry(gc + j, e2));
-        uint64_t host2 = e2 & kL2OffsetMask;
-        bool data2 = host2 != 0 && !(e2 & kOflagZero);
-        if (data2 != data || (data && host2 != host + (j - k) * cluster_size_)) break;
+        CO_ASSIGN_OR_RETURN(L2Entry e2, decode_entry(gc + j, entries[j]));
+        if (e2.kind == ClusterKind::kCompressed) break;
+        bool data2 = e2.kind == ClusterKind::kNormal;
+        if (data2 != data || (data && e2.host_offset != host + (j - k) * cluster_size_)) break;
         bytes += std::min(cluster_size_, len - bytes);
         ++j;
       }
@@ -111,20 +106,23 @@ Task<Status> Qcow2Image::write_allocated(uint64_t off, std::span<const iovec> io
   uint64_t n = div_round_up(in + len, cluster_size_);
   std::vector<uint64_t> entries;
   CO_RETURN_IF_ERROR(co_await lookup(gc, n, entries));
-  for (uint64_t e : entries) {
-    if (!is_normal_copied(e)) co_return Status{};
+  auto in_place = [&](uint64_t k) {
+    Result<L2Entry> e = decode_entry(gc + k, entries[k]);
+    return e && e->writable_in_place();
+  };
+  for (uint64_t k = 0; k < n; ++k) {
+    if (!in_place(k)) co_return Status{};  // the slow path reports what is wrong with it
   }
   auto guard = co_await cluster_locks_.lock(gc, n, false);
   CO_RETURN_IF_ERROR(co_await lookup(gc, n, entries));  // may have changed while we waited
   for (uint64_t k = 0; k < n; ++k) {
-    if (!is_normal_copied(entries[k])) co_return Status{};
-    CO_RETURN_IF_ERROR(check_data_entry(gc + k, entries[k]));
+    if (!in_place(k)) co_return Status{};
   }
   IovCursor cur(iov);
   std::vector<iovec> run;
   uint64_t k = 0;
   while (k < n) {
-    uint64_t host = entries[k] & kL2OffsetMask;
+    uint64_t host = entries[k] & kL2OffsetMask;  // decoded above: a normal cluster
     uint64_t j = k + 1;
     while (j < n && (entries[j] & kL2OffsetMask) == host + (j - k) * cluster_size_) ++j;
     uint64_t start = k == 0 ? in : 0;
@@ -157,20 +155,21 @@ Task<Status> Qcow2Image::write_allocating(uint64_t off, std::span<const iovec> i
   uint64_t tail = n * cluster_size_ - (in + len);
   auto guard = co_await cluster_locks_.lock(gc, n, true);
   CO_ASSIGN_OR_RETURN(auto l2, co_await get_l2(l1_index(gc), true));
-  std::vector<uint64_t> entries(n);
+  std::vector<L2Entry> entries(n);
   for (uint64_t k = 0; k < n; ++k) {
-    entries[k] = load_be64(l2.data() + (l2_index(gc) + k) * 8);
-    CO_RETURN_IF_ERROR(check_data_entry(gc + k, entries[k]));
+    CO_ASSIGN_OR_RETURN(entries[k],
+                        decode_entry(gc + k, load_be64(l2.data() + (l2_index(gc) + k) * 8)));
+    if (entries[k].kind == ClusterKind::kCompressed) co_return compressed_not_supported(gc + k);
   }
-  // Which clusters get new host clusters, and where.
+  // Which clusters get new host clusters, and where. A host cluster of our own (data or
+  // zero-allocated, COPIED) is reused; anything else (unallocated, zero, shared) gets a new one.
   std::vector<uint64_t> host(n);
   std::vector<bool> fresh(n, false);
   uint64_t need = 0;
   for (uint64_t k = 0; k < n; ++k) {
-    uint64_t e = entries[k];
-    bool reuse = (e & kOflagCopied) && (e & kL2OffsetMask);  // ours, data or zero-allocated
-    if (reuse) {
-      host[k] = e & kL2OffsetMask;
+    const L2Entry& e = entries[k];
+    if (e.has_host_cluster() && e.copied) {
+      host[k] = e.host_offset;
     } else {
       fresh[k] = true;
       ++need;
@@ -189,13 +188,13 @@ Task<Status> Qcow2Image::write_allocating(uint64_t off, std::span<const iovec> i
   }
   // A cluster must be written whole when it is fresh or was a zero cluster: its old content
   // (zeros) fills the part the guest does not write.
-  auto whole = [&](uint64_t k) { return fresh[k] || (entries[k] & kOflagZero); };
+  auto whole = [&](uint64_t k) { return fresh[k] || entries[k].is_zero(); };
   AlignedBuf head(whole(0) ? in : 0);
   AlignedBuf tail_buf(whole(n - 1) ? tail : 0);
   // Old data of a shared cluster being copied (copy-on-write) fills head and tail.
   auto old_data = [&](uint64_t k) -> uint64_t {
-    uint64_t e = entries[k];
-    return fresh[k] && !(e & kOflagZero) ? (e & kL2OffsetMask) : 0;
+    const L2Entry& e = entries[k];
+    return fresh[k] && e.kind == ClusterKind::kNormal ? e.host_offset : 0;
   };
   if (head.size && old_data(0)) {
     CO_ASSIGN_OR_RETURN(uint64_t got, co_await file_->read(old_data(0), head.p, head.size));
@@ -241,10 +240,10 @@ Task<Status> Qcow2Image::write_allocating(uint64_t off, std::span<const iovec> i
   l2_cache_->set_depends_on_flush();
   std::vector<uint64_t> freed;
   for (uint64_t k = 0; k < n; ++k) {
-    uint64_t e = entries[k];
-    uint64_t ne = host[k] | kOflagCopied;
-    if (ne == e) continue;
-    if (fresh[k] && (e & kL2OffsetMask)) freed.push_back(e & kL2OffsetMask);
+    const L2Entry& e = entries[k];
+    uint64_t ne = encode_normal(host[k], /*copied=*/true);
+    if (ne == e.raw) continue;
+    if (fresh[k] && e.has_host_cluster()) freed.push_back(e.host_offset);
     store_be64(l2.data() + (l2_index(gc) + k) * 8, ne);
   }
   l2_cache_->mark_dirty(l2);

@@ -44,7 +44,8 @@ Task<Status> Qcow2Image::zero_or_discard(uint64_t off, uint64_t len, bool discar
 
   uint64_t gc = cluster_index(first_full);
   uint64_t gc_end = div_round_up(last_full, cluster_size_);
-  std::vector<uint64_t> freed;
+  std::vector<HostRun> freed;
+  std::vector<uint64_t> cow_zero;  // v2: shared clusters that get zeros through the write path
   while (gc < gc_end) {
     uint64_t n = std::min(gc_end - gc, l2_entries_ - l2_index(gc));
     auto guard = co_await cluster_locks_.lock(gc, n, true);
@@ -57,47 +58,62 @@ Task<Status> Qcow2Image::zero_or_discard(uint64_t off, uint64_t len, bool discar
     bool changed = false;
     for (uint64_t k = 0; k < n; ++k) {
       uint8_t* p = l2.data() + (l2_index(gc) + k) * 8;
-      uint64_t e = load_be64(p);
-      if (e & kOflagCompressed) {
-        co_return not_supported(strfmt("%s: %s of a compressed cluster is not supported yet",
-                                       file_->name().c_str(),
-                                       discard ? "discard" : "write-zeroes"));
+      CO_ASSIGN_OR_RETURN(L2Entry e, decode_entry(gc + k, load_be64(p)));
+      // Every host range an entry names is checked before anything is punched or zeroed there:
+      // a hostile entry pointing at a refcount block must not make discard destroy it.
+      uint64_t host_len = e.kind == ClusterKind::kCompressed ? e.compressed_size
+                          : e.has_host_cluster()              ? cluster_size_
+                                                              : 0;
+      if (host_len && overlaps_metadata(e.host_offset, host_len)) {
+        co_return co_await mark_corrupt(strfmt("L2 entry for guest offset 0x%llx points into "
+                                               "metadata (host offset 0x%llx)",
+                                               (unsigned long long)((gc + k) << cluster_bits_),
+                                               (unsigned long long)e.host_offset));
       }
-      CO_RETURN_IF_ERROR(check_data_entry(gc + k, e));
-      uint64_t host = e & kL2OffsetMask;
       uint64_t ne;
-      if (discard || (h_.version >= 3 && may_unmap)) {
-        ne = discard ? 0 : kOflagZero;
-        if (host) freed.push_back(host);
+      bool release = false;
+      if (discard || (h_.version >= 3 && may_unmap) || e.kind == ClusterKind::kCompressed) {
+        if (!discard && h_.version < 3) co_return compressed_not_supported(gc + k);
+        ne = discard ? 0 : encode_zero(0, false);
+        release = host_len != 0;
       } else if (h_.version >= 3) {
-        if (e == 0) {
-          ne = 0;  // unallocated without a backing file already reads as zeros
-        } else if (host) {
-          ne = host | kOflagZero | (e & kOflagCopied);  // keep the allocation: "zero, allocated"
+        if (e.kind == ClusterKind::kUnallocated) {
+          ne = e.raw;  // without a backing file it reads as zeros already
         } else {
-          ne = kOflagZero;
+          // Keep the allocation ("zero, allocated"), and its COPIED flag.
+          ne = encode_zero(e.has_host_cluster() ? e.host_offset : 0, e.copied);
         }
       } else {
-        // Version 2: no zero flag. Allocated clusters get zero bytes.
-        if (host) {
-          CO_RETURN_IF_ERROR(co_await file_->write_zeroes(host, cluster_size_));
+        // Version 2: no zero flag. Clusters of our own get zero bytes in place; shared ones go
+        // through the write path (copy-on-write) once the locks are released.
+        if (e.writable_in_place()) {
+          CO_RETURN_IF_ERROR(co_await file_->write_zeroes(e.host_offset, cluster_size_));
+        } else if (e.kind == ClusterKind::kNormal) {
+          cow_zero.push_back(gc + k);
         }
         continue;
       }
-      if (ne != e) {
+      if (release) freed.push_back(host_run_of(e));
+      if (ne != e.raw) {
         store_be64(p, ne);
         changed = true;
       }
     }
     if (changed) l2_cache_->mark_dirty(l2);
     if (!freed.empty()) {
-      // The host clusters are still ours: punch them now, before anyone can reuse them.
-      for (uint64_t h : freed) CO_RETURN_IF_ERROR(co_await file_->discard(h, cluster_size_));
+      // The L2 update reaches the file before the refcounts drop.
       if (!lazy_) CO_RETURN_IF_ERROR(co_await refcount_cache_->set_dependency(l2_cache_.get()));
       auto alloc_guard = co_await alloc_mu_.lock();
-      for (uint64_t h : freed) CO_RETURN_IF_ERROR(co_await free_clusters(h, 1));
+      for (const HostRun& r : freed) CO_RETURN_IF_ERROR(co_await release_clusters(r, true));
     }
     gc += n;
+  }
+  if (!cow_zero.empty()) {
+    std::vector<uint8_t> zeros(cluster_size_, 0);
+    for (uint64_t c : cow_zero) {
+      uint64_t at = c << cluster_bits_;
+      CO_RETURN_IF_ERROR(co_await write(at, zeros.data(), std::min(cluster_size_, h_.size - at)));
+    }
   }
   co_return Status{};
 }
@@ -112,22 +128,26 @@ Task<Result<BlockStatus>> Qcow2Image::block_status(uint64_t off, uint64_t len) {
   uint64_t n = std::min(div_round_up(in + len, cluster_size_), l2_entries_ - l2_index(gc));
   std::vector<uint64_t> entries;
   CO_RETURN_IF_ERROR(co_await lookup(gc, n, entries));
-  auto kind_of = [&](uint64_t e) {
-    if (e & kOflagCompressed) return BlockStatus::Kind::kData;
-    if (e & kOflagZero) return BlockStatus::Kind::kZero;
-    if ((e & kL2OffsetMask) == 0) return BlockStatus::Kind::kUnallocated;
+  auto kind_of = [](const L2Entry& e) {
+    switch (e.kind) {
+      case ClusterKind::kUnallocated: return BlockStatus::Kind::kUnallocated;
+      case ClusterKind::kZeroPlain:
+      case ClusterKind::kZeroAlloc: return BlockStatus::Kind::kZero;
+      case ClusterKind::kNormal:
+      case ClusterKind::kCompressed: break;
+    }
     return BlockStatus::Kind::kData;
   };
-  st.kind = kind_of(entries[0]);
-  st.compressed = entries[0] & kOflagCompressed;
-  uint64_t host = entries[0] & kL2OffsetMask;
-  if (st.kind == BlockStatus::Kind::kData && !st.compressed) st.host_offset = host + in;
+  CO_ASSIGN_OR_RETURN(L2Entry first, decode_entry(gc, entries[0]));
+  st.kind = kind_of(first);
+  st.compressed = first.kind == ClusterKind::kCompressed;
+  uint64_t host = first.host_offset;
+  if (first.kind == ClusterKind::kNormal) st.host_offset = host + in;
   uint64_t k = 1;
-  for (; k < n; ++k) {
-    uint64_t e = entries[k];
-    if (kind_of(e) != st.kind || bool(e & kOflagCompressed) != st.compressed) break;
-    if (st.host_offset && (e & kL2OffsetMask) != host + k * cluster_size_) break;
-    if (st.compressed) break;
+  for (; k < n && !st.compressed; ++k) {
+    CO_ASSIGN_OR_RETURN(L2Entry e, decode_entry(gc + k, entries[k]));
+    if (kind_of(e) != st.kind || e.kind == ClusterKind::kCompressed) break;
+    if (st.host_offset && e.host_offset != host + k * cluster_size_) break;
   }
   st.length = std::min(len, k * cluster_size_ - in);
   co_return st;
