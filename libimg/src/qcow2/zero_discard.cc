@@ -17,8 +17,7 @@ Task<Status> Qcow2Image::write_zeroes(uint64_t off, uint64_t len, WriteZeroesFla
   co_return co_await zero_or_discard(off, len, false, flags.may_unmap);
 }
 
-Task<Status> Qcow2Image::zero_or_discard(uint64_t off, uint64_t len, bool discard,
-                                         bool may_unmap) {
+Task<Status> Qcow2Image::zero_or_discard(uint64_t off, uint64_t len, bool discard, bool may_unmap) {
   CO_RETURN_IF_ERROR(check_writable(discard ? "discard" : "write-zeroes"));
   CO_RETURN_IF_ERROR(check_range(discard ? "discard" : "write-zeroes", off, len));
   if (len == 0) co_return Status{};
@@ -26,7 +25,8 @@ Task<Status> Qcow2Image::zero_or_discard(uint64_t off, uint64_t len, bool discar
   uint64_t first_full = align_up(off, cluster_size_);
   // The last cluster of an image whose size is not cluster aligned counts as whole at the end.
   uint64_t end = off + len;
-  uint64_t last_full = end == h_.size ? align_up(end, cluster_size_) : align_down(end, cluster_size_);
+  uint64_t last_full =
+      end == h_.size ? align_up(end, cluster_size_) : align_down(end, cluster_size_);
   if (!discard) {
     // Edges: zero bytes through the normal write path.
     uint64_t head_end = std::min(end, first_full);
@@ -54,6 +54,17 @@ Task<Status> Qcow2Image::zero_or_discard(uint64_t off, uint64_t len, bool discar
       gc += n;
       continue;
     }
+    if (!(l1_[l1_index(gc)] & kOflagCopied)) {
+      // The L2 table is shared with a snapshot: changing it in place would change the snapshot.
+      // Discard is advisory, so it leaves the range alone; zeroing needs a copy of the table.
+      if (discard) {
+        gc += n;
+        continue;
+      }
+      co_return not_supported(file_->name() +
+                              ": write-zeroes to an L2 table shared with a "
+                              "snapshot is not supported yet");
+    }
     freed.clear();
     bool changed = false;
     for (uint64_t k = 0; k < n; ++k) {
@@ -62,13 +73,13 @@ Task<Status> Qcow2Image::zero_or_discard(uint64_t off, uint64_t len, bool discar
       // Every host range an entry names is checked before anything is punched or zeroed there:
       // a hostile entry pointing at a refcount block must not make discard destroy it.
       uint64_t host_len = e.kind == ClusterKind::kCompressed ? e.compressed_size
-                          : e.has_host_cluster()              ? cluster_size_
-                                                              : 0;
+                          : e.has_host_cluster()             ? cluster_size_
+                                                             : 0;
       if (host_len && overlaps_metadata(e.host_offset, host_len)) {
-        co_return co_await mark_corrupt(strfmt("L2 entry for guest offset 0x%llx points into "
-                                               "metadata (host offset 0x%llx)",
-                                               (unsigned long long)((gc + k) << cluster_bits_),
-                                               (unsigned long long)e.host_offset));
+        co_return co_await mark_corrupt(strfmt(
+            "L2 entry for guest offset 0x%llx points into "
+            "metadata (host offset 0x%llx)",
+            (unsigned long long)((gc + k) << cluster_bits_), (unsigned long long)e.host_offset));
       }
       uint64_t ne;
       bool release = false;
@@ -130,11 +141,14 @@ Task<Result<BlockStatus>> Qcow2Image::block_status(uint64_t off, uint64_t len) {
   CO_RETURN_IF_ERROR(co_await lookup(gc, n, entries));
   auto kind_of = [](const L2Entry& e) {
     switch (e.kind) {
-      case ClusterKind::kUnallocated: return BlockStatus::Kind::kUnallocated;
+      case ClusterKind::kUnallocated:
+        return BlockStatus::Kind::kUnallocated;
       case ClusterKind::kZeroPlain:
-      case ClusterKind::kZeroAlloc: return BlockStatus::Kind::kZero;
+      case ClusterKind::kZeroAlloc:
+        return BlockStatus::Kind::kZero;
       case ClusterKind::kNormal:
-      case ClusterKind::kCompressed: break;
+      case ClusterKind::kCompressed:
+        break;
     }
     return BlockStatus::Kind::kData;
   };
