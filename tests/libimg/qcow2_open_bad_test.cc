@@ -235,15 +235,16 @@ TEST_F(Qcow2OpenBad, CompressedClusterIsRefusedByName) {
   expect_first_access_error(b, "compressed", ErrorCode::kNotSupported);
 }
 
-TEST_F(Qcow2OpenBad, BackingFileIsRefusedByName) {
+TEST_F(Qcow2OpenBad, MissingBackingFileIsNamed) {
   auto f = make_mem_file(nullptr, "overlay.qcow2");
-  ASSERT_OK(loop_->run(
-      create_qcow2(*f, {.size = 1 << 20, .backing_file = "base.raw", .backing_format = "raw"})));
+  ASSERT_OK(loop_->run(create_qcow2(
+      *f, {.size = 1 << 20, .backing_file = "no-such-base-7f3a.raw", .backing_format = "raw"})));
   auto d = loop_->run(open_image_file(*loop_, std::move(f), {.format = "qcow2"}));
   ASSERT_FALSE(d.has_value());
-  EXPECT_EQ(d.error().code(), ErrorCode::kNotSupported);
+  EXPECT_EQ(d.error().code(), ErrorCode::kNotFound);
   EXPECT_NE(d.error().message().find("backing file"), std::string::npos) << d.error().to_string();
-  EXPECT_NE(d.error().message().find("base.raw"), std::string::npos) << d.error().to_string();
+  EXPECT_NE(d.error().message().find("no-such-base-7f3a.raw"), std::string::npos)
+      << d.error().to_string();
 }
 
 TEST_F(Qcow2OpenBad, QemuCompressedImageIsRefusedByName) {

@@ -30,9 +30,9 @@ struct BlockStatus {
     kBacking,      // not allocated here: reads from the backing image
   };
   Kind kind = Kind::kUnallocated;
-  uint64_t length = 0;                     // bytes from the queried offset with this status
-  std::optional<uint64_t> host_offset;     // where the data lies in the image file (kData)
-  bool compressed = false;                 // kData held compressed: no host offset
+  uint64_t length = 0;                  // bytes from the queried offset with this status
+  std::optional<uint64_t> host_offset;  // where the data lies in the image file (kData)
+  bool compressed = false;              // kData held compressed: no host offset
 
   // The range reads as zeros without reading it.
   bool reads_as_zero() const { return kind == Kind::kZero || kind == Kind::kUnallocated; }
@@ -51,6 +51,8 @@ class BlockDriver {
   virtual bool read_only() const = 0;
   // "raw", "qcow2".
   virtual const char* format_name() const = 0;
+  // The image this one's unallocated ranges read from, when its chain was opened; else nullptr.
+  virtual BlockDriver* backing() const { return nullptr; }
 
   virtual Task<Status> readv(uint64_t off, std::span<const iovec> iov) = 0;
   virtual Task<Status> writev(uint64_t off, std::span<const iovec> iov) = 0;

@@ -18,15 +18,39 @@
 
 namespace img {
 
+// Opens the files a backing chain names. The default opens host files; tests and fuzzers give an
+// in-memory one. identity() names the file behind a path (host: device and inode), so a chain
+// that comes back to a file it already holds is found however the names differ.
+class FileOpener {
+ public:
+  virtual ~FileOpener() = default;
+  virtual Result<std::unique_ptr<File>> open(IoLoop& loop, const std::string& path,
+                                             FileOpenOptions opts) const = 0;
+  virtual std::string identity(const std::string& path) const = 0;
+};
+const FileOpener& host_file_opener();
+
+// What opening an image does with the backing file its header names.
+enum class BackingPolicy {
+  kOpen,    // open the chain (read-only), so unallocated ranges read from it
+  kRefuse,  // refuse an image that has one: for inspecting images from strangers
+};
+
 struct OpenOptions {
-  std::string format;       // "raw", "qcow2", or "" to probe the file's magic
+  std::string format;  // "raw", "qcow2", or "" to probe the file's magic
   bool read_only = false;
-  bool direct = false;      // O_DIRECT on the host file (qemu's cache=none)
+  bool direct = false;  // O_DIRECT on the host file (qemu's cache=none)
   // qcow2 metadata caches, in bytes; 0 picks the default. The default L2 cache covers a 256 GiB
   // image with 64 KiB clusters (32 MiB of L2 tables at most, like QEMU's l2-cache-size).
   uint64_t l2_cache_size = 0;
   uint64_t refcount_cache_size = 0;
+  BackingPolicy backing = BackingPolicy::kOpen;
+  unsigned max_chain_depth = 64;       // images below the top one, at most
+  const FileOpener* opener = nullptr;  // nullptr: host files
 };
+
+// qemu's path_combine: a relative backing name is relative to the overlay's folder.
+std::string combine_backing_path(const std::string& overlay, const std::string& backing);
 
 // Probes "qcow2" or "raw" from the first bytes of f.
 Task<Result<std::string>> probe_format(File& f);
@@ -35,8 +59,8 @@ Task<Result<std::string>> probe_format(File& f);
 Task<Result<std::unique_ptr<BlockDriver>>> open_image(IoLoop& loop, const std::string& path,
                                                       OpenOptions opts);
 // Opens an image on a File the caller made (a MemFile in tests). The driver takes ownership.
-Task<Result<std::unique_ptr<BlockDriver>>> open_image_file(IoLoop& loop,
-                                                           std::unique_ptr<File> file,
+// Backing files are found relative to file->name() through opts.opener.
+Task<Result<std::unique_ptr<BlockDriver>>> open_image_file(IoLoop& loop, std::unique_ptr<File> file,
                                                            OpenOptions opts);
 
 // raw: a flat file; the driver owns the file.

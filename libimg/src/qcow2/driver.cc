@@ -44,9 +44,10 @@ Task<Result<std::unique_ptr<BlockDriver>>> Qcow2Image::open(IoLoop& loop,
   bool ro = opts.read_only || file->read_only();
   CO_ASSIGN_OR_RETURN(Header h, co_await read_header(*file));
   const std::string& name = file->name();
-  if (!h.backing_file.empty()) {
-    co_return not_supported(strfmt("%s: backing files are not supported yet (backing file '%s')",
-                                   name.c_str(), h.backing_file.c_str()));
+  if (!h.backing_file.empty() && opts.backing == BackingPolicy::kRefuse) {
+    co_return invalid_argument(strfmt("%s: the image has a backing file ('%s') and backing "
+                                      "files are refused",
+                                      name.c_str(), h.backing_file.c_str()));
   }
   if (h.has(kIncompatExternalData)) {
     co_return not_supported(name + ": external data files are not supported yet");
@@ -208,7 +209,22 @@ Task<Status> Qcow2Image::close() {
     }
   }
   closed_ = true;
+  if (backing_) {
+    Status b = co_await backing_->close();
+    if (s) s = std::move(b);
+  }
   co_return s;
+}
+
+std::optional<BackingRef> backing_reference(const BlockDriver& d) {
+  auto* q = dynamic_cast<const Qcow2Image*>(&d);
+  if (!q || q->header().backing_file.empty()) return std::nullopt;
+  return BackingRef{q->header().backing_file, q->header().backing_format};
+}
+
+void attach_backing(BlockDriver& d, std::unique_ptr<BlockDriver> backing) {
+  auto* q = dynamic_cast<Qcow2Image*>(&d);
+  if (q) q->set_backing(std::move(backing));
 }
 
 }  // namespace img::qcow2

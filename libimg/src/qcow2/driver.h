@@ -35,6 +35,7 @@
 #include "qcow2/l2_entry.h"
 #include "qcow2/layout.h"
 #include "util/async.h"
+#include "util/iov.h"
 
 namespace img::qcow2 {
 
@@ -57,6 +58,8 @@ class Qcow2Image final : public BlockDriver {
   Task<Status> close() override;
 
   const Header& header() const { return h_; }
+  BlockDriver* backing() const override { return backing_.get(); }
+  void set_backing(std::unique_ptr<BlockDriver> b) { backing_ = std::move(b); }
 
  private:
   Qcow2Image(IoLoop& loop, std::unique_ptr<File> file, Header h, bool read_only);
@@ -109,7 +112,14 @@ class Qcow2Image final : public BlockDriver {
   bool overlaps_metadata(uint64_t off, uint64_t len) const;
 
   // --- rw.cc ---
-  Task<Status> read_run(uint64_t off, std::span<const iovec> iov);
+  // Reads guest range [off, off+len) of unallocated clusters into cur: from the backing image
+  // up to its end, zeros past it (and everywhere without one).
+  Task<Status> read_unallocated(uint64_t off, uint64_t len, IovCursor& cur);
+  // The guest-visible content of cluster gc (mapped by e) into buf (cluster_size_ bytes): what a
+  // partial write leaves in place around the new data.
+  Task<Status> read_old_cluster(uint64_t gc, const L2Entry& e, uint8_t* buf);
+  // Whether unallocated guest bytes at off read anything but zeros.
+  bool backing_covers(uint64_t off) const { return backing_ && off < backing_->size(); }
   Task<Status> write_allocated(uint64_t off, std::span<const iovec> iov, bool* done);
   Task<Status> write_allocating(uint64_t off, std::span<const iovec> iov);
 
@@ -122,6 +132,7 @@ class Qcow2Image final : public BlockDriver {
 
   IoLoop& loop_;
   std::unique_ptr<File> file_;
+  std::unique_ptr<BlockDriver> backing_;  // read-only; destroyed after the caches below
   Header h_;
   bool read_only_;
   bool corrupt_ = false;

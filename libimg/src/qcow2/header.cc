@@ -198,14 +198,15 @@ Result<Header> decode_header(std::span<const uint8_t> buf, uint64_t file_size) {
       return corruption(strfmt("backing_file_size %u exceeds %u", h.backing_file_size,
                                kMaxBackingFileNameSize));
     }
-    if (h.backing_file_offset < h.header_length || h.backing_file_offset > cs ||
-        h.backing_file_size > cs - h.backing_file_offset) {
+    // As QEMU: the name lies anywhere inside cluster 0, even over the header fields (such a name
+    // just leaves no room for extensions).
+    if (h.backing_file_offset > cs || h.backing_file_size > cs - h.backing_file_offset) {
       return corruption(strfmt("backing_file_offset 0x%" PRIx64 " (size %u) is not inside the "
-                               "header cluster after the header",
+                               "header cluster",
                                h.backing_file_offset, h.backing_file_size));
     }
-    h.backing_file.assign(reinterpret_cast<const char*>(c + h.backing_file_offset),
-                          h.backing_file_size);
+    // A C string, as QEMU reads it: a NUL ends the name early (an empty name is no backing).
+    h.backing_file = cstring_field(c + h.backing_file_offset, h.backing_file_size);
     ext_end = h.backing_file_offset;
   } else {
     h.backing_file_size = 0;

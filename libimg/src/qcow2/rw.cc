@@ -49,8 +49,8 @@ Task<Status> Qcow2Image::readv(uint64_t off, std::span<const iovec> iov) {
       while (j < n && bytes < len) {
         CO_ASSIGN_OR_RETURN(L2Entry e2, decode_entry(gc + j, entries[j]));
         if (e2.kind == ClusterKind::kCompressed) break;
-        bool data2 = e2.kind == ClusterKind::kNormal;
-        if (data2 != data || (data && e2.host_offset != host + (j - k) * cluster_size_)) break;
+        if (e2.kind != e.kind && !(e.is_zero() && e2.is_zero())) break;
+        if (data && e2.host_offset != host + (j - k) * cluster_size_) break;
         bytes += std::min(cluster_size_, len - bytes);
         ++j;
       }
@@ -59,8 +59,10 @@ Task<Status> Qcow2Image::readv(uint64_t off, std::span<const iovec> iov) {
         cur.take(bytes, run);
         CO_ASSIGN_OR_RETURN(uint64_t got, co_await file_->readv(host + in, run));
         (void)got;  // past the end of the file reads as zeros, as in QEMU
+      } else if (e.kind == ClusterKind::kUnallocated) {
+        CO_RETURN_IF_ERROR(co_await read_unallocated(off, bytes, cur));
       } else {
-        cur.zero(bytes);  // unallocated (no backing file yet) or a zero cluster
+        cur.zero(bytes);  // a zero cluster: hides the backing image
       }
       off += bytes;
       len -= bytes;
@@ -68,6 +70,39 @@ Task<Status> Qcow2Image::readv(uint64_t off, std::span<const iovec> iov) {
       k = j;
     }
   }
+  co_return Status{};
+}
+
+Task<Status> Qcow2Image::read_unallocated(uint64_t off, uint64_t len, IovCursor& cur) {
+  uint64_t from_backing = backing_covers(off) ? std::min(len, backing_->size() - off) : 0;
+  if (from_backing > 0) {
+    std::vector<iovec> run;
+    cur.take(from_backing, run);
+    CO_RETURN_IF_ERROR(co_await backing_->readv(off, run));
+  }
+  cur.zero(len - from_backing);  // past the backing image's end, or without one
+  co_return Status{};
+}
+
+Task<Status> Qcow2Image::read_old_cluster(uint64_t gc, const L2Entry& e, uint8_t* buf) {
+  switch (e.kind) {
+    case ClusterKind::kNormal: {
+      CO_ASSIGN_OR_RETURN(uint64_t got, co_await file_->read(e.host_offset, buf, cluster_size_));
+      std::memset(buf + got, 0, cluster_size_ - got);  // past the end of the file: zeros
+      co_return Status{};
+    }
+    case ClusterKind::kUnallocated: {
+      iovec v{buf, cluster_size_};
+      IovCursor cur(std::span<const iovec>(&v, 1));
+      co_return co_await read_unallocated(gc << cluster_bits_, cluster_size_, cur);
+    }
+    case ClusterKind::kCompressed:
+      co_return compressed_not_supported(gc);
+    case ClusterKind::kZeroPlain:
+    case ClusterKind::kZeroAlloc:
+      break;
+  }
+  std::memset(buf, 0, cluster_size_);
   co_return Status{};
 }
 
@@ -129,10 +164,10 @@ Task<Status> Qcow2Image::write_allocated(uint64_t off, std::span<const iovec> io
     uint64_t end_byte = std::min<uint64_t>((j - k) * cluster_size_, in + len - k * cluster_size_);
     uint64_t bytes = end_byte - start;
     if (overlaps_metadata(host + start, bytes)) {
-      co_return co_await mark_corrupt(strfmt("L2 entry for guest offset 0x%llx points into "
-                                             "metadata (host offset 0x%llx)",
-                                             (unsigned long long)((gc + k) << cluster_bits_),
-                                             (unsigned long long)host));
+      co_return co_await mark_corrupt(
+          strfmt("L2 entry for guest offset 0x%llx points into "
+                 "metadata (host offset 0x%llx)",
+                 (unsigned long long)((gc + k) << cluster_bits_), (unsigned long long)host));
     }
     run.clear();
     cur.take(bytes, run);
@@ -145,8 +180,8 @@ Task<Status> Qcow2Image::write_allocated(uint64_t off, std::span<const iovec> io
 
 // Slow path: some cluster needs a new host cluster (unallocated, zero, or shared). Exclusive
 // cluster locks; new clusters come from one allocation, so they are contiguous; partial first and
-// last clusters are completed with their old contents (zeros, for now: no backing files yet) and
-// written once, guest data merged in.
+// last clusters are completed with their old contents (read_old_cluster) and written once, guest
+// data merged in.
 Task<Status> Qcow2Image::write_allocating(uint64_t off, std::span<const iovec> iov) {
   uint64_t len = iov_length(iov);
   uint64_t gc = cluster_index(off);
@@ -189,22 +224,18 @@ Task<Status> Qcow2Image::write_allocating(uint64_t off, std::span<const iovec> i
   // A cluster must be written whole when it is fresh or was a zero cluster: its old content
   // (zeros) fills the part the guest does not write.
   auto whole = [&](uint64_t k) { return fresh[k] || entries[k].is_zero(); };
-  AlignedBuf head(whole(0) ? in : 0);
-  AlignedBuf tail_buf(whole(n - 1) ? tail : 0);
-  // Old data of a shared cluster being copied (copy-on-write) fills head and tail.
-  auto old_data = [&](uint64_t k) -> uint64_t {
-    const L2Entry& e = entries[k];
-    return fresh[k] && e.kind == ClusterKind::kNormal ? e.host_offset : 0;
-  };
-  if (head.size && old_data(0)) {
-    CO_ASSIGN_OR_RETURN(uint64_t got, co_await file_->read(old_data(0), head.p, head.size));
-    (void)got;
+  // The old content around the guest's data (a shared cluster's data, the backing image's, or
+  // zeros): one read of the first cluster, one of the last, one in all when they are the same.
+  bool need_head = whole(0) && in > 0;
+  bool need_tail = whole(n - 1) && tail > 0;
+  AlignedBuf first_old(need_head || (n == 1 && need_tail) ? cluster_size_ : 0);
+  AlignedBuf last_old(n > 1 && need_tail ? cluster_size_ : 0);
+  if (first_old.size) CO_RETURN_IF_ERROR(co_await read_old_cluster(gc, entries[0], first_old.p));
+  if (last_old.size) {
+    CO_RETURN_IF_ERROR(co_await read_old_cluster(gc + n - 1, entries[n - 1], last_old.p));
   }
-  if (tail_buf.size && old_data(n - 1)) {
-    CO_ASSIGN_OR_RETURN(uint64_t got, co_await file_->read(old_data(n - 1) + cluster_size_ - tail,
-                                                           tail_buf.p, tail_buf.size));
-    (void)got;
-  }
+  uint8_t* tail_src = (n == 1 ? first_old.p : last_old.p);
+  if (tail_src) tail_src += cluster_size_ - tail;
   IovCursor cur(iov);
   std::vector<iovec> run;
   uint64_t k = 0;
@@ -213,26 +244,26 @@ Task<Status> Qcow2Image::write_allocating(uint64_t off, std::span<const iovec> i
     while (j < n && host[j] == host[k] + (j - k) * cluster_size_) ++j;
     uint64_t start = (k == 0 && !whole(0)) ? in : 0;
     bool to_end = !(j == n && !whole(n - 1));
-    uint64_t end_byte = to_end ? (j - k) * cluster_size_
-                               : in + len - k * cluster_size_;
+    uint64_t end_byte = to_end ? (j - k) * cluster_size_ : in + len - k * cluster_size_;
     if (overlaps_metadata(host[k] + start, end_byte - start)) {
-      co_return co_await mark_corrupt(strfmt("L2 entry for guest offset 0x%llx points into "
-                                             "metadata (host offset 0x%llx)",
-                                             (unsigned long long)((gc + k) << cluster_bits_),
-                                             (unsigned long long)host[k]));
+      co_return co_await mark_corrupt(
+          strfmt("L2 entry for guest offset 0x%llx points into "
+                 "metadata (host offset 0x%llx)",
+                 (unsigned long long)((gc + k) << cluster_bits_), (unsigned long long)host[k]));
     }
     run.clear();
-    if (k == 0 && whole(0) && in > 0) run.push_back({head.p, in});
+    if (k == 0 && need_head) run.push_back({first_old.p, in});
     uint64_t guest_bytes =
         std::min((j - k) * cluster_size_, in + len - k * cluster_size_) - (k == 0 ? in : 0);
     cur.take(guest_bytes, run);
-    if (j == n && whole(n - 1) && tail > 0) run.push_back({tail_buf.p, tail});
+    if (j == n && need_tail) run.push_back({tail_src, tail});
     CO_RETURN_IF_ERROR(co_await file_->writev(host[k] + start, run));
     k = j;
   }
   // Data first, then the mapping: the refcounts of new clusters reach the file before the L2
   // entries that use them.
-  if (need > 0 && !lazy_) CO_RETURN_IF_ERROR(co_await l2_cache_->set_dependency(refcount_cache_.get()));
+  if (need > 0 && !lazy_)
+    CO_RETURN_IF_ERROR(co_await l2_cache_->set_dependency(refcount_cache_.get()));
   // And the data itself is durable before the L2 entry: a crash must not leave the entry
   // pointing at a cluster whose head and tail (zeros the guest flushed earlier) never reached
   // the disk, nor past the end of the file. Without it, a reused "zero, allocated" cluster or

@@ -49,8 +49,15 @@ Task<Status> Qcow2Image::zero_or_discard(uint64_t off, uint64_t len, bool discar
   while (gc < gc_end) {
     uint64_t n = std::min(gc_end - gc, l2_entries_ - l2_index(gc));
     auto guard = co_await cluster_locks_.lock(gc, n, true);
-    CO_ASSIGN_OR_RETURN(auto l2, co_await get_l2(l1_index(gc), false));
-    if (!l2) {  // no L2 table: unallocated, reads as zeros already (no backing files yet)
+    // Over a backing image, zeros must hide its data: zero flags on version 3 (in an L2 table
+    // allocated for them if need be), zero bytes through the write path on version 2. A v2
+    // discard lets the backing data show through, as QEMU's does (discard is advisory).
+    bool hide = backing_covers(gc << cluster_bits_) && !(discard && h_.version < 3);
+    CO_ASSIGN_OR_RETURN(auto l2, co_await get_l2(l1_index(gc), hide && h_.version >= 3));
+    if (!l2) {  // no L2 table: unallocated
+      for (uint64_t k = 0; hide && k < n; ++k) {
+        if (backing_covers((gc + k) << cluster_bits_)) cow_zero.push_back(gc + k);
+      }
       gc += n;
       continue;
     }
@@ -85,11 +92,13 @@ Task<Status> Qcow2Image::zero_or_discard(uint64_t off, uint64_t len, bool discar
       bool release = false;
       if (discard || (h_.version >= 3 && may_unmap) || e.kind == ClusterKind::kCompressed) {
         if (!discard && h_.version < 3) co_return compressed_not_supported(gc + k);
-        ne = discard ? 0 : encode_zero(0, false);
+        bool zero = !discard || (h_.version >= 3 && backing_covers((gc + k) << cluster_bits_));
+        ne = zero ? encode_zero(0, false) : 0;
         release = host_len != 0;
       } else if (h_.version >= 3) {
         if (e.kind == ClusterKind::kUnallocated) {
-          ne = e.raw;  // without a backing file it reads as zeros already
+          // Reads as zeros already unless a backing image lies behind it.
+          ne = backing_covers((gc + k) << cluster_bits_) ? encode_zero(0, false) : e.raw;
         } else {
           // Keep the allocation ("zero, allocated"), and its COPIED flag.
           ne = encode_zero(e.has_host_cluster() ? e.host_offset : 0, e.copied);
@@ -99,7 +108,8 @@ Task<Status> Qcow2Image::zero_or_discard(uint64_t off, uint64_t len, bool discar
         // through the write path (copy-on-write) once the locks are released.
         if (e.writable_in_place()) {
           CO_RETURN_IF_ERROR(co_await file_->write_zeroes(e.host_offset, cluster_size_));
-        } else if (e.kind == ClusterKind::kNormal) {
+        } else if (e.kind == ClusterKind::kNormal || (e.kind == ClusterKind::kUnallocated &&
+                                                      backing_covers((gc + k) << cluster_bits_))) {
           cow_zero.push_back(gc + k);
         }
         continue;
@@ -139,10 +149,12 @@ Task<Result<BlockStatus>> Qcow2Image::block_status(uint64_t off, uint64_t len) {
   uint64_t n = std::min(div_round_up(in + len, cluster_size_), l2_entries_ - l2_index(gc));
   std::vector<uint64_t> entries;
   CO_RETURN_IF_ERROR(co_await lookup(gc, n, entries));
-  auto kind_of = [](const L2Entry& e) {
+  // Unallocated clusters read from the backing image up to its end: the run stops there.
+  const uint64_t backing_end = backing_ ? backing_->size() : 0;
+  auto kind_of = [&](const L2Entry& e, uint64_t at) {
     switch (e.kind) {
       case ClusterKind::kUnallocated:
-        return BlockStatus::Kind::kUnallocated;
+        return at < backing_end ? BlockStatus::Kind::kBacking : BlockStatus::Kind::kUnallocated;
       case ClusterKind::kZeroPlain:
       case ClusterKind::kZeroAlloc:
         return BlockStatus::Kind::kZero;
@@ -153,17 +165,23 @@ Task<Result<BlockStatus>> Qcow2Image::block_status(uint64_t off, uint64_t len) {
     return BlockStatus::Kind::kData;
   };
   CO_ASSIGN_OR_RETURN(L2Entry first, decode_entry(gc, entries[0]));
-  st.kind = kind_of(first);
+  st.kind = kind_of(first, off);
   st.compressed = first.kind == ClusterKind::kCompressed;
   uint64_t host = first.host_offset;
   if (first.kind == ClusterKind::kNormal) st.host_offset = host + in;
   uint64_t k = 1;
   for (; k < n && !st.compressed; ++k) {
     CO_ASSIGN_OR_RETURN(L2Entry e, decode_entry(gc + k, entries[k]));
-    if (kind_of(e) != st.kind || e.kind == ClusterKind::kCompressed) break;
+    if (kind_of(e, (gc + k) << cluster_bits_) != st.kind || e.kind == ClusterKind::kCompressed) {
+      break;
+    }
     if (st.host_offset && e.host_offset != host + k * cluster_size_) break;
   }
   st.length = std::min(len, k * cluster_size_ - in);
+  // The backing image may end inside a cluster: what lies past its end reads as zeros.
+  if (off < backing_end && st.kind == BlockStatus::Kind::kBacking) {
+    st.length = std::min(st.length, backing_end - off);
+  }
   co_return st;
 }
 

@@ -1,0 +1,86 @@
+// Opening an image with its backing chain (qcow2.rst "Header": backing_file_offset; the backing
+// format extension). Each image's backing file is found relative to that image's folder, opened
+// read-only through the OpenOptions' FileOpener, and handed to the image's driver. A chain that
+// loops, runs deeper than max_chain_depth, or names a file that does not open is refused with
+// an error that shows the chain.
+#include <string>
+#include <vector>
+
+#include "img/image.h"
+#include "qcow2/open.h"
+
+namespace img {
+namespace {
+
+struct ChainOpen {
+  IoLoop& loop;
+  const OpenOptions& opts;
+  const FileOpener& opener;
+  std::vector<std::string> names;       // the chain so far, top first
+  std::vector<std::string> identities;  // the files behind those names
+};
+
+std::string chain_text(const std::vector<std::string>& names, const std::string& next) {
+  std::string s;
+  for (const auto& n : names) s += n + " -> ";
+  return s + next;
+}
+
+Task<Result<std::unique_ptr<BlockDriver>>> open_layer(ChainOpen& c, std::unique_ptr<File> file,
+                                                      std::string fmt, bool read_only) {
+  bool probed = fmt.empty();
+  if (probed) {
+    CO_ASSIGN_OR_RETURN(fmt, co_await probe_format(*file));
+  }
+  std::string name = file->name();
+  std::unique_ptr<BlockDriver> drv;
+  if (fmt == "raw") {
+    drv = make_raw_driver(std::move(file));
+  } else if (fmt == "qcow2") {
+    OpenOptions o = c.opts;
+    o.read_only = read_only;
+    CO_ASSIGN_OR_RETURN(drv, co_await qcow2::open_qcow2(c.loop, std::move(file), o));
+  } else {
+    co_return invalid_argument("unknown image format '" + fmt + "' (raw and qcow2 are supported)");
+  }
+  std::optional<qcow2::BackingRef> ref = qcow2::backing_reference(*drv);
+  if (!ref) co_return drv;
+
+  std::string path = combine_backing_path(name, ref->name);
+  if (c.names.size() > c.opts.max_chain_depth) {  // names holds the top image too
+    co_return invalid_argument(strfmt("backing chain is deeper than %u images: %s",
+                                      c.opts.max_chain_depth, chain_text(c.names, path).c_str()));
+  }
+  std::string id = c.opener.identity(path);
+  for (const auto& seen : c.identities) {
+    if (seen == id) {
+      co_return invalid_argument("backing chain has a loop: " + chain_text(c.names, path));
+    }
+  }
+  // A backing file is never written; one whose format the overlay does not record is probed,
+  // as QEMU does, and so is only ever read.
+  auto bfile = c.opener.open(c.loop, path, {.read_only = true, .direct = c.opts.direct});
+  if (!bfile) {
+    co_return Unexpected(Error(
+        bfile.error().code(),
+        strfmt("could not open backing file '%s' of '%s': %s (chain: %s)", path.c_str(),
+               name.c_str(), bfile.error().message().c_str(), chain_text(c.names, path).c_str())));
+  }
+  c.names.push_back(path);
+  c.identities.push_back(id);
+  auto backing = co_await open_layer(c, std::move(*bfile), ref->format, /*read_only=*/true);
+  if (!backing) co_return Unexpected(std::move(backing).error());
+  qcow2::attach_backing(*drv, std::move(*backing));
+  co_return drv;
+}
+
+}  // namespace
+
+Task<Result<std::unique_ptr<BlockDriver>>> open_image_file(IoLoop& loop, std::unique_ptr<File> file,
+                                                           OpenOptions opts) {
+  const FileOpener& opener = opts.opener ? *opts.opener : host_file_opener();
+  ChainOpen c{loop, opts, opener, {file->name()}, {opener.identity(file->name())}};
+  co_return co_await open_layer(c, std::move(file), opts.format, opts.read_only);
+}
+
+}  // namespace img
