@@ -3,12 +3,15 @@
 // MemFile: a File held in a byte vector.
 // FaultFile: a MemFile that remembers which writes were not yet flushed, so a test can simulate a
 // crash (drop all of them, or keep a random subset, as a disk with a volatile cache may) and can
-// make the Nth write fail. Modelled on leveldb's fault_injection_test.
+// make the Nth write fail. Modelled on leveldb's fault_injection_test. For tests of concurrent code
+// it can also fail reads and flushes, and hold operations so a test completes them in any order.
 //
 // Thread-safety: none; one IoLoop thread.
 #pragma once
 
+#include <coroutine>
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -53,12 +56,47 @@ class FaultFile : public MemFile {
   explicit FaultFile(IoLoop* loop = nullptr, std::string name = "<fault>")
       : MemFile(loop, std::move(name)) {}
 
+  Task<Result<uint64_t>> readv(uint64_t off, std::span<const iovec> iov) override;
   Task<Status> writev(uint64_t off, std::span<const iovec> iov) override;
   Task<Status> flush() override;
   Task<Status> discard(uint64_t off, uint64_t len) override;
   Task<Status> write_zeroes(uint64_t off, uint64_t len) override;
   Task<Status> allocate(uint64_t off, uint64_t len) override;
   Task<Status> truncate(uint64_t size) override;
+
+  // Reads numbered [first, first+count) (0-based, counted from now) fail with EIO. A failed read
+  // changes nothing, so the reads after the window succeed: a transient media error.
+  void fail_reads(uint64_t first, uint64_t count = 1) {
+    read_fail_from_ = reads_seen_ + first;
+    read_fail_until_ = read_fail_from_ + count;
+  }
+  uint64_t reads_seen() const { return reads_seen_; }
+  // Flushes numbered [first, first+count) from now fail with EIO and make nothing durable.
+  void fail_flushes(uint64_t first, uint64_t count = 1) {
+    flush_fail_from_ = flushes_seen_ + first;
+    flush_fail_until_ = flush_fail_from_ + count;
+  }
+  uint64_t flushes_done() const { return flushes_done_; }  // flushes that succeeded
+  // The disk recovered from an injected failure: nothing fails any more, flush included.
+  void recover() {
+    stop_failing();
+    failed_ = false;
+    read_fail_from_ = read_fail_until_ = 0;
+    flush_fail_from_ = flush_fail_until_ = 0;
+  }
+  // Called as each write is issued (not failed), before it takes effect: a test checks an
+  // ordering rule ("this table only after that flush") at the moment the write is made.
+  std::function<void(uint64_t off, uint64_t len)> on_write;
+  // Writes issued and not yet completed.
+  size_t writes_in_flight() const { return writes_in_flight_; }
+  // While held, each read, write and flush waits after it is issued, before it takes effect,
+  // until the test releases it; releasing out of issue order completes I/O out of order, as a
+  // real disk may. REQUIRES: the file has a loop.
+  void hold_io(bool on) { hold_ = on; }
+  size_t held() const { return held_.size(); }
+  // Lets held operation i (0 = the oldest still held) proceed at the loop's next turn.
+  void release_held(size_t i);
+  void release_all_held();
 
   // Crash: the file becomes what was durable at the last flush.
   void crash_drop_unflushed();
@@ -82,6 +120,7 @@ class FaultFile : public MemFile {
     std::vector<uint8_t> bytes;
   };
   bool should_fail();
+  Task<void> gate();
   static void apply(std::vector<uint8_t>& d, const Op& op);
 
   std::vector<uint8_t> durable_;
@@ -89,6 +128,12 @@ class FaultFile : public MemFile {
   uint64_t ops_seen_ = 0;
   uint64_t fail_from_ = UINT64_MAX;
   bool failed_ = false;
+  uint64_t reads_seen_ = 0, read_fail_from_ = 0, read_fail_until_ = 0;
+  uint64_t flushes_seen_ = 0, flush_fail_from_ = 0, flush_fail_until_ = 0;
+  uint64_t flushes_done_ = 0;
+  size_t writes_in_flight_ = 0;
+  bool hold_ = false;
+  std::vector<std::coroutine_handle<>> held_;
 };
 
 }  // namespace img

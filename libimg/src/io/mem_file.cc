@@ -118,6 +118,39 @@ void FaultFile::apply(std::vector<uint8_t>& d, const Op& op) {
   }
 }
 
+Task<void> FaultFile::gate() {
+  if (!hold_) co_return;
+  struct Park {
+    FaultFile* f;
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<> h) { f->held_.push_back(h); }
+    void await_resume() const noexcept {}
+  };
+  co_await Park{this};
+}
+
+void FaultFile::release_held(size_t i) {
+  std::coroutine_handle<> h = held_.at(i);
+  held_.erase(held_.begin() + static_cast<std::ptrdiff_t>(i));
+  loop_->post(h);
+}
+
+void FaultFile::release_all_held() {
+  while (!held_.empty()) release_held(0);
+}
+
+Task<Result<uint64_t>> FaultFile::readv(uint64_t off, std::span<const iovec> iov) {
+  // Numbered when issued, so "the Nth read" means the Nth one started, however they complete.
+  uint64_t n = reads_seen_++;
+  bool fail = n >= read_fail_from_ && n < read_fail_until_;
+  co_await gate();
+  if (fail) {
+    co_await maybe_yield();  // completes later, as a real read does, so others can pile up on it
+    co_return io_error(EIO, name_ + ": injected read failure");
+  }
+  co_return co_await MemFile::readv(off, iov);
+}
+
 Task<Status> FaultFile::writev(uint64_t off, std::span<const iovec> iov) {
   if (should_fail()) co_return io_error(EIO, name_ + ": injected write failure");
   Op op{Op::kWrite, off, 0, {}};
@@ -125,7 +158,12 @@ Task<Status> FaultFile::writev(uint64_t off, std::span<const iovec> iov) {
     auto* p = static_cast<const uint8_t*>(v.iov_base);
     op.bytes.insert(op.bytes.end(), p, p + v.iov_len);
   }
-  CO_RETURN_IF_ERROR(co_await MemFile::writev(off, iov));
+  if (on_write) on_write(off, op.bytes.size());
+  ++writes_in_flight_;
+  co_await gate();
+  Status s = co_await MemFile::writev(off, iov);
+  --writes_in_flight_;
+  CO_RETURN_IF_ERROR(std::move(s));
   pending_.push_back(std::move(op));
   co_return Status{};
 }
@@ -161,10 +199,15 @@ Task<Status> FaultFile::truncate(uint64_t size) {
 }
 
 Task<Status> FaultFile::flush() {
+  uint64_t n = flushes_seen_++;
+  bool fail = n >= flush_fail_from_ && n < flush_fail_until_;
+  co_await gate();
   co_await maybe_yield();
   if (failed_) co_return io_error(EIO, name_ + ": flush after an injected failure");
+  if (fail) co_return io_error(EIO, name_ + ": injected flush failure");
   durable_ = data_;
   pending_.clear();
+  ++flushes_done_;
   co_return Status{};
 }
 

@@ -66,14 +66,15 @@ Task<Status> TableCache::make_room() {
   while (map_.size() >= capacity_) {
     Entry* victim = nullptr;
     for (auto& [off, e] : map_) {
-      if (e->pins == 0 && !e->loading && (!victim || e->lru < victim->lru)) victim = e.get();
+      if (e->pins == 0 && !e->loading && !e->writing && (!victim || e->lru < victim->lru)) {
+        victim = e.get();
+      }
     }
     if (!victim) co_return Status{};  // everything pinned: grow past capacity for now
     if (victim->dirty) {
-      victim->pins++;
-      Status s = co_await write_entry(victim);
-      victim->pins--;
-      CO_RETURN_IF_ERROR(s);
+      Ref hold(victim);
+      // A failed write leaves it dirty and cached; the caller's get fails, as QEMU's does.
+      CO_RETURN_IF_ERROR(co_await write_entry(victim));
       // It may have been used (or dirtied) again while we wrote it; look again.
       continue;
     }
@@ -88,71 +89,82 @@ Task<Result<TableCache::Ref>> TableCache::get(uint64_t offset) {
     if (it != map_.end()) {
       Entry* e = it->second.get();
       if (e->loading) {
-        Ref hold(e);  // keep it from being evicted while we wait
+        std::shared_ptr<Entry> keep = it->second;  // alive even if a failed load drops it
+        Ref hold(e);  // a loaded table is not evicted before we take it
         co_await e->waiters.wait();
-        hold.reset();
-        continue;  // re-look: the load may have failed and removed it
+        // The loader's error, not a table that was never read.
+        if (keep->load_error) co_return Unexpected(*keep->load_error);
+        continue;
       }
       e->lru = ++lru_clock_;
       co_return Ref(e);
     }
     CO_RETURN_IF_ERROR(co_await make_room());
     if (map_.count(offset)) continue;  // someone loaded it while we made room
-    auto owned = std::make_unique<Entry>(loop_, offset);
-    Entry* e = owned.get();
-    e->cache = this;
+    auto e = std::make_shared<Entry>(loop_, offset);
     e->loading = true;
     e->buf.resize(table_size_);
-    map_.emplace(offset, std::move(owned));
-    Ref ref(e);
+    map_.emplace(offset, e);
+    Ref ref(e.get());
     Status s = co_await file_.read_exact(offset, e->buf.data(), table_size_, what_);
     e->loading = false;
     e->lru = ++lru_clock_;
     e->waiters.notify_all();
     if (!s) {
+      // Nothing stays cached: waiters see load_error, the next get reads again. A loading entry
+      // is never replaced in the map (get_new waits for it), so the map still holds e.
       ref.reset();
-      if (e->pins == 0) map_.erase(offset);
+      e->load_error = s.error();
+      map_.erase(offset);
       co_return Unexpected(std::move(s).error());
     }
     co_return ref;
   }
 }
 
-Task<Result<TableCache::Ref>> TableCache::get_new(uint64_t offset) {
-  auto it = map_.find(offset);
-  if (it == map_.end()) {
-    CO_RETURN_IF_ERROR(co_await make_room());
-    it = map_.find(offset);
-  }
-  Entry* e;
-  if (it != map_.end()) {
-    // A stale copy of a table that lived here before (freed and reallocated): reuse the slot.
-    e = it->second.get();
-    while (e->loading) co_await e->waiters.wait();
-  } else {
-    auto owned = std::make_unique<Entry>(loop_, offset);
-    e = owned.get();
-    e->cache = this;
-    map_.emplace(offset, std::move(owned));
-  }
+TableCache::Ref TableCache::renew(Entry* e) {
   e->buf.assign(table_size_, 0);
   e->lru = ++lru_clock_;
   Ref ref(e);
   mark_dirty(ref);
-  co_return ref;
+  return ref;
+}
+
+Task<Result<TableCache::Ref>> TableCache::get_new(uint64_t offset) {
+  for (;;) {
+    auto it = map_.find(offset);
+    if (it == map_.end()) {
+      CO_RETURN_IF_ERROR(co_await make_room());
+      if (map_.count(offset)) continue;  // someone loaded it while we made room
+      auto e = std::make_shared<Entry>(loop_, offset);
+      map_.emplace(offset, e);
+      co_return renew(e.get());
+    }
+    Entry* e = it->second.get();
+    if (e->loading) {
+      // A stale read of the table that lived here before: it reads into the buffer, so let it
+      // finish (or fail and take the entry with it), then look again.
+      std::shared_ptr<Entry> keep = it->second;
+      Ref hold(e);  // not evicted (and freed) before we look again
+      co_await e->waiters.wait();
+      continue;
+    }
+    // A stale copy of a table that lived here before (freed and reallocated): reuse the slot.
+    // A write of the old content still in flight finishes before the new one starts.
+    co_return renew(e);
+  }
 }
 
 Task<Status> TableCache::flush_dependency() {
   // Loop until neither condition holds at one instant: the caller snapshots the table with no
   // await after we return, so what it writes was ordered behind everything it depends on.
+  // A condition is cleared only after it is met, never before an await, so a concurrent writer
+  // cannot take a flush still in flight for one that completed.
   while (depends_ || depends_on_flush_) {
+    uint64_t flush_seq = depends_on_flush_seq_;
     if (!depends_) {
-      depends_on_flush_ = false;
-      Status s = co_await file_.flush();
-      if (!s) {
-        depends_on_flush_ = true;
-        co_return s;
-      }
+      CO_RETURN_IF_ERROR(co_await file_.flush());
+      if (flush_seq == depends_on_flush_seq_) depends_on_flush_ = false;
       continue;
     }
     uint64_t seq = depends_seq_;
@@ -162,6 +174,7 @@ Task<Status> TableCache::flush_dependency() {
       uint64_t n = dep->written_count();
       CO_RETURN_IF_ERROR(co_await file_.flush());
       dep->synced_up_to(n);
+      if (flush_seq == depends_on_flush_seq_) depends_on_flush_ = false;  // that flush did it
     }
     // A new dependency set while we flushed needs another round.
     if (seq == depends_seq_) depends_ = nullptr;
@@ -170,7 +183,13 @@ Task<Status> TableCache::flush_dependency() {
 }
 
 Task<Status> TableCache::write_entry(Entry* e) {
-  CO_RETURN_IF_ERROR(co_await flush_dependency());
+  // REQUIRES: e is pinned.
+  for (;;) {
+    // One write of a table at a time: two in flight could complete in either order.
+    while (e->writing) co_await e->waiters.wait();
+    CO_RETURN_IF_ERROR(co_await flush_dependency());
+    if (!e->writing) break;  // else someone started a write while we flushed
+  }
   if (!e->dirty) co_return Status{};
   // Snapshot now: the dependency holds for exactly this content.
   std::vector<uint8_t> copy = e->buf;
@@ -181,7 +200,7 @@ Task<Status> TableCache::write_entry(Entry* e) {
   e->writing--;
   e->waiters.notify_all();
   if (!s) {
-    e->dirty = true;
+    e->dirty = true;  // written again by the next flush or eviction
     co_return s;
   }
   if (e->dirty_seq != seq) e->dirty = true;
@@ -192,20 +211,18 @@ Task<Status> TableCache::write_entry(Entry* e) {
 Task<Status> TableCache::flush() {
   // One pass over what is dirty or being written now: tables dirtied after the flush began
   // belong to requests that completed after it, which this flush does not promise to cover.
-  std::vector<Entry*> list;
+  std::vector<Ref> list;  // pinned: alive and in the map across the awaits below
   for (auto& [off, e] : map_) {
-    if ((e->dirty || e->writing) && !e->loading) {
-      e->pins++;  // keep every listed entry alive across the awaits below
-      list.push_back(e.get());
-    }
+    if ((e->dirty || e->writing) && !e->loading) list.push_back(Ref(e.get()));
   }
   Status result;
-  for (Entry* e : list) {
+  for (Ref& r : list) {
+    Entry* e = r.e_;
     // A write started by someone else (eviction, another flush) must finish before we return.
     while (result && e->writing) co_await e->waiters.wait();
+    // A failed write leaves the table dirty; the tables after it stay dirty for the next flush.
     if (result && e->dirty) result = co_await write_entry(e);
   }
-  for (Entry* e : list) e->pins--;
   co_return result;
 }
 

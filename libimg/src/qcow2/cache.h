@@ -1,8 +1,13 @@
 // TableCache: a write-back cache of cluster-sized metadata tables (L2 tables, refcount blocks),
 // keyed by their host offset.
 //
-// - Single-flight: concurrent misses on one table share a single read.
-// - Pinning: a Ref keeps its table in memory; the cache never evicts a pinned or loading table.
+// - Single-flight: concurrent misses on one table share a single read. If it fails, every
+//   waiter gets the error and nothing stays cached, so the next get reads again.
+// - Pinning: a Ref keeps its table in memory; the cache never evicts a pinned, loading or
+//   writing table.
+// - Write-back: a table whose write fails (eviction or flush) stays dirty and is written again
+//   by the next flush or eviction. Writes of one table never overlap: a disk may complete two
+//   writes of one offset in either order.
 // - Ordering: set_dependency(dep) says "before any dirty table of this cache reaches the file,
 //   every dirty table of dep must be written and the file flushed". The L2 cache depends on the
 //   refcount cache after an allocation (refcount before the reference); the refcount cache
@@ -14,9 +19,10 @@
 // Thread-safety: one IoLoop thread.
 #pragma once
 
-#include <cstdint>
 #include <algorithm>
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <unordered_map>
 #include <vector>
 
@@ -62,7 +68,10 @@ class TableCache {
   // As QEMU's qcow2_cache_depends_on_flush: the file is flushed before any dirty table of this
   // cache is next written. The L2 cache needs it after a write whose data must be durable before
   // the L2 entry that maps it (a cluster written whole, its head and tail filled in).
-  void set_depends_on_flush() { depends_on_flush_ = true; }
+  void set_depends_on_flush() {
+    depends_on_flush_ = true;
+    ++depends_on_flush_seq_;
+  }
 
   // Writes every dirty table (after its dependency); does not flush the file.
   Task<Status> flush();
@@ -87,13 +96,16 @@ class TableCache {
     bool dirty = false;
     uint64_t dirty_seq = 0;  // bumped on every mark_dirty
     uint64_t lru = 0;
-    int writing = 0;  // writes of this table in flight
-    WaitList waiters;
-    TableCache* cache = nullptr;
+    int writing = 0;  // writes of this table in flight (0 or 1)
+    // Set when the load failed: the entry has left the map, and its waiters report this.
+    std::optional<Error> load_error;
+    WaitList waiters;  // woken when a load or a write of this table ends
   };
 
   Task<Status> flush_dependency();
   Task<Status> write_entry(Entry* e);
+  // e's table made all zeros and dirty, pinned for the caller of get_new.
+  Ref renew(Entry* e);
   Task<Status> make_room();
 
   IoLoop& loop_;
@@ -101,11 +113,14 @@ class TableCache {
   uint32_t table_size_;
   size_t capacity_;
   const char* what_;
-  std::unordered_map<uint64_t, std::unique_ptr<Entry>> map_;
+  // Shared so that a coroutine waiting on an entry keeps it alive even if a failed load removes
+  // it from the map meanwhile; a Ref (a pin) is only ever taken on an entry in the map.
+  std::unordered_map<uint64_t, std::shared_ptr<Entry>> map_;
   uint64_t lru_clock_ = 0;
   TableCache* depends_ = nullptr;
   uint64_t depends_seq_ = 0;
   bool depends_on_flush_ = false;
+  uint64_t depends_on_flush_seq_ = 0;  // bumped by every set_depends_on_flush
   uint64_t written_ = 0;
   uint64_t synced_ = 0;
 };
