@@ -4,8 +4,9 @@
 // does, a second read-only pass reports what is left. An image left without corruptions by a
 // repair loses its dirty and corrupt bits (as QEMU's qcow2_mark_clean/mark_consistent).
 
-#include "img/qcow2.h"
 #include "qcow2/check.h"
+
+#include "img/qcow2.h"
 #include "qcow2/format.h"
 #include "qcow2/layout.h"
 
