@@ -111,4 +111,25 @@ Result<std::vector<BitmapDirEntry>> decode_bitmap_directory(std::span<const uint
   return out;
 }
 
+Task<Status> mark_bitmaps_in_use(File& f, const Header& h) {
+  const HeaderExtension* ext = find_bitmaps_extension(h);
+  if (!ext || h.version < 3 || !(h.autoclear_features & kAutoclearBitmaps)) co_return Status{};
+  CO_ASSIGN_OR_RETURN(uint64_t file_size, f.size());
+  CO_ASSIGN_OR_RETURN(BitmapsExtension be, decode_bitmaps_extension(ext->data, h, file_size));
+  std::vector<uint8_t> dir(be.directory_size);  // <= 64 MiB, inside the file
+  CO_RETURN_IF_ERROR(
+      co_await f.read_exact(be.directory_offset, dir.data(), dir.size(), "bitmap directory"));
+  CO_ASSIGN_OR_RETURN(std::vector<BitmapDirEntry> entries,
+                      decode_bitmap_directory(dir, be.nb_bitmaps, h));
+  bool changed = false;
+  for (const BitmapDirEntry& e : entries) {
+    if (e.flags & kBitmapFlagInUse) continue;
+    store_be32(dir.data() + e.entry_offset + kBitmapEntryFlagsOffset, e.flags | kBitmapFlagInUse);
+    changed = true;
+  }
+  if (!changed) co_return Status{};
+  CO_RETURN_IF_ERROR(co_await f.write(be.directory_offset, dir.data(), dir.size()));
+  co_return co_await f.flush();
+}
+
 }  // namespace img::qcow2

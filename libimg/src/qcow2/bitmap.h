@@ -13,7 +13,9 @@
 #include <string>
 #include <vector>
 
+#include "img/file.h"
 #include "img/status.h"
+#include "img/task.h"
 #include "qcow2/format.h"
 
 namespace img::qcow2 {
@@ -73,5 +75,12 @@ Result<std::vector<BitmapDirEntry>> decode_bitmap_directory(std::span<const uint
 
 // The bitmaps extension of a header, if it has one (nullptr otherwise).
 const HeaderExtension* find_bitmaps_extension(const Header& h);
+
+// For a writer that does not update bitmaps: sets in_use on every bitmap of a valid directory
+// (spec "Bitmap directory": in_use means the bitmap may be inconsistent; QEMU leaves this after a
+// crash), one in-place write of the directory, then a flush, before any guest data changes.
+// Does nothing without the extension or the autoclear bit. An error means the directory could
+// not be read or is invalid; the caller must then clear the bitmaps autoclear bit instead.
+Task<Status> mark_bitmaps_in_use(File& f, const Header& h);
 
 }  // namespace img::qcow2

@@ -74,6 +74,7 @@ class Checker {
   File& f_;
   Header h_;
   uint64_t file_size_;
+  const uint64_t walked_file_size_;  // the size the walk saw (a rebuild grows file_size_)
   uint64_t cs_;
   RepairMode mode_;
   CheckResult& res_;

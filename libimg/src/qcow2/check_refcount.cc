@@ -115,8 +115,18 @@ Task<Status> Checker::compare_and_repair() {
   res_.image_end_offset = any ? (highest + 1) * cs_ : 0;
 
   uint64_t n_corrupt = 0, n_leak = 0;
-  for (const Mismatch& m : mismatches_) (m.disk < m.refs ? n_corrupt : n_leak)++;
+  bool zero_refcount = false;
+  for (const Mismatch& m : mismatches_) {
+    (m.disk < m.refs ? n_corrupt : n_leak)++;
+    zero_refcount |= m.disk == 0;
+  }
   const bool unreadable = !unreadable_blocks_.empty();
+  if (mode_ == RepairMode::kLeaks && (zero_refcount || refblock_errors_ > 0 || unreadable)) {
+    // As QEMU: a referenced cluster without refcount, or a broken refcount table, can only be
+    // fixed by rebuilding the refcount structures, which only -r all may do.
+    ++res_.check_errors;
+    co_return make_error(ErrorCode::kCorruption, "ERROR need to rebuild refcount structures", EIO);
+  }
   const bool rebuild =
       mode_ == RepairMode::kAll && (n_corrupt > 0 || refblock_errors_ > 0 || unreadable);
   const bool fix_leaks = mode_ != RepairMode::kNone;
@@ -273,6 +283,20 @@ Task<Status> Checker::check_copied() {
       if (raw == 0) continue;
       const L2Entry d = decode_l2(raw, h_.cluster_bits, h_.version).entry;
       if (!d.has_host_cluster() || !is_aligned(d.host_offset, cs_)) continue;
+      if (fix && d.host_offset >= walked_file_size_) {
+        // The walk reported it (and counted no reference): there is no data, and QEMU reads
+        // zeros there. With kAll the entry becomes what reads as those zeros: a zero cluster
+        // (v3) or unallocated (v2, which has no zero flag; without a backing file it reads
+        // zeros too). Judged on the size the walk saw, so a rebuilt refcount structure placed
+        // there is never mapped as data. Without repair, its COPIED flag is checked as QEMU
+        // does (refcount 0).
+        note(strfmt("Repairing L2 entry %" PRIx64 ": cluster lies past the end of the file", raw));
+        store_be64(l2.data() + j, h_.version >= 3 ? encode_zero(0, false) : 0);
+        l2_dirty = true;
+        --res_.corruptions;
+        ++res_.corruptions_fixed;
+        continue;
+      }
       uint64_t drc = 1;
       if (!has_data_file_ && !disk_refcount_after_compare(d.host_offset / cs_, &drc)) continue;
       if ((drc == 1) == d.copied) continue;
