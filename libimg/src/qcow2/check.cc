@@ -4,8 +4,9 @@
 // does, a second read-only pass reports what is left. An image left without corruptions by a
 // repair loses its dirty and corrupt bits (as QEMU's qcow2_mark_clean/mark_consistent).
 
-#include "img/qcow2.h"
 #include "qcow2/check.h"
+
+#include "img/qcow2.h"
 #include "qcow2/format.h"
 #include "qcow2/layout.h"
 
@@ -27,7 +28,8 @@ Task<Result<CheckResult>> one_pass(File& f, RepairMode mode) {
   co_return res;
 }
 
-// Clears the dirty and corrupt bits and the autoclear bits libimg does not maintain, each with one
+// Clears the dirty and corrupt bits and the unknown autoclear bits (bitmaps are counted as
+// referenced, so a repair keeps them and their bit), each with one
 // in-place field write (spec: "incompatible_features", "autoclear_features").
 Task<Status> mark_clean(File& f) {
   CO_ASSIGN_OR_RETURN(Header h, co_await qcow2::read_header(f));
@@ -52,17 +54,6 @@ Task<Status> mark_clean(File& f) {
 Task<Result<CheckResult>> check_qcow2(File& f, RepairMode mode) {
   if (mode != RepairMode::kNone && f.read_only()) {
     co_return read_only_error(f.name() + ": cannot repair an image opened read-only");
-  }
-  if (mode != RepairMode::kNone) {
-    // Bitmap clusters are not counted as references, so a repair would free them: drop the
-    // bitmaps autoclear bit (and unknown ones) first, durably, so no reader trusts them after.
-    CO_ASSIGN_OR_RETURN(Header h, co_await qcow2::read_header(f));
-    if (h.version >= 3 && qcow2::needs_autoclear_rewrite(h)) {
-      uint8_t b[8];
-      store_be64(b, qcow2::header_for_rewrite(h).autoclear_features);
-      CO_RETURN_IF_ERROR(co_await f.write(qcow2::kOffAutoclearFeatures, b, 8));
-      CO_RETURN_IF_ERROR(co_await f.flush());
-    }
   }
   CO_ASSIGN_OR_RETURN(CheckResult out, co_await one_pass(f, mode));
   if (mode == RepairMode::kNone) co_return out;

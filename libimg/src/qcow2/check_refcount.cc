@@ -1,6 +1,10 @@
 // Checker, part 2: compare the counted references with the on-disk refcounts, check
 // OFLAG_COPIED, and repair (docs/qcow2-format.md, "Check and repair").
 //
+// The comparison streams over the refcount table: each refcount block that exists is read once
+// and compared entry by entry; a range without a block is visited only where references were
+// counted. So time and memory follow the metadata, not the length of the file.
+//
 // Repair order keeps a crash mid-repair harmless:
 // - leaks (refcount too high) are lowered in place: a crash leaves them leaked, as before;
 // - refcounts too low are never patched in place: new refcount blocks and a new table are written
@@ -12,6 +16,7 @@
 #include <cinttypes>
 
 #include "qcow2/check.h"
+#include "qcow2/l2_entry.h"
 #include "qcow2/layout.h"
 
 namespace img::qcow2 {
@@ -32,65 +37,102 @@ Task<Status> Checker::write_back_block() {
   co_return co_await f_.write(block_offset_, block_.data(), cs_);
 }
 
-// The on-disk refcount of a cluster; 0 where the table has no block for it.
-Task<Result<uint64_t>> Checker::disk_refcount(uint64_t cluster) {
-  const uint64_t per_block = refcount_block_entries(h_.cluster_bits, h_.refcount_order);
-  uint64_t bi = cluster / per_block;
-  if (bi >= rt_.size()) co_return 0;
-  uint64_t off = rt_[bi] & kRefTableOffsetMask;
-  if (off == 0) co_return 0;
-  if (!is_aligned(off, cs_) || off >= file_size_) {
-    co_return corruption(strfmt("refcount block %" PRIu64 " at 0x%" PRIx64 " is invalid", bi, off));
+// As QEMU's qcow2_get_refcount: the masked offset is used even if reserved bits are set; an
+// unaligned block cannot be read; a block past the end of the file reads as zeros (0 here).
+Result<uint64_t> Checker::block_offset_of(uint64_t bi) const {
+  if (bi >= rt_.size()) return 0;
+  const uint64_t off = rt_[bi] & kRefTableOffsetMask;
+  if (off == 0 || off >= file_size_) return 0;
+  if (!is_aligned(off, cs_)) {
+    return make_error(ErrorCode::kCorruption,
+                      strfmt("refcount block %" PRIu64 " at 0x%" PRIx64 " is unaligned", bi, off),
+                      EIO);
   }
-  CO_RETURN_IF_ERROR(co_await load_block(off));
-  co_return get_refcount(block_.data(), cluster % per_block, h_.refcount_order);
+  return off;
 }
 
-// REQUIRES: the cluster's refcount block exists (disk_refcount returned a value > 0 for it).
+// REQUIRES: the cluster's refcount block exists and is readable.
 Task<Status> Checker::set_disk_refcount(uint64_t cluster, uint64_t value) {
-  const uint64_t per_block = refcount_block_entries(h_.cluster_bits, h_.refcount_order);
-  CO_RETURN_IF_ERROR(co_await load_block(rt_[cluster / per_block] & kRefTableOffsetMask));
-  set_refcount(block_.data(), cluster % per_block, h_.refcount_order, value);
+  CO_ASSIGN_OR_RETURN(uint64_t off, block_offset_of(cluster / per_block_));
+  CO_RETURN_IF_ERROR(co_await load_block(off));
+  set_refcount(block_.data(), cluster % per_block_, h_.refcount_order, value);
   block_dirty_ = true;
   co_return Status{};
 }
 
+void Checker::compare_one(uint64_t c, uint64_t disk, uint64_t* highest, bool* any) {
+  const uint64_t refs = refs_.get(c);
+  if (disk > 0 || refs > 0) {
+    *highest = c;
+    *any = true;
+  }
+  if (disk != refs) mismatches_.push_back({c, disk, refs});
+}
+
+bool Checker::disk_refcount_after_compare(uint64_t c, uint64_t* value) const {
+  if (std::binary_search(unreadable_blocks_.begin(), unreadable_blocks_.end(), c / per_block_)) {
+    return false;
+  }
+  auto it = std::lower_bound(mismatches_.begin(), mismatches_.end(), c,
+                             [](const Mismatch& m, uint64_t x) { return m.cluster < x; });
+  *value = (it != mismatches_.end() && it->cluster == c) ? it->disk : refs_.get(c);
+  return true;
+}
+
 Task<Status> Checker::compare_and_repair() {
-  struct Mismatch {
-    uint64_t cluster, disk, refs;
-  };
-  std::vector<Mismatch> bad;
-  const uint64_t per_block = refcount_block_entries(h_.cluster_bits, h_.refcount_order);
-  uint64_t n_corrupt = 0, n_leak = 0, highest = 0;
-  bool any = false, unreadable = false;
-  for (uint64_t i = 0; i < refs_.size(); ++i) {
-    auto disk = co_await disk_refcount(i);
-    if (!disk) {
-      // Report each bad block once, not once per cluster it covers.
-      if (!unreadable || i % per_block == 0) {
-        note(strfmt("Can't get refcount for cluster %" PRIu64 ": %s", i,
-                    disk.error().message().c_str()));
-      }
-      ++res_.check_errors;
-      unreadable = true;
+  uint64_t highest = 0;
+  bool any = false;
+  const uint64_t nb = nb_clusters_;
+  const uint64_t n_blocks = div_round_up(nb, per_block_);
+  for (uint64_t bi = 0; bi < n_blocks; ++bi) {
+    const uint64_t first = bi * per_block_, end = std::min(nb, first + per_block_);
+    auto off = block_offset_of(bi);
+    if (!off) {
+      // As QEMU, every cluster of an unreadable block is an internal error; say it once.
+      note(strfmt("Can't get refcount for cluster %" PRIu64 ": %s", first,
+                  off.error().message().c_str()));
+      res_.check_errors += end - first;
+      unreadable_blocks_.push_back(bi);
       continue;
     }
-    if (*disk > 0 || refs_[i] > 0) {
-      highest = i;
-      any = true;
+    if (*off == 0) {
+      // No block: every refcount here is 0; only pages with references need a look.
+      for (uint64_t c = first; c < end;) {
+        const uint64_t pi = c >> RefCounts::kPageBits;
+        const uint64_t page_end = std::min(end, (pi + 1) << RefCounts::kPageBits);
+        if (!refs_.page_empty(pi)) {
+          for (uint64_t x = c; x < page_end; ++x) compare_one(x, 0, &highest, &any);
+        }
+        c = page_end;
+      }
+      continue;
     }
-    if (*disk != refs_[i]) {
-      bad.push_back({i, *disk, refs_[i]});
-      (*disk < refs_[i] ? n_corrupt : n_leak)++;
+    CO_RETURN_IF_ERROR(co_await load_block(*off));
+    for (uint64_t c = first; c < end; ++c) {
+      compare_one(c, get_refcount(block_.data(), c - first, h_.refcount_order), &highest, &any);
     }
   }
   res_.image_end_offset = any ? (highest + 1) * cs_ : 0;
 
-  const bool rebuild = mode_ == RepairMode::kAll && (n_corrupt > 0 || refblock_errors_ > 0 || unreadable);
+  uint64_t n_corrupt = 0, n_leak = 0;
+  bool zero_refcount = false;
+  for (const Mismatch& m : mismatches_) {
+    (m.disk < m.refs ? n_corrupt : n_leak)++;
+    zero_refcount |= m.disk == 0;
+  }
+  const bool unreadable = !unreadable_blocks_.empty();
+  if (mode_ == RepairMode::kLeaks && (zero_refcount || refblock_errors_ > 0 || unreadable)) {
+    // As QEMU: a referenced cluster without refcount, or a broken refcount table, can only be
+    // fixed by rebuilding the refcount structures, which only -r all may do.
+    ++res_.check_errors;
+    co_return make_error(ErrorCode::kCorruption, "ERROR need to rebuild refcount structures", EIO);
+  }
+  const bool rebuild =
+      mode_ == RepairMode::kAll && (n_corrupt > 0 || refblock_errors_ > 0 || unreadable);
   const bool fix_leaks = mode_ != RepairMode::kNone;
-  for (const auto& m : bad) {
-    bool leak = m.disk > m.refs;
-    bool fixing = rebuild || (leak && fix_leaks);
+  for (Mismatch& m : mismatches_) {
+    const bool leak = m.disk > m.refs;
+    const bool fixing = rebuild || (leak && fix_leaks);
     note(strfmt("%s cluster %" PRIu64 " refcount=%" PRIu64 " reference=%" PRIu64,
                 fixing ? "Repairing" : (leak ? "Leaked" : "ERROR"), m.cluster, m.disk, m.refs));
     if (fixing) {
@@ -104,9 +146,13 @@ Task<Status> Checker::compare_and_repair() {
     res_.corruptions -= refblock_errors_;
     res_.corruptions_fixed += refblock_errors_;
     CO_RETURN_IF_ERROR(co_await rebuild_refcounts());
+    mismatches_.clear();  // the new refcounts are the counted references
+    unreadable_blocks_.clear();
   } else if (fix_leaks && n_leak > 0) {
-    for (const auto& m : bad) {
-      if (m.disk > m.refs) CO_RETURN_IF_ERROR(co_await set_disk_refcount(m.cluster, m.refs));
+    for (Mismatch& m : mismatches_) {
+      if (m.disk <= m.refs) continue;
+      CO_RETURN_IF_ERROR(co_await set_disk_refcount(m.cluster, m.refs));
+      m.disk = m.refs;
     }
     CO_RETURN_IF_ERROR(co_await write_back_block());
     CO_RETURN_IF_ERROR(co_await f_.flush());
@@ -115,64 +161,94 @@ Task<Status> Checker::compare_and_repair() {
 }
 
 // Writes new refcount blocks and table after the last used cluster, then switches the header.
+// As QEMU's rebuild_refcount_structure, only ranges holding a used cluster get a block, so a
+// sparse file does not get blocks for its holes.
 Task<Status> Checker::rebuild_refcounts() {
   CO_RETURN_IF_ERROR(co_await write_back_block());
   block_offset_ = 0;
   // The old table and blocks are no longer referenced once the header points elsewhere.
   for (auto [off, len] : refcount_structures_) {
-    for (uint64_t c = off / cs_; c <= (off + len - 1) / cs_ && c < refs_.size(); ++c) {
-      if (refs_[c] > 0) --refs_[c];
+    for (uint64_t c = off / cs_; c <= (off + len - 1) / cs_; ++c) {
+      if (uint64_t v = refs_.get(c)) refs_.set(c, v - 1);
     }
   }
-  uint64_t used = 0;
-  for (uint64_t i = 0; i < refs_.size(); ++i) {
-    if (refs_[i]) used = i + 1;
+  const uint64_t used = refs_.end();
+  // Block indexes holding a used cluster (pages are never larger than what they hold).
+  std::vector<uint64_t> blocks;
+  for (uint64_t pi = 0; pi < refs_.pages(); ++pi) {
+    if (refs_.page_empty(pi)) continue;
+    const uint64_t lo = pi << RefCounts::kPageBits;
+    const uint64_t hi = std::min(used, lo + RefCounts::kPageClusters);
+    for (uint64_t c = lo; c < hi; ++c) {
+      if (refs_.get(c) == 0) continue;
+      const uint64_t bi = c / per_block_;
+      if (blocks.empty() || blocks.back() != bi) blocks.push_back(bi);
+      c = std::max(c, (bi + 1) * per_block_ - 1);  // the rest of this block is covered
+    }
   }
+  // The new blocks and the table go at `start`; they need blocks of their own: iterate to the
+  // fixed point (each round only grows, and a block covers >= 64 clusters).
   const uint64_t start = std::max(used, div_round_up(file_size_, cs_));
-  const uint64_t per_block = refcount_block_entries(h_.cluster_bits, h_.refcount_order);
-  const RefcountStructure rs = refcount_structure_for(start, h_);
-  const uint64_t rb = rs.blocks, rt = rs.table_clusters;
-  if (rt * cs_ > kMaxRefcountTableBytes) {
+  uint64_t extra = 0, table_clusters = 1;
+  std::vector<uint64_t> new_blocks;
+  for (;;) {
+    const uint64_t total_end = start + blocks.size() + extra + table_clusters;
+    new_blocks.clear();
+    for (uint64_t bi = start / per_block_; bi <= (total_end - 1) / per_block_; ++bi) {
+      if (!std::binary_search(blocks.begin(), blocks.end(), bi)) new_blocks.push_back(bi);
+    }
+    const uint64_t top = std::max(blocks.empty() ? 0 : blocks.back(), (total_end - 1) / per_block_);
+    const uint64_t tc = div_round_up((top + 1) * 8, cs_);
+    if (new_blocks.size() <= extra && tc <= table_clusters) break;
+    extra = std::max<uint64_t>(extra, new_blocks.size());
+    table_clusters = std::max(table_clusters, tc);
+  }
+  if (table_clusters * cs_ > kMaxRefcountTableBytes) {
     co_return no_space("rebuilt refcount table would exceed 8 MiB");
   }
-  refs_.resize(std::max<uint64_t>(refs_.size(), start + rb + rt), 0);
-  for (uint64_t c = start; c < start + rb + rt; ++c) refs_[c] = 1;
+  std::vector<uint64_t> all = blocks;
+  all.insert(all.end(), new_blocks.begin(), new_blocks.end());
+  std::sort(all.begin(), all.end());
+  // Placement: block k of `all` at cluster start + k, then the table; all have refcount 1.
+  const uint64_t table_cluster = start + blocks.size() + extra;
+  for (uint64_t c = start; c < table_cluster + table_clusters; ++c) refs_.set(c, 1);
 
   const uint64_t max = max_refcount(h_.refcount_order);
   std::vector<uint8_t> buf(cs_);
-  for (uint64_t b = 0; b < rb; ++b) {
+  std::vector<uint8_t> table(table_clusters * cs_, 0);
+  for (size_t k = 0; k < all.size(); ++k) {
     std::fill(buf.begin(), buf.end(), 0);
-    for (uint64_t i = 0; i < per_block; ++i) {
-      uint64_t c = b * per_block + i;
-      if (c >= refs_.size()) break;
-      set_refcount(buf.data(), i, h_.refcount_order, std::min<uint64_t>(refs_[c], max));
+    const uint64_t first = all[k] * per_block_;
+    for (uint64_t i = 0; i < per_block_; ++i) {
+      set_refcount(buf.data(), i, h_.refcount_order, std::min(refs_.get(first + i), max));
     }
-    CO_RETURN_IF_ERROR(co_await f_.write((start + b) * cs_, buf.data(), cs_));
+    const uint64_t at = (start + k) * cs_;
+    CO_RETURN_IF_ERROR(co_await f_.write(at, buf.data(), cs_));
+    store_be64(table.data() + 8 * all[k], at);
   }
-  std::vector<uint8_t> table(rt * cs_, 0);
-  for (uint64_t b = 0; b < rb; ++b) store_be64(table.data() + 8 * b, (start + b) * cs_);
-  const uint64_t table_off = (start + rb) * cs_;
+  const uint64_t table_off = table_cluster * cs_;
   CO_RETURN_IF_ERROR(co_await f_.write(table_off, table.data(), table.size()));
   CO_RETURN_IF_ERROR(co_await f_.flush());
 
   // Switch: refcount_table_offset (8 bytes at 48) and refcount_table_clusters (4 at 56).
   uint8_t field[12];
   store_be64(field, table_off);
-  store_be32(field + 8, static_cast<uint32_t>(rt));
+  store_be32(field + 8, static_cast<uint32_t>(table_clusters));
   CO_RETURN_IF_ERROR(co_await f_.write(kOffRefcountTableOffset, field, sizeof field));
   CO_RETURN_IF_ERROR(co_await f_.flush());
 
   h_.refcount_table_offset = table_off;
-  h_.refcount_table_clusters = static_cast<uint32_t>(rt);
+  h_.refcount_table_clusters = static_cast<uint32_t>(table_clusters);
   CO_ASSIGN_OR_RETURN(file_size_, f_.size());
-  rt_.assign(rt * cs_ / 8, 0);
-  for (uint64_t b = 0; b < rb; ++b) rt_[b] = (start + b) * cs_;
-  res_.image_end_offset = (start + rb + rt) * cs_;
+  rt_.assign(table_clusters * cs_ / 8, 0);
+  for (size_t k = 0; k < all.size(); ++k) rt_[all[k]] = (start + k) * cs_;
+  res_.image_end_offset = (table_cluster + table_clusters) * cs_;
   co_return Status{};
 }
 
 // OFLAG_COPIED must be set exactly when the refcount is 1 (spec: "Cluster mapping"), on the
-// active L1 entries (for the L2 table) and L2 entries (for the data cluster).
+// active L1 entries (for the L2 table) and L2 entries (for the data cluster). The refcounts are
+// the on-disk ones as the comparison found (and repaired) them: no refcount block is read again.
 Task<Status> Checker::check_copied() {
   if (h_.l1_size == 0) co_return Status{};
   const bool fix = mode_ == RepairMode::kAll;
@@ -183,17 +259,17 @@ Task<Status> Checker::check_copied() {
   std::vector<uint8_t> l2(cs_);
   const uint64_t step = l2_entry_bytes(h_);
   for (uint64_t i = 0; i < h_.l1_size; ++i) {
-    uint64_t e = load_be64(l1.data() + 8 * i);
-    uint64_t l2_off = e & kL1OffsetMask;
+    const uint64_t e = load_be64(l1.data() + 8 * i);
+    const uint64_t l2_off = e & kL1OffsetMask;
     if (l2_off == 0 || !is_aligned(l2_off, cs_) || l2_off >= file_size_) continue;
-    auto rc = co_await disk_refcount(l2_off / cs_);
-    if (!rc) continue;  // reported by the comparison
-    if ((*rc == 1) != ((e & kOflagCopied) != 0)) {
+    uint64_t rc = 0;
+    if (!disk_refcount_after_compare(l2_off / cs_, &rc)) continue;  // reported by the comparison
+    if ((rc == 1) != ((e & kOflagCopied) != 0)) {
       note(strfmt("%s OFLAG_COPIED L2 cluster: l1_index=%" PRIu64 " l1_entry=%" PRIx64
                   " refcount=%" PRIu64,
-                  fix ? "Repairing" : "ERROR", i, e, *rc));
+                  fix ? "Repairing" : "ERROR", i, e, rc));
       if (fix) {
-        store_be64(l1.data() + 8 * i, *rc == 1 ? (e | kOflagCopied) : (e & ~kOflagCopied));
+        store_be64(l1.data() + 8 * i, rc == 1 ? (e | kOflagCopied) : (e & ~kOflagCopied));
         l1_dirty = true;
         ++res_.corruptions_fixed;
       } else {
@@ -203,20 +279,31 @@ Task<Status> Checker::check_copied() {
     CO_RETURN_IF_ERROR(co_await f_.read_exact(l2_off, l2.data(), cs_, "L2 table"));
     bool l2_dirty = false;
     for (uint64_t j = 0; j + step <= cs_; j += step) {
-      uint64_t d = load_be64(l2.data() + j);
-      uint64_t off = d & kL2OffsetMask;
-      if ((d & kOflagCompressed) || off == 0 || !is_aligned(off, cs_)) continue;
-      uint64_t drc = 1;
-      if (!has_data_file_) {
-        auto r = co_await disk_refcount(off / cs_);
-        if (!r) continue;
-        drc = *r;
+      const uint64_t raw = load_be64(l2.data() + j);
+      if (raw == 0) continue;
+      const L2Entry d = decode_l2(raw, h_.cluster_bits, h_.version).entry;
+      if (!d.has_host_cluster() || !is_aligned(d.host_offset, cs_)) continue;
+      if (fix && d.host_offset >= walked_file_size_) {
+        // The walk reported it (and counted no reference): there is no data, and QEMU reads
+        // zeros there. With kAll the entry becomes what reads as those zeros: a zero cluster
+        // (v3) or unallocated (v2, which has no zero flag; without a backing file it reads
+        // zeros too). Judged on the size the walk saw, so a rebuilt refcount structure placed
+        // there is never mapped as data. Without repair, its COPIED flag is checked as QEMU
+        // does (refcount 0).
+        note(strfmt("Repairing L2 entry %" PRIx64 ": cluster lies past the end of the file", raw));
+        store_be64(l2.data() + j, h_.version >= 3 ? encode_zero(0, false) : 0);
+        l2_dirty = true;
+        --res_.corruptions;
+        ++res_.corruptions_fixed;
+        continue;
       }
-      if ((drc == 1) == ((d & kOflagCopied) != 0)) continue;
+      uint64_t drc = 1;
+      if (!has_data_file_ && !disk_refcount_after_compare(d.host_offset / cs_, &drc)) continue;
+      if ((drc == 1) == d.copied) continue;
       note(strfmt("%s OFLAG_COPIED data cluster: l2_entry=%" PRIx64 " refcount=%" PRIu64,
-                  fix ? "Repairing" : "ERROR", d, drc));
+                  fix ? "Repairing" : "ERROR", raw, drc));
       if (fix) {
-        store_be64(l2.data() + j, drc == 1 ? (d | kOflagCopied) : (d & ~kOflagCopied));
+        store_be64(l2.data() + j, drc == 1 ? (raw | kOflagCopied) : (raw & ~kOflagCopied));
         l2_dirty = true;
         ++res_.corruptions_fixed;
       } else {

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "img/qcow2.h"
+#include "qcow2/bitmap.h"
 #include "qcow2/open.h"
 
 namespace img::qcow2 {
@@ -82,8 +83,17 @@ Task<Result<std::unique_ptr<BlockDriver>>> Qcow2Image::open(IoLoop& loop,
   img->corrupt_ = img->h_.has(kIncompatCorrupt);
   img->dirty_on_disk_ = img->h_.has(kIncompatDirty);
   CO_RETURN_IF_ERROR(co_await img->load_tables(opts));
+  if (!ro && !co_await mark_bitmaps_in_use(*img->file_, img->h_)) {
+    // libimg does not update bitmaps: they are marked in_use before any write. A directory that
+    // cannot be marked cannot be trusted either: drop the bitmaps bit (autoclear rule).
+    img->h_.autoclear_features &= ~kAutoclearBitmaps;
+    uint8_t buf[8];
+    store_be64(buf, img->h_.autoclear_features);
+    CO_RETURN_IF_ERROR(co_await img->file_->write(kOffAutoclearFeatures, buf, 8));
+    CO_RETURN_IF_ERROR(co_await img->file_->flush());
+  }
   if (!ro && needs_autoclear_rewrite(img->h_)) {
-    // Autoclear bits we do not maintain (bitmaps, unknown ones) must be cleared by a writer.
+    // Unknown autoclear bits must be cleared by a writer.
     uint8_t buf[8];
     uint64_t kept = img->h_.autoclear_features & kKeptAutoclearMask;
     store_be64(buf, kept);

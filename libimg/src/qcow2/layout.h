@@ -14,17 +14,19 @@ namespace img::qcow2 {
 // Incompatible feature bits libimg understands (spec: "incompatible_features" bits 0-4).
 constexpr uint64_t kKnownIncompatMask = kIncompatDirty | kIncompatCorrupt | kIncompatExternalData |
                                         kIncompatCompressionType | kIncompatExtendedL2;
-// Autoclear bits libimg keeps across a header rewrite. Bitmaps are not maintained, so their bit is
-// dropped (spec: "autoclear_features": a writer that does not update a feature clears its bit).
-constexpr uint64_t kKeptAutoclearMask = kAutoclearDataFileRaw;
+// Autoclear bits libimg keeps across a header rewrite; unknown ones are dropped (spec:
+// "autoclear_features": a writer that does not update a feature clears its bit). Bitmaps are not
+// updated either, but kept: a writer marks every bitmap in_use before its first write
+// (mark_bitmaps_in_use in bitmap.h), which says as much and keeps them listed, as QEMU leaves
+// them after a crash.
+constexpr uint64_t kKeptAutoclearMask = kAutoclearDataFileRaw | kAutoclearBitmaps;
 
 // Byte offsets of header fields (spec: "Header"), for in-place single-field updates.
 constexpr uint64_t kOffRefcountTableOffset = 48;  // followed by refcount_table_clusters at 56
 constexpr uint64_t kOffIncompatibleFeatures = 72;
 constexpr uint64_t kOffAutoclearFeatures = 88;
 
-// The header as it must be written on the next rewrite: unknown autoclear bits (and the bitmaps
-// bit) cleared. Callers that rewrite the header encode this, not the header as read.
+// The header as it must be written on the next rewrite: unknown autoclear bits cleared. Callers that rewrite the header encode this, not the header as read.
 inline Header header_for_rewrite(const Header& h) {
   Header out = h;
   out.autoclear_features &= kKeptAutoclearMask;
