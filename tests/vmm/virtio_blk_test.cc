@@ -316,6 +316,24 @@ TEST_F(VirtioBlk, MultiQueue) {
   EXPECT_TRUE(data_matches_file(kData, 32 * 512, 4096));
 }
 
+// Bug: without io_uring, the worker blocked in poll(2) on the first queue's ioeventfd, so a
+// request on the second queue was never served.
+TEST_F(VirtioBlk, MultiQueueWithoutIoUringServesEveryQueue) {
+  start(BlkConfig{.num_queues = 2, .force_sync_io = true});
+  const uint64_t notify = g().bar() + virtio::VirtioPciDevice::kNotifyOffset;
+  for (uint16_t round = 1; round <= 3; ++round) {
+    for (unsigned q : {1u, 0u}) {  // queue 1 first: its worker coroutine is not the first
+      uint64_t sector = 8 * (round * 2 + q);
+      g().make_available(q, g().blk_chain(q, 3, vb::kTIn, sector, {{kData, 4096, true}}));
+      ASSERT_TRUE(rig_->io.kick(notify + 4 * q));
+      ASSERT_TRUE(wait_for([&] { return g().used_idx(q) == round; }))
+          << "queue " << q << " not served in round " << round;
+      EXPECT_EQ(g().blk_status(3), vb::kSOk);
+      EXPECT_TRUE(data_matches_file(kData, sector * 512, 4096));
+    }
+  }
+}
+
 TEST_F(VirtioBlk, Qcow2WritesReadBackThroughLibimg) {
   path_ = temp_path("virtio_blk.qcow2");
   std::string cmd = "qemu-img create -q -f qcow2 " + path_ + " 4M";

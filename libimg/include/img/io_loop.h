@@ -2,8 +2,11 @@
 // fallocate, poll) and are resumed when the completion arrives, so many requests are in flight at
 // once on one thread. Operations prepared during one turn of the loop are submitted together.
 //
-// Where io_uring is unavailable (old kernel, seccomp), the loop falls back to running each
+// Where io_uring is unavailable (old kernel, seccomp), the loop falls back to running each file
 // operation synchronously with the plain syscall; everything still works, just without overlap.
+// A poll is not run inline (it could wait forever): it is parked, and the loop polls all parked
+// descriptors together whenever it has nothing else to run, so coroutines waiting on different
+// descriptors (one per virtio queue, say) are all served.
 //
 // Thread-safety: an IoLoop, and every coroutine it runs, belongs to the thread that calls run().
 // The only thread-safe entry is wake(), which interrupts a blocked run() from another thread.
@@ -17,6 +20,7 @@
 #include <deque>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "img/status.h"
 #include "img/task.h"
@@ -45,7 +49,7 @@ class UringOp {
 
  private:
   friend class IoLoop;
-  int run_sync();  // fallback without a ring
+  int run_sync();  // fallback without a ring, for everything but kPoll
   IoLoop* loop_;
   Kind kind_;
   int fd_;
@@ -58,6 +62,8 @@ class IoLoop {
   struct Options {
     unsigned entries = 256;
     bool allow_sync_fallback = true;
+    // Runs without io_uring even where it is available: for tests of the fallback.
+    bool force_sync_fallback = false;
   };
   static Result<std::unique_ptr<IoLoop>> create(Options opts);
   static Result<std::unique_ptr<IoLoop>> create() { return create(Options{}); }
@@ -126,6 +132,10 @@ class IoLoop {
   IoLoop() = default;
   void reap();
   void submit();
+  // Without a ring: the parked polls, and one poll(2) over them (see the file comment).
+  friend class UringOp;
+  void park(UringOp* op);
+  bool poll_parked(bool block);
   [[noreturn]] void deadlock();
   // Below this many operations in the kernel, a new one is submitted at once (maybe_submit_early).
   static constexpr int kEarlySubmitBelow = 8;
@@ -140,6 +150,7 @@ class IoLoop {
   int wake_fd_ = -1;
   uint64_t wake_buf_ = 0;
   bool wake_armed_ = false;
+  std::vector<UringOp*> parked_;
 };
 
 }  // namespace img

@@ -5,9 +5,9 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
-#include <algorithm>
 #include <cstring>
 
 namespace img {
@@ -34,13 +34,17 @@ Detached run_detached(Task<void> t, size_t* running) {
 
 Result<std::unique_ptr<IoLoop>> IoLoop::create(Options opts) {
   std::unique_ptr<IoLoop> loop(new IoLoop());
-  io_uring_params p{};
-  int r = io_uring_queue_init_params(opts.entries, &loop->ring_, &p);
-  if (r == 0) {
-    loop->has_ring_ = true;
+  if (opts.force_sync_fallback) {
+    loop->uring_error_ = "io_uring not used (IoLoop::Options::force_sync_fallback)";
   } else {
-    loop->uring_error_ = strfmt("io_uring_queue_init: %s", strerror(-r));
-    if (!opts.allow_sync_fallback) return io_error(-r, "io_uring_queue_init");
+    io_uring_params p{};
+    int r = io_uring_queue_init_params(opts.entries, &loop->ring_, &p);
+    if (r == 0) {
+      loop->has_ring_ = true;
+    } else {
+      loop->uring_error_ = strfmt("io_uring_queue_init: %s", strerror(-r));
+      if (!opts.allow_sync_fallback) return io_error(-r, "io_uring_queue_init");
+    }
   }
   loop->wake_fd_ = eventfd(0, EFD_CLOEXEC);
   if (loop->wake_fd_ < 0) return io_error(errno, "eventfd");
@@ -70,6 +74,11 @@ io_uring_sqe* IoLoop::get_sqe() {
 
 bool UringOp::await_suspend(std::coroutine_handle<> h) {
   if (!loop_->has_uring()) {
+    if (kind_ == Kind::kPoll) {
+      waiter_ = h;
+      loop_->park(this);
+      return true;
+    }
     res_ = run_sync();
     return false;  // completed inline
   }
@@ -102,12 +111,10 @@ int UringOp::run_sync() {
     case Kind::kFsync: r = ::fsync(fd_); break;
     case Kind::kFdatasync: r = ::fdatasync(fd_); break;
     case Kind::kFallocate: r = ::fallocate(fd_, mode, off, len64); break;
-    case Kind::kPoll: {
-      pollfd p{fd_, static_cast<short>(mode), 0};
-      r = ::poll(&p, 1, -1);
-      if (r >= 0) r = p.revents;
+    case Kind::kPoll:  // parked instead (IoLoop::poll_parked)
+      errno = EINVAL;
+      r = -1;
       break;
-    }
     case Kind::kNop: r = 0; break;
   }
   return r < 0 ? -errno : static_cast<int>(r);
@@ -193,7 +200,7 @@ bool IoLoop::run_once(bool block) {
     h.resume();
     did = true;
   }
-  if (!has_ring_) return did || !ready_.empty();
+  if (!has_ring_) return poll_parked(block && ready_.empty()) || did || !ready_.empty();
   if (block && ready_.empty()) {
     if (in_flight_ == 0) {
       submit();
@@ -212,6 +219,43 @@ bool IoLoop::run_once(bool block) {
     submit();
   }
   reap();
+  return true;
+}
+
+void IoLoop::park(UringOp* op) {
+  parked_.push_back(op);
+  ++in_flight_;
+}
+
+bool IoLoop::poll_parked(bool block) {
+  if (parked_.empty()) return false;
+  std::vector<pollfd> fds;
+  fds.reserve(parked_.size() + 1);
+  for (UringOp* op : parked_) fds.push_back({op->fd_, static_cast<short>(op->mode), 0});
+  // wake() must interrupt a blocked wait, as it does the ring's.
+  fds.push_back({wake_fd_, POLLIN, 0});
+  int r = ::poll(fds.data(), fds.size(), block ? -1 : 0);
+  if (r < 0 && errno == EINTR) return true;
+  int err = r < 0 ? errno : 0;  // ENOMEM, say: every parked poll fails with it, as a CQE would
+  if (fds.back().revents & POLLIN) {
+    uint64_t v;
+    ssize_t n = ::read(wake_fd_, &v, sizeof v);
+    (void)n;
+  }
+  size_t kept = 0;
+  for (size_t i = 0; i < parked_.size(); ++i) {
+    UringOp* op = parked_[i];
+    short rev = fds[i].revents;
+    if (!err && rev == 0) {
+      parked_[kept++] = op;
+      continue;
+    }
+    // io_uring refuses a bad descriptor with -EBADF; poll(2) reports it as POLLNVAL.
+    op->res_ = err ? -err : (rev & POLLNVAL) ? -EBADF : rev;
+    --in_flight_;
+    ready_.push_back(op->waiter_);
+  }
+  parked_.resize(kept);
   return true;
 }
 

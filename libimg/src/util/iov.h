@@ -38,6 +38,30 @@ class IovCursor {
       n -= k;
     }
   }
+  // Copies the next n bytes out of the iovecs into dst and advances past them.
+  void gather(void* dst, uint64_t n) {
+    auto* d = static_cast<char*>(dst);
+    while (n > 0 && i_ < iov_.size()) {
+      uint64_t avail = iov_[i_].iov_len - off_;
+      uint64_t k = std::min(avail, n);
+      if (k > 0) std::memcpy(d, static_cast<const char*>(iov_[i_].iov_base) + off_, k);
+      advance_in(k, avail);
+      d += k;
+      n -= k;
+    }
+  }
+  // Copies n bytes from src into the next n bytes of the iovecs and advances past them.
+  void scatter(const void* src, uint64_t n) {
+    auto* s = static_cast<const char*>(src);
+    while (n > 0 && i_ < iov_.size()) {
+      uint64_t avail = iov_[i_].iov_len - off_;
+      uint64_t k = std::min(avail, n);
+      if (k > 0) std::memcpy(static_cast<char*>(iov_[i_].iov_base) + off_, s, k);
+      advance_in(k, avail);
+      s += k;
+      n -= k;
+    }
+  }
   void skip(uint64_t n) {
     while (n > 0 && i_ < iov_.size()) {
       uint64_t avail = iov_[i_].iov_len - off_;

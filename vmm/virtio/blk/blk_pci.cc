@@ -10,7 +10,9 @@ img::Result<std::shared_ptr<PciDevice>> make_virtio_blk_pci(const BlkConfig& con
                                                             const GuestMemory& memory,
                                                             InterruptController& irq,
                                                             IoEventRegistry& ioevents) {
-  ASSIGN_OR_RETURN(auto loop, img::IoLoop::create());
+  img::IoLoop::Options lo;
+  lo.force_sync_fallback = config.force_sync_io;
+  ASSIGN_OR_RETURN(auto loop, img::IoLoop::create(lo));
   img::OpenOptions opts;
   opts.format = config.format;
   opts.read_only = config.read_only;

@@ -21,6 +21,8 @@ struct BlkConfig {
   std::string serial;  // GET_ID, at most 20 bytes used
   unsigned num_queues = 1;
   bool direct = false;  // O_DIRECT on the image file (qemu's cache=none)
+  // Run the device's I/O loop without io_uring, as on a host that lacks it (for tests).
+  bool force_sync_io = false;
 };
 
 // memory, irq and ioevents must outlive the device.
