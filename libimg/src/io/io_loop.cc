@@ -182,8 +182,25 @@ void IoLoop::reap() {
   kernel_in_flight_ -= std::min<int>(kernel_in_flight_, n);
 }
 
+void IoLoop::post_remote(std::coroutine_handle<> h) {
+  {
+    std::lock_guard<std::mutex> lock(remote_mu_);
+    remote_.push_back(h);
+  }
+  wake();
+}
+
+void IoLoop::take_remote() {
+  if (remote_pending_ == 0) return;
+  std::lock_guard<std::mutex> lock(remote_mu_);
+  for (auto h : remote_) ready_.push_back(h);
+  remote_pending_ -= std::min(remote_pending_, remote_.size());
+  remote_.clear();
+}
+
 bool IoLoop::run_once(bool block) {
   bool did = false;
+  take_remote();
   // Resume only what was ready at the start of this turn; what they post runs next turn, after
   // their I/O has been submitted.
   size_t n = ready_.size();
@@ -193,9 +210,19 @@ bool IoLoop::run_once(bool block) {
     h.resume();
     did = true;
   }
-  if (!has_ring_) return did || !ready_.empty();
+  if (!has_ring_) {
+    if (block && !did && ready_.empty() && remote_pending_ > 0) {
+      // Without a ring every operation completed inline: only other threads can be pending.
+      uint64_t v;
+      ssize_t r = ::read(wake_fd_, &v, sizeof v);
+      (void)r;
+      take_remote();
+      return true;
+    }
+    return did || !ready_.empty();
+  }
   if (block && ready_.empty()) {
-    if (in_flight_ == 0) {
+    if (in_flight_ == 0 && remote_pending_ == 0) {
       submit();
       reap();
       return did;
@@ -212,6 +239,7 @@ bool IoLoop::run_once(bool block) {
     submit();
   }
   reap();
+  take_remote();
   return true;
 }
 

@@ -38,6 +38,17 @@ class IovCursor {
       n -= k;
     }
   }
+  // Copies the next n bytes from src and advances past them.
+  void copy_from(const uint8_t* src, uint64_t n) {
+    while (n > 0 && i_ < iov_.size()) {
+      uint64_t avail = iov_[i_].iov_len - off_;
+      uint64_t k = std::min(avail, n);
+      if (k > 0) std::memcpy(static_cast<char*>(iov_[i_].iov_base) + off_, src, k);
+      advance_in(k, avail);
+      src += k;
+      n -= k;
+    }
+  }
   void skip(uint64_t n) {
     while (n > 0 && i_ < iov_.size()) {
       uint64_t avail = iov_[i_].iov_len - off_;
