@@ -18,6 +18,11 @@ Task<Status> BlockDriver::write(uint64_t off, const void* buf, uint64_t len) {
   co_return co_await writev(off, std::span<const iovec>(&v, 1));
 }
 
+Task<Status> BlockDriver::write_compressed(uint64_t, const void*, uint64_t) {
+  co_return not_supported(
+      strfmt("compressed writes are not supported by the %s format", format_name()));
+}
+
 Status BlockDriver::check_range(const char* op, uint64_t off, uint64_t len) const {
   uint64_t sz = size();
   if (off > sz || len > sz - off) {

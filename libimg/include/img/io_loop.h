@@ -9,7 +9,8 @@
 // descriptors (one per virtio queue, say) are all served.
 //
 // Thread-safety: an IoLoop, and every coroutine it runs, belongs to the thread that calls run().
-// The only thread-safe entry is wake(), which interrupts a blocked run() from another thread.
+// The thread-safe entries are wake(), which interrupts a blocked run() from another thread, and
+// post_remote(), which hands a coroutine back from another thread (a thread pool) to the loop.
 #pragma once
 
 #include <liburing.h>
@@ -19,6 +20,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -97,6 +99,14 @@ class IoLoop {
     return Awaiter{this};
   }
 
+  // Work on other threads. On the loop thread, before a coroutine suspends to wait for work done
+  // elsewhere, call expect_remote(); the other thread then calls post_remote(h) exactly once,
+  // which resumes h on the loop thread at its next turn. While such work is outstanding,
+  // run_once(true) sleeps until it comes back instead of reporting that nothing is in flight.
+  void expect_remote() { ++remote_pending_; }
+  // Thread-safe.
+  void post_remote(std::coroutine_handle<> h);
+
   // Starts t now and lets it run to completion in the background; the loop owns its frame.
   void spawn(Task<void> t);
   // Number of spawned tasks not yet finished.
@@ -136,6 +146,8 @@ class IoLoop {
   friend class UringOp;
   void park(UringOp* op);
   bool poll_parked(bool block);
+  // Moves coroutines posted by other threads to ready_ (loop thread).
+  void take_remote();
   [[noreturn]] void deadlock();
   // Below this many operations in the kernel, a new one is submitted at once (maybe_submit_early).
   static constexpr int kEarlySubmitBelow = 8;
@@ -151,6 +163,9 @@ class IoLoop {
   uint64_t wake_buf_ = 0;
   bool wake_armed_ = false;
   std::vector<UringOp*> parked_;
+  size_t remote_pending_ = 0;  // expect_remote() calls not yet answered (loop thread only)
+  std::mutex remote_mu_;
+  std::vector<std::coroutine_handle<>> remote_;  // guarded by remote_mu_
 };
 
 }  // namespace img

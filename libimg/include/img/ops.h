@@ -1,7 +1,8 @@
 // ops: whole-image operations shared by the img tool and the VMM, on top of BlockDriver.
 //
 //   convert        copies one image into another: many chunk coroutines in flight on one loop,
-//                  skipping what reads as zeros (qemu-img convert's behaviour, -S 4k by default).
+//                  skipping what reads as zeros (qemu-img convert's behaviour, -S 4k by default),
+//                  optionally compressing every data cluster (-c) on a thread pool.
 //   create_image   makes a new raw or qcow2 file.
 //   parse_size, parse_create_options
 //                  qemu-img's size strings ("1.5G") and -o key=value,... create options.
@@ -38,6 +39,10 @@ struct ConvertOptions {
   // The destination is fresh and reads as zeros, so zero ranges need no write at all; otherwise
   // they are written with write_zeroes (qemu-img convert -n clears this).
   bool target_is_zero = true;
+  // Write every data cluster compressed (qemu-img convert -c): the destination must support
+  // write_compressed; clusters that read as zeros are left unwritten like any zero range, and
+  // chunks are rounded up to whole destination clusters.
+  bool compress = false;
 };
 
 struct ConvertStats {

@@ -189,8 +189,25 @@ void IoLoop::reap() {
   kernel_in_flight_ -= std::min<int>(kernel_in_flight_, n);
 }
 
+void IoLoop::post_remote(std::coroutine_handle<> h) {
+  {
+    std::lock_guard<std::mutex> lock(remote_mu_);
+    remote_.push_back(h);
+  }
+  wake();
+}
+
+void IoLoop::take_remote() {
+  if (remote_pending_ == 0) return;
+  std::lock_guard<std::mutex> lock(remote_mu_);
+  for (auto h : remote_) ready_.push_back(h);
+  remote_pending_ -= std::min(remote_pending_, remote_.size());
+  remote_.clear();
+}
+
 bool IoLoop::run_once(bool block) {
   bool did = false;
+  take_remote();
   // Resume only what was ready at the start of this turn; what they post runs next turn, after
   // their I/O has been submitted.
   size_t n = ready_.size();
@@ -200,9 +217,25 @@ bool IoLoop::run_once(bool block) {
     h.resume();
     did = true;
   }
-  if (!has_ring_) return poll_parked(block && ready_.empty()) || did || !ready_.empty();
+  if (!has_ring_) {
+    // Without a ring every file operation completed inline: what can still be pending is a
+    // parked poll or a coroutine another thread will post back (both wake the same fd).
+    if (!parked_.empty()) {
+      bool r = poll_parked(block && ready_.empty());
+      take_remote();
+      return r || did || !ready_.empty();
+    }
+    if (block && !did && ready_.empty() && remote_pending_ > 0) {
+      uint64_t v;
+      ssize_t r = ::read(wake_fd_, &v, sizeof v);
+      (void)r;
+      take_remote();
+      return true;
+    }
+    return did || !ready_.empty();
+  }
   if (block && ready_.empty()) {
-    if (in_flight_ == 0) {
+    if (in_flight_ == 0 && remote_pending_ == 0) {
       submit();
       reap();
       return did;
@@ -219,6 +252,7 @@ bool IoLoop::run_once(bool block) {
     submit();
   }
   reap();
+  take_remote();
   return true;
 }
 

@@ -3,13 +3,18 @@
 // Each worker coroutine takes the next chunk, asks the source what the chunk holds
 // (block_status), reads only data ranges, and writes only the parts that are not zero; zero
 // ranges are skipped on a fresh destination or written as zeros otherwise (qemu-img convert -S).
+// With compression (-c) a chunk is whole destination clusters: it is read in full, and each
+// cluster that is not all zeros is written compressed (the driver compresses on a thread pool,
+// so the chunks in flight keep every core busy), as qemu-img convert -c does.
 #include <algorithm>
 #include <coroutine>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <vector>
 
+#include "img/bytes.h"
 #include "img/ops.h"
 
 namespace img {
@@ -28,6 +33,7 @@ struct ConvertJob {
   BlockDriver& src;
   BlockDriver& dst;
   const ConvertOptions& opts;
+  uint64_t chunk_size = 0;
   uint64_t total = 0;
   uint64_t next = 0;
   uint64_t done = 0;
@@ -106,15 +112,68 @@ Task<Status> copy_chunk(ConvertJob& job, uint64_t off, uint64_t len, uint8_t* bu
   co_return Status{};
 }
 
+// Copies one chunk [off, off+len) of whole destination clusters, compressed.
+Task<Status> copy_chunk_compressed(ConvertJob& job, uint64_t off, uint64_t len, uint8_t* buf) {
+  const uint64_t cs = job.dst.compressed_cluster_size();
+  // Bytes of each cluster that block_status reported as zeros: such clusters are zero ranges.
+  std::vector<uint64_t> zero_bytes(div_round_up(len, cs), 0);
+  uint64_t pos = 0;
+  while (pos < len) {
+    CO_ASSIGN_OR_RETURN(BlockStatus st, co_await job.src.block_status(off + pos, len - pos));
+    uint64_t n = st.length == 0 ? len - pos : std::min(st.length, len - pos);
+    if (st.length != 0 && st.reads_as_zero()) {
+      std::memset(buf + pos, 0, n);
+      for (uint64_t p = pos; p < pos + n;) {
+        uint64_t stop = std::min(pos + n, (p / cs + 1) * cs);
+        zero_bytes[p / cs] += stop - p;
+        p = stop;
+      }
+    } else {
+      CO_RETURN_IF_ERROR(co_await job.src.read(off + pos, buf + pos, n));
+      job.stats.bytes_read += n;
+    }
+    pos += n;
+  }
+  // Runs of clusters to compress go to the driver together, so it compresses them in parallel.
+  uint64_t run_start = 0, run_len = 0;
+  auto flush_run = [&]() -> Task<Status> {
+    if (run_len == 0) co_return Status{};
+    CO_RETURN_IF_ERROR(
+        co_await job.dst.write_compressed(off + run_start, buf + run_start, run_len));
+    job.stats.bytes_written += run_len;
+    run_len = 0;
+    co_return Status{};
+  };
+  for (uint64_t c = 0; c < len; c += cs) {
+    uint64_t n = std::min(cs, len - c);
+    // Compressed clusters are written whole, so only a cluster that is all zeros is skipped
+    // (qemu-img convert -c); -S 0 writes even those, unless the source says they are zeros.
+    bool zero = zero_bytes[c / cs] == n || (job.opts.min_sparse != 0 && is_zero(buf + c, n));
+    if (!zero) {
+      if (run_len == 0) run_start = c;
+      run_len += n;
+      continue;
+    }
+    CO_RETURN_IF_ERROR(co_await flush_run());
+    job.stats.bytes_zero += n;
+    if (!job.opts.target_is_zero) {
+      CO_RETURN_IF_ERROR(co_await job.dst.write_zeroes(off + c, n, {.may_unmap = true}));
+    }
+  }
+  CO_RETURN_IF_ERROR(co_await flush_run());
+  co_return Status{};
+}
+
 Task<void> worker(ConvertJob& job) {
-  void* raw = std::aligned_alloc(kBufferAlign, job.opts.chunk_size);
+  void* raw = std::aligned_alloc(kBufferAlign, job.chunk_size);
   AlignedBuffer buf(static_cast<uint8_t*>(raw));
   if (!buf) job.error = Error(ErrorCode::kNoSpace, "convert: out of memory for chunk buffers");
   while (!job.error && job.next < job.total) {
     uint64_t off = job.next;
-    uint64_t len = std::min(job.opts.chunk_size, job.total - off);
+    uint64_t len = std::min(job.chunk_size, job.total - off);
     job.next += len;
-    Status s = co_await copy_chunk(job, off, len, buf.get());
+    Status s = job.opts.compress ? co_await copy_chunk_compressed(job, off, len, buf.get())
+                                 : co_await copy_chunk(job, off, len, buf.get());
     if (!s) {
       if (!job.error) job.error = std::move(s).error();
       break;
@@ -139,9 +198,15 @@ Task<Result<ConvertStats>> convert(IoLoop& loop, BlockDriver& src, BlockDriver& 
                (unsigned long long)dst.size(), (unsigned long long)src.size()));
   }
   ConvertJob job{.loop = loop, .src = src, .dst = dst, .opts = opts};
+  job.chunk_size = opts.chunk_size;
+  if (opts.compress) {
+    uint64_t cs = dst.compressed_cluster_size();
+    if (cs == 0) co_return not_supported("Compression not supported for this file format");
+    job.chunk_size = align_up(std::max(job.chunk_size, cs), std::max(cs, kBufferAlign));
+  }
   job.total = src.size();
   if (opts.progress) opts.progress(0, job.total);
-  uint64_t chunks = (job.total + opts.chunk_size - 1) / opts.chunk_size;
+  uint64_t chunks = (job.total + job.chunk_size - 1) / job.chunk_size;
   unsigned workers =
       static_cast<unsigned>(std::min<uint64_t>(std::max(opts.in_flight, 1u), chunks));
   job.running = workers;

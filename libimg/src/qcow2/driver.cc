@@ -211,7 +211,8 @@ Task<Status> Qcow2Image::close() {
   if (closed_) co_return Status{};
   Status s;
   if (!read_only_ && !corrupt_) {
-    s = co_await flush();
+    if (wrote_compressed_) s = co_await pad_to_sector();
+    if (s) s = co_await flush();
     if (s && dirty_on_disk_) {
       // Everything, refcounts included, is on disk: the image is consistent again.
       s = co_await write_incompatible_features(h_.incompatible_features & ~kIncompatDirty);

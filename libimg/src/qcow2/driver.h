@@ -6,6 +6,8 @@
 //   cluster_map.cc   L1/L2 lookup, L2 table allocation, the metadata overlap check
 //   rw.cc            read and write
 //   zero_discard.cc  write_zeroes, discard, block_status
+//   compressed.cc    compressed clusters: reading (decompression) and write_compressed, with
+//                    the codecs (compress.cc) running on a thread pool
 //
 // Crash safety (qcow2.rst "Host cluster management" and QEMU's ordering): data is written before
 // the L2 entry that maps it is updated; refcount increases reach the file before the L2 entries
@@ -31,11 +33,16 @@
 #include "img/image.h"
 #include "qcow2/cache.h"
 #include "qcow2/cluster_locks.h"
+#include "qcow2/compress.h"
 #include "qcow2/format.h"
 #include "qcow2/l2_entry.h"
 #include "qcow2/layout.h"
 #include "util/async.h"
 #include "util/iov.h"
+
+namespace img {
+class IovCursor;
+}
 
 namespace img::qcow2 {
 
@@ -56,6 +63,8 @@ class Qcow2Image final : public BlockDriver {
   Task<Status> write_zeroes(uint64_t off, uint64_t len, WriteZeroesFlags flags) override;
   Task<Result<BlockStatus>> block_status(uint64_t off, uint64_t len) override;
   Task<Status> close() override;
+  Task<Status> write_compressed(uint64_t off, const void* buf, uint64_t len) override;
+  uint64_t compressed_cluster_size() const override { return cluster_size_; }
 
   const Header& header() const { return h_; }
   BlockDriver* backing() const override { return backing_.get(); }
@@ -78,6 +87,11 @@ class Qcow2Image final : public BlockDriver {
   Task<Status> update_refcounts(uint64_t first_cluster, uint64_t count, int64_t delta);
   Task<Result<uint64_t>> find_free_run(uint64_t n);
   Task<Result<uint64_t>> alloc_clusters(uint64_t n);  // host byte offset of n new clusters
+  // Byte-granular space for one compressed cluster (QEMU's qcow2_alloc_bytes): continues in
+  // the host cluster at free_byte_offset_, spilling into the next one if that is the next free
+  // cluster. Every host cluster the bytes touch gains one reference. REQUIRES 0 < size <= cluster
+  // size.
+  Task<Result<uint64_t>> alloc_bytes(uint64_t size);
   Task<Status> free_clusters(uint64_t host_off, uint64_t count);
   // The host clusters an entry's data occupies (a compressed one may span two).
   struct HostRun {
@@ -123,6 +137,25 @@ class Qcow2Image final : public BlockDriver {
   Task<Status> write_allocated(uint64_t off, std::span<const iovec> iov, bool* done);
   Task<Status> write_allocating(uint64_t off, std::span<const iovec> iov);
 
+  // --- compressed.cc ---
+  // Decompresses the compressed clusters gc, gc+1, ... (entries, all kCompressed) on the thread
+  // pool and copies bytes [in, in+bytes) of their guest data into cur.
+  Task<Status> read_compressed(uint64_t gc, std::span<const L2Entry> entries, uint64_t in,
+                               uint64_t bytes, IovCursor& cur);
+  // Bytes [in, in+len) of compressed cluster gc's guest data into dst (copy-on-write).
+  Task<Status> read_compressed_part(uint64_t gc, const L2Entry& e, uint64_t in, uint8_t* dst,
+                                    uint64_t len);
+  // Decompresses clusters into out (entries.size() clusters).
+  Task<Status> decompress_clusters(uint64_t gc, std::span<const L2Entry> entries, uint8_t* out);
+  // write_compressed for clusters [gc, gc + ceil(len / cluster)) inside one L2 table.
+  Task<Status> write_compressed_run(uint64_t gc, const uint8_t* buf, uint64_t len);
+  // Writes packed compressed data. Neighbouring compressed clusters share O_DIRECT blocks, which
+  // the file layer completes by read-modify-write: writes that share a block are serialized.
+  Task<Status> write_packed(uint64_t off, std::span<const iovec> iov);
+  // Packed data leaves the file ending anywhere; as QEMU does after convert -c, the end is
+  // rounded up to a 512-byte sector ("to ease reading with sector based I/Os").
+  Task<Status> pad_to_sector();
+
   // --- zero_discard.cc ---
   Task<Status> zero_or_discard(uint64_t off, uint64_t len, bool discard, bool may_unmap);
 
@@ -156,6 +189,13 @@ class Qcow2Image final : public BlockDriver {
   AsyncMutex dirty_mu_;  // one writer sets the dirty bit; the others wait until it is on disk
   ClusterLocks cluster_locks_;
   uint64_t free_cluster_index_ = 0;
+  // Where the next compressed cluster's bytes go (inside a host cluster that compressed data
+  // already uses), or 0 to start a new host cluster.
+  uint64_t free_byte_offset_ = 0;
+  bool wrote_compressed_ = false;
+  // Packed compressed writes in flight, as [first block, last block] of kPackedBlock bytes.
+  std::vector<std::pair<uint64_t, uint64_t>> packed_in_flight_;
+  WaitList packed_done_{loop_};
   // L2 tables being allocated, per L1 index: later writers wait instead of allocating twice.
   std::unordered_map<uint64_t, std::unique_ptr<WaitList>> l2_allocating_;
   // Host clusters holding refcount blocks and L2 tables (for the overlap check).

@@ -60,6 +60,11 @@ Task<Status> Qcow2Image::update_refcounts(uint64_t first, uint64_t count, int64_
       v += delta;
       set_refcount(ref.data(), i, refcount_order_, v);
       if (v == 0 && c < free_cluster_index_) free_cluster_index_ = c;
+      // A host cluster that compressed clusters no longer use may be handed out whole now: new
+      // compressed data must not continue in it.
+      if (v == 0 && free_byte_offset_ && c == free_byte_offset_ >> cluster_bits_) {
+        free_byte_offset_ = 0;
+      }
     }
     refcount_cache_->mark_dirty(ref);
   }
@@ -239,6 +244,40 @@ Task<Result<uint64_t>> Qcow2Image::alloc_clusters(uint64_t n) {
     free_cluster_index_ = start + n;
     co_return start << cluster_bits_;
   }
+}
+
+Task<Result<uint64_t>> Qcow2Image::alloc_bytes(uint64_t size) {
+  uint64_t offset = free_byte_offset_;
+  if (offset) {
+    // A host cluster whose refcount is at its maximum takes no further compressed cluster
+    // (with refcount_bits=1 every compressed cluster starts a host cluster of its own).
+    CO_ASSIGN_OR_RETURN(uint64_t rc, co_await refcount_of(offset >> cluster_bits_));
+    if (rc >= max_refcount(refcount_order_)) offset = 0;
+  }
+  uint64_t free_in_cluster = offset ? cluster_size_ - (offset & (cluster_size_ - 1)) : 0;
+  if (offset && free_in_cluster >= size) {
+    CO_RETURN_IF_ERROR(co_await update_refcounts(offset >> cluster_bits_, 1, +1));
+  } else {
+    // The new cluster's refcount (1) is this compressed cluster's reference.
+    CO_ASSIGN_OR_RETURN(uint64_t fresh, co_await alloc_clusters(1));
+    if (offset && align_up(offset, cluster_size_) == fresh) {
+      // The data spans the end of the current host cluster into the new one, which is the
+      // next cluster: the current one gains a reference too.
+      CO_RETURN_IF_ERROR(co_await update_refcounts(offset >> cluster_bits_, 1, +1));
+    } else {
+      offset = fresh;
+    }
+  }
+  // The descriptor holds the offset in 62 - (cluster_bits - 8) bits (spec: "Compressed
+  // Clusters Descriptor").
+  uint64_t limit = 1ull << (62 - (cluster_bits_ - 8));
+  if (offset + size > limit) {
+    co_return no_space(strfmt("%s: compressed data cannot be placed above host offset 0x%llx",
+                              file_->name().c_str(), (unsigned long long)limit));
+  }
+  uint64_t end = offset + size;
+  free_byte_offset_ = (end & (cluster_size_ - 1)) ? end : 0;
+  co_return offset;
 }
 
 Qcow2Image::HostRun Qcow2Image::host_run_of(const L2Entry& e) const {

@@ -40,7 +40,25 @@ Task<Status> Qcow2Image::readv(uint64_t off, std::span<const iovec> iov) {
     uint64_t k = 0;
     while (k < n && len > 0) {
       CO_ASSIGN_OR_RETURN(L2Entry e, decode_entry(gc + k, entries[k]));
-      if (e.kind == ClusterKind::kCompressed) co_return compressed_not_supported(gc + k);
+      if (e.kind == ClusterKind::kCompressed) {
+        // A run of compressed clusters decompresses in parallel.
+        std::vector<L2Entry> run_entries{e};
+        uint64_t bytes = std::min(cluster_size_ - in, len);
+        uint64_t j = k + 1;
+        while (j < n && bytes < len) {
+          CO_ASSIGN_OR_RETURN(L2Entry e2, decode_entry(gc + j, entries[j]));
+          if (e2.kind != ClusterKind::kCompressed) break;
+          run_entries.push_back(e2);
+          bytes += std::min(cluster_size_, len - bytes);
+          ++j;
+        }
+        CO_RETURN_IF_ERROR(co_await read_compressed(gc + k, run_entries, in, bytes, cur));
+        off += bytes;
+        len -= bytes;
+        in = 0;
+        k = j;
+        continue;
+      }
       bool data = e.kind == ClusterKind::kNormal;
       uint64_t host = e.host_offset;
       // Extend over following clusters of the same kind (and contiguous host clusters).
@@ -97,7 +115,7 @@ Task<Status> Qcow2Image::read_old_cluster(uint64_t gc, const L2Entry& e, uint8_t
       co_return co_await read_unallocated(gc << cluster_bits_, cluster_size_, cur);
     }
     case ClusterKind::kCompressed:
-      co_return compressed_not_supported(gc);
+      co_return co_await read_compressed_part(gc, e, 0, buf, cluster_size_);
     case ClusterKind::kZeroPlain:
     case ClusterKind::kZeroAlloc:
       break;
@@ -194,7 +212,15 @@ Task<Status> Qcow2Image::write_allocating(uint64_t off, std::span<const iovec> i
   for (uint64_t k = 0; k < n; ++k) {
     CO_ASSIGN_OR_RETURN(entries[k],
                         decode_entry(gc + k, load_be64(l2.data() + (l2_index(gc) + k) * 8)));
-    if (entries[k].kind == ClusterKind::kCompressed) co_return compressed_not_supported(gc + k);
+    const L2Entry& e = entries[k];
+    // A compressed cluster is replaced by a normal one and its bytes released below: a hostile
+    // entry must not make us drop the refcount of metadata.
+    if (e.kind == ClusterKind::kCompressed && overlaps_metadata(e.host_offset, e.compressed_size)) {
+      co_return co_await mark_corrupt(strfmt(
+          "L2 entry for guest offset 0x%llx points into "
+          "metadata (host offset 0x%llx)",
+          (unsigned long long)((gc + k) << cluster_bits_), (unsigned long long)e.host_offset));
+    }
   }
   // Which clusters get new host clusters, and where. A host cluster of our own (data or
   // zero-allocated, COPIED) is reused; anything else (unallocated, zero, shared) gets a new one.
@@ -270,19 +296,23 @@ Task<Status> Qcow2Image::write_allocating(uint64_t off, std::span<const iovec> i
   // any allocation with lazy refcounts had no barrier at all.
   l2_cache_->set_depends_on_flush();
   std::vector<uint64_t> freed;
+  std::vector<HostRun> freed_compressed;
   for (uint64_t k = 0; k < n; ++k) {
     const L2Entry& e = entries[k];
     uint64_t ne = encode_normal(host[k], /*copied=*/true);
     if (ne == e.raw) continue;
     if (fresh[k] && e.has_host_cluster()) freed.push_back(e.host_offset);
+    if (e.kind == ClusterKind::kCompressed) freed_compressed.push_back(host_run_of(e));
     store_be64(l2.data() + (l2_index(gc) + k) * 8, ne);
   }
   l2_cache_->mark_dirty(l2);
-  if (!freed.empty()) {
+  if (!freed.empty() || !freed_compressed.empty()) {
     // Shared clusters we stopped using: the L2 update reaches the file before refcounts drop.
     if (!lazy_) CO_RETURN_IF_ERROR(co_await refcount_cache_->set_dependency(l2_cache_.get()));
     auto alloc_guard = co_await alloc_mu_.lock();
     for (uint64_t h : freed) CO_RETURN_IF_ERROR(co_await free_clusters(h, 1));
+    for (const HostRun& r : freed_compressed)
+      CO_RETURN_IF_ERROR(co_await release_clusters(r, false));
   }
   co_return Status{};
 }
