@@ -18,6 +18,13 @@ Task<Status> BlockDriver::write(uint64_t off, const void* buf, uint64_t len) {
   co_return co_await writev(off, std::span<const iovec>(&v, 1));
 }
 
+Task<Status> BlockDriver::resize(uint64_t new_size, const ResizeOptions& opts) {
+  (void)new_size;
+  (void)opts;
+  // qemu-img's words for a driver without truncate.
+  co_return not_supported(strfmt("%s: This image does not support resize", format_name()));
+}
+
 Status BlockDriver::check_range(const char* op, uint64_t off, uint64_t len) const {
   uint64_t sz = size();
   if (off > sz || len > sz - off) {
