@@ -23,6 +23,13 @@ Task<Status> BlockDriver::write_compressed(uint64_t, const void*, uint64_t) {
       strfmt("compressed writes are not supported by the %s format", format_name()));
 }
 
+Task<Status> BlockDriver::resize(uint64_t new_size, const ResizeOptions& opts) {
+  (void)new_size;
+  (void)opts;
+  // qemu-img's words for a driver without truncate.
+  co_return not_supported(strfmt("%s: This image does not support resize", format_name()));
+}
+
 Status BlockDriver::check_range(const char* op, uint64_t off, uint64_t len) const {
   uint64_t sz = size();
   if (off > sz || len > sz - off) {

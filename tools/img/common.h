@@ -29,6 +29,7 @@ int run_create(const std::vector<std::string>& args);
 int run_info(const std::vector<std::string>& args);
 int run_check(const std::vector<std::string>& args);
 int run_convert(const std::vector<std::string>& args);
+int run_resize(const std::vector<std::string>& args);
 
 // Parses args into app. Returns -1 to go on, or the exit code (0 after --help, 1 on a bad flag,
 // with CLI11's message printed).

@@ -13,6 +13,7 @@ constexpr imgcli::Command kCommands[] = {
     {"convert", "copy an image into a new one, possibly of another format", imgcli::run_convert},
     {"create", "create a new image", imgcli::run_create},
     {"info", "show facts about an image", imgcli::run_info},
+    {"resize", "change the virtual size of an image", imgcli::run_resize},
 };
 
 void usage(FILE* out) {

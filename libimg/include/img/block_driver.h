@@ -42,6 +42,19 @@ struct WriteZeroesFlags {
   bool may_unmap = false;  // the range may be deallocated (virtio-blk's UNMAP flag)
 };
 
+// How new space is made ready: qemu's preallocation modes (create -o preallocation=, resize
+// --preallocation=). off: nothing; metadata: qcow2 tables map every cluster (raw refuses it);
+// falloc: plus the host file's blocks reserved (fallocate); full: plus zeros written.
+enum class Preallocation { kOff, kMetadata, kFalloc, kFull };
+
+struct ResizeOptions {
+  // For the space a grow adds; a shrink refuses anything but kOff.
+  Preallocation preallocation = Preallocation::kOff;
+  // A shrink may drop data past the new end. Without it, a shrink whose cut-off part holds data
+  // is refused (qemu-img resize refuses every shrink without --shrink: ops' resize_image).
+  bool allow_shrink = false;
+};
+
 class BlockDriver {
  public:
   virtual ~BlockDriver() = default;
@@ -66,6 +79,10 @@ class BlockDriver {
   // The status of [off, off+len) from off on: one run of one kind (length <= len). A caller never
   // needs to look inside a format: kUnallocated and kZero read as zeros, kBacking does not.
   virtual Task<Result<BlockStatus>> block_status(uint64_t off, uint64_t len) = 0;
+  // Changes size() to new_size; new space reads as zeros. REQUIRES: no other request in flight
+  // (QEMU drains the device around a truncate too). A format that cannot resize returns
+  // kNotSupported (the default, so a driver without resize still builds).
+  virtual Task<Status> resize(uint64_t new_size, const ResizeOptions& opts);
   // Writes back cached metadata, flushes, and marks the image clean. The driver must not be
   // used afterwards; destroying an open driver without close() loses only unflushed writes.
   virtual Task<Status> close() = 0;

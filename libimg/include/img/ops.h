@@ -4,6 +4,7 @@
 //                  skipping what reads as zeros (qemu-img convert's behaviour, -S 4k by default),
 //                  optionally compressing every data cluster (-c) on a thread pool.
 //   create_image   makes a new raw or qcow2 file.
+//   resize_image   qemu-img resize's checks, then BlockDriver::resize.
 //   parse_size, parse_create_options
 //                  qemu-img's size strings ("1.5G") and -o key=value,... create options.
 //
@@ -66,12 +67,32 @@ bool is_zero(const void* p, size_t len);
 Task<Status> create_image(IoLoop& loop, const std::string& path, const std::string& format,
                           uint64_t size, const Qcow2CreateOptions& opts);
 
+// ---- resize --------------------------------------------------------------------------------
+
+// qemu-img resize's SIZE argument: absolute ("10G") or relative ("+1G", "-512M").
+struct SizeChange {
+  int sign = 0;  // 0: the new size is amount; +1 / -1: the current size plus / minus amount
+  uint64_t amount = 0;
+};
+// Errors in qemu-img 7.2's words ("Parameter 'size' expects a non-negative number below 2^64"
+// and its suffix hint).
+Result<SizeChange> parse_size_change(std::string_view s);
+// The new size for an image of current bytes; qemu-img computes it in int64_t, and a result
+// that is not positive is refused: "New image size must be positive".
+Result<uint64_t> resolve_size_change(uint64_t current, SizeChange change);
+
+// qemu-img resize on an open image: refuses what qemu-img 7.2 refuses, in its order and words
+// ("Preallocation can only be used for growing images", then, without opts.allow_shrink, any
+// shrink: "Use the --shrink option to perform a shrink operation."), then resizes and flushes.
+Task<Status> resize_image(BlockDriver& drv, uint64_t new_size, const ResizeOptions& opts);
+
 // ---- option parsing ------------------------------------------------------------------------
 
 // qemu's size syntax (qemu_strtosz): an integer (decimal or 0x hex) or a decimal fraction with
 // an optional suffix b/B (bytes) k K M G T P E (binary multiples), case-insensitive; "1.5G".
-// Fractions need a suffix other than b. Rejects negatives, garbage and values above INT64_MAX.
-Result<uint64_t> parse_size(std::string_view s);
+// Fractions need a suffix other than b. Rejects negatives, garbage and values above max
+// (INT64_MAX by default; qemu-img resize takes anything below 2^64).
+Result<uint64_t> parse_size(std::string_view s, uint64_t max = INT64_MAX);
 
 // -o key=value,... as qemu-img create understands it, kept as written (so the "Formatting ..."
 // line can echo it) until to_qcow2_options() checks the values.

@@ -8,13 +8,12 @@
 #include <string>
 #include <vector>
 
+#include "img/block_driver.h"
 #include "img/file.h"
 #include "img/status.h"
 #include "img/task.h"
 
 namespace img {
-
-enum class Preallocation { kOff, kMetadata, kFalloc, kFull };
 
 struct Qcow2CreateOptions {
   uint64_t size = 0;              // virtual size in bytes

@@ -34,7 +34,7 @@ uint64_t suffix_unit(char c) {
 
 }  // namespace
 
-Result<uint64_t> parse_size(std::string_view text) {
+Result<uint64_t> parse_size(std::string_view text, uint64_t max) {
   std::string s(text);
   auto bad = [&] { return invalid_argument("invalid size '" + s + "'"); };
   size_t i = 0;
@@ -65,7 +65,7 @@ Result<uint64_t> parse_size(std::string_view text) {
   if (*end != '\0') return bad();
   // qemu refuses fractions of a byte ("1.5", "0.5b").
   if (has_fraction && unit == 1) return bad();
-  constexpr uint64_t kMax = INT64_MAX;
+  const uint64_t kMax = max;
   if (whole > kMax / unit) return invalid_argument("size '" + s + "' is too large");
   uint64_t value = whole * unit;
   if (has_fraction) {

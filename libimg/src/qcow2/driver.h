@@ -8,6 +8,7 @@
 //   zero_discard.cc  write_zeroes, discard, block_status
 //   compressed.cc    compressed clusters: reading (decompression) and write_compressed, with
 //                    the codecs (compress.cc) running on a thread pool
+//   resize.cc        grow (L1 table growth, preallocation) and shrink
 //
 // Crash safety (qcow2.rst "Host cluster management" and QEMU's ordering): data is written before
 // the L2 entry that maps it is updated; refcount increases reach the file before the L2 entries
@@ -65,6 +66,7 @@ class Qcow2Image final : public BlockDriver {
   Task<Status> close() override;
   Task<Status> write_compressed(uint64_t off, const void* buf, uint64_t len) override;
   uint64_t compressed_cluster_size() const override { return cluster_size_; }
+  Task<Status> resize(uint64_t new_size, const ResizeOptions& opts) override;
 
   const Header& header() const { return h_; }
   BlockDriver* backing() const override { return backing_.get(); }
@@ -158,6 +160,18 @@ class Qcow2Image final : public BlockDriver {
 
   // --- zero_discard.cc ---
   Task<Status> zero_or_discard(uint64_t off, uint64_t len, bool discard, bool may_unmap);
+
+  // --- resize.cc ---
+  Task<Status> commit_size(uint64_t new_size);  // flushes, then writes the header's size
+  Task<Status> grow_l1(uint64_t entries);       // a larger L1 table, relocated
+  Task<Status> zero_partial_tail(uint64_t old_size, uint64_t new_size);
+  Task<Status> preallocate(uint64_t from, uint64_t to, Preallocation mode);
+  Task<Status> prepare_prealloc_data(uint64_t host, uint64_t len, uint64_t old_file_end,
+                                     Preallocation mode);
+  Task<Status> refuse_shrink_over_data(uint64_t new_size);
+  Task<Status> shrink(uint64_t new_size, bool allow_data_loss);
+  Task<Status> shrink_l1(uint64_t keep);  // frees the L2 tables of entries >= keep
+  Task<Status> truncate_unused_tail();
 
   uint64_t cluster_index(uint64_t guest_off) const { return guest_off >> cluster_bits_; }
   uint64_t l1_index(uint64_t gc) const { return gc >> l2_bits_; }

@@ -2,6 +2,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "img/image.h"
 
 namespace img {
@@ -49,11 +52,47 @@ class RawDriver final : public BlockDriver {
     co_return st;
   }
   Task<Status> close() override { co_return co_await file_->flush(); }
+  Task<Status> resize(uint64_t new_size, const ResizeOptions& opts) override;
 
  private:
   std::unique_ptr<File> file_;
   uint64_t size_;
 };
+
+// As QEMU's file-posix raw_co_truncate: a grow extends the file (ftruncate, fallocate of the new
+// range, or zeros written over it); a shrink truncates. raw cannot tell data from holes here, so
+// a shrink without allow_shrink is refused whatever the tail holds.
+Task<Status> RawDriver::resize(uint64_t new_size, const ResizeOptions& opts) {
+  if (read_only()) co_return read_only_error(file_->name() + ": resize: image is open read-only");
+  if (opts.preallocation == Preallocation::kMetadata) {
+    co_return not_supported("Unsupported preallocation mode: metadata");
+  }
+  uint64_t old = size_;
+  if (new_size < old) {
+    if (opts.preallocation != Preallocation::kOff) {
+      co_return invalid_argument("Preallocation can't be used for shrinking an image");
+    }
+    if (!opts.allow_shrink) {
+      co_return invalid_argument(strfmt("%s: shrinking from %llu to %llu bytes would drop the "
+                                        "data past the new end",
+                                        file_->name().c_str(), (unsigned long long)old,
+                                        (unsigned long long)new_size));
+    }
+  }
+  if (new_size > old && opts.preallocation == Preallocation::kFalloc) {
+    CO_RETURN_IF_ERROR(co_await file_->allocate(old, new_size - old));
+  } else if (new_size > old && opts.preallocation == Preallocation::kFull) {
+    // Real zeros, so every block is allocated (write_zeroes may leave holes).
+    constexpr uint64_t kChunk = 1 << 20;
+    std::vector<uint8_t> zeros(std::min(kChunk, new_size - old), 0);
+    for (uint64_t off = old; off < new_size; off += kChunk) {
+      CO_RETURN_IF_ERROR(co_await file_->write(off, zeros.data(), std::min(kChunk, new_size - off)));
+    }
+  }
+  CO_RETURN_IF_ERROR(co_await file_->truncate(new_size));
+  size_ = new_size;
+  co_return co_await file_->flush();
+}
 
 }  // namespace
 
