@@ -1,4 +1,4 @@
-// img create [-f fmt] [-o options] [-b backing [-F backing_fmt]] [-q] FILE [SIZE]
+// img create [-f fmt] [-o options] [-b backing [-F backing_fmt]] [-u] [-q] FILE [SIZE]
 #include <cstdio>
 #include <filesystem>
 
@@ -10,21 +10,32 @@
 namespace imgcli {
 namespace {
 
-// The size of the backing image, for "img create -b base.qcow2 overlay.qcow2" without SIZE.
-img::Result<uint64_t> backing_size(img::IoLoop& loop, const std::string& image,
-                                   const std::string& backing) {
-  std::filesystem::path p(backing);
-  if (p.is_relative()) p = std::filesystem::path(image).parent_path() / p;
-  auto f = img::open_host_file(loop, p.string(), {.read_only = true});
-  if (!f) return img::Unexpected(f.error());
-  auto fmt = loop.run(img::probe_format(**f));
-  if (!fmt) return img::Unexpected(fmt.error());
-  if (*fmt == "qcow2") {
-    auto info = loop.run(img::read_qcow2_info(**f));
-    if (!info) return img::Unexpected(info.error());
-    return info->virtual_size;
+// What `img create -b` learns from the backing image before writing the overlay: its size (the
+// overlay's size when none is given) and, when no -F was given, the format qemu-img would name.
+struct BackingFacts {
+  uint64_t size = 0;
+  std::string format;
+};
+
+// Opens the backing image alone (its own backing file is not needed) as qemu-img create does;
+// the error is qemu-img's two lines.
+img::Result<BackingFacts> probe_backing(img::IoLoop& loop, const std::string& image,
+                                        const std::string& backing, const std::string& fmt) {
+  std::string path = img::combine_backing_path(image, backing);
+  auto d = loop.run(img::open_image(
+      loop, path, {.format = fmt, .read_only = true, .backing = img::BackingPolicy::kIgnore}));
+  if (!d) {
+    std::string why = d.error().code() == img::ErrorCode::kCorruption && !fmt.empty()
+                          ? "Image is not in " + fmt + " format"
+                          : open_error(path, d.error());
+    return img::Unexpected(img::Error(d.error().code(), why + "\nCould not open backing image."));
   }
-  return (*f)->size();
+  // QEMU counts a raw file's length in whole 512-byte sectors.
+  uint64_t size = (*d)->size();
+  if (std::string((*d)->format_name()) == "raw") size = (size + 511) / 512 * 512;
+  BackingFacts f{size, (*d)->format_name()};
+  (void)loop.run((*d)->close());
+  return f;
 }
 
 }  // namespace
@@ -33,12 +44,13 @@ int run_create(const std::vector<std::string>& args) {
   CLI::App app("Create a new disk image FILE of SIZE bytes", "img create");
   std::string fmt = "raw", file, size_text, backing, backing_fmt;
   std::vector<std::string> opt_strings;
-  bool quiet = false;
+  bool quiet = false, unsafe = false;
   app.add_option("-f", fmt, "image format: raw (default) or qcow2");
   app.add_option("-o", opt_strings, "format options key=value,... ('-o help' lists them)")
       ->allow_extra_args(false);
   app.add_option("-b", backing, "backing file (qcow2)");
   app.add_option("-F", backing_fmt, "backing file format");
+  app.add_flag("-u", unsafe, "unsafe: do not open the backing file (SIZE is then required)");
   app.add_flag("-q", quiet, "quiet: print nothing on success");
   app.add_option("FILE", file, "the image to create");
   app.add_option("SIZE", size_text, "virtual size, with optional suffix k, M, G, T, P, E");
@@ -51,6 +63,9 @@ int run_create(const std::vector<std::string>& args) {
     for (size_t i = v.find(','); i != std::string::npos; i = v.find(',', i + 2)) v.insert(i, ",");
     return v;
   };
+  if (!backing.empty() && fmt == "raw") {
+    return fail(where + "Backing file not supported for file format 'raw'");
+  }
   if (!backing.empty()) opt_strings.push_back("backing_file=" + escaped(backing));
   if (!backing_fmt.empty()) opt_strings.push_back("backing_fmt=" + escaped(backing_fmt));
   auto list = img::parse_create_options(fmt, opt_strings);
@@ -82,11 +97,32 @@ int run_create(const std::vector<std::string>& args) {
     have_size = true;
   }
   const std::string* bf = list->find("backing_file");
-  if (!have_size && bf != nullptr) {
-    auto bs = backing_size(*loop, file, *bf);
-    if (!bs) return fail(where + open_error(*bf, bs.error()));
-    size = *bs;
-    have_size = true;
+  if (bf != nullptr) {
+    const std::string* bfmt = list->find("backing_fmt");
+    if (*bf == file) {
+      return fail(where +
+                  "Error: Trying to create an image with the same filename as the "
+                  "backing file");
+    }
+    std::string detected;
+    if (!unsafe) {
+      auto facts = probe_backing(*loop, file, *bf, bfmt ? *bfmt : "");
+      if (!facts) return fail(where + facts.error().message());
+      if (!have_size) {
+        size = facts->size;
+        have_size = true;
+      }
+      detected = facts->format;
+    }
+    // As qemu-img 7.2: a backing file's format is never left to be probed at every open.
+    if (bfmt == nullptr) {
+      std::string msg = where + "Backing file specified without backing format";
+      if (detected.empty()) return fail(msg);
+      // qemu-img prints its hint with no newline after it; so do we, byte for byte.
+      std::fflush(stdout);
+      std::fprintf(stderr, "img: %s\nDetected format of %s.", msg.c_str(), detected.c_str());
+      return kExitError;
+    }
   }
   if (!have_size) return fail(where + "Image creation needs a size parameter");
 

@@ -34,6 +34,7 @@ const FileOpener& host_file_opener();
 enum class BackingPolicy {
   kOpen,    // open the chain (read-only), so unallocated ranges read from it
   kRefuse,  // refuse an image that has one: for inspecting images from strangers
+  kIgnore,  // open the image alone (read-only only): for facts about one file of a chain
 };
 
 struct OpenOptions {

@@ -44,7 +44,7 @@ Task<Result<std::unique_ptr<BlockDriver>>> open_layer(ChainOpen& c, std::unique_
     co_return invalid_argument("unknown image format '" + fmt + "' (raw and qcow2 are supported)");
   }
   std::optional<qcow2::BackingRef> ref = qcow2::backing_reference(*drv);
-  if (!ref) co_return drv;
+  if (!ref || c.opts.backing == BackingPolicy::kIgnore) co_return drv;
 
   std::string path = combine_backing_path(name, ref->name);
   if (c.names.size() > c.opts.max_chain_depth) {  // names holds the top image too
@@ -78,6 +78,12 @@ Task<Result<std::unique_ptr<BlockDriver>>> open_layer(ChainOpen& c, std::unique_
 
 Task<Result<std::unique_ptr<BlockDriver>>> open_image_file(IoLoop& loop, std::unique_ptr<File> file,
                                                            OpenOptions opts) {
+  if (opts.backing == BackingPolicy::kIgnore && !opts.read_only) {
+    // Without its backing image an overlay's copy-up would write zeros over its data.
+    co_return invalid_argument(file->name() +
+                               ": an image opened without its backing chain "
+                               "must be opened read-only");
+  }
   const FileOpener& opener = opts.opener ? *opts.opener : host_file_opener();
   ChainOpen c{loop, opts, opener, {file->name()}, {opener.identity(file->name())}};
   co_return co_await open_layer(c, std::move(file), opts.format, opts.read_only);

@@ -224,8 +224,8 @@ std::string describe_create_options(const std::string& format, const CreateOptio
   // qemu-img 7.2 prints the driver's options, then the protocol's, in this order.
   static constexpr Shown kQcow2[] = {
       {"cluster_size", "65536"},    {"extended_l2", "off"}, {"preallocation", nullptr},
-      {"compression_type", "zlib"}, {"size", nullptr},      {"backing_file", nullptr},
-      {"backing_fmt", nullptr},     {"compat", nullptr},    {"lazy_refcounts", "off"},
+      {"compression_type", "zlib"}, {"size", nullptr},      {"compat", nullptr},
+      {"backing_file", nullptr},    {"backing_fmt", nullptr}, {"lazy_refcounts", "off"},
       {"refcount_bits", "16"},
   };
   static constexpr Shown kRaw[] = {{"size", nullptr}, {"preallocation", nullptr}};
