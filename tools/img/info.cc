@@ -1,9 +1,11 @@
 // img info [-f fmt] [--output=human|json] FILE: qemu-img info's facts, from the file itself
 // (header facts of qcow2 through read_qcow2_info).
+#include <algorithm>
 #include <cstdio>
 #include <optional>
 
 #include "common.h"
+#include "img/image.h"
 #include "img/qcow2.h"
 #include "json.h"
 
@@ -18,14 +20,6 @@ struct ImageFacts {
   std::optional<img::Qcow2Info> qcow2;
   std::string full_backing;  // the backing path resolved against the image's folder
 };
-
-// qemu's path_combine: a relative backing path is relative to the image's folder.
-std::string combine(const std::string& image, const std::string& backing) {
-  if (backing.empty() || backing[0] == '/') return backing;
-  size_t slash = image.rfind('/');
-  if (slash == std::string::npos) return backing;
-  return image.substr(0, slash + 1) + backing;
-}
 
 const char* compat_of(const img::Qcow2Info& q) { return q.version >= 3 ? "1.1" : "0.10"; }
 
@@ -87,15 +81,45 @@ void print_human(const ImageFacts& f) {
   }
 }
 
+// The facts of one image file, as qemu-img info prints them.
+img::Result<ImageFacts> gather_facts(img::IoLoop& loop, const std::string& file,
+                                     const std::string& fmt) {
+  auto file_or = img::open_host_file(loop, file, {.read_only = true});
+  if (!file_or) return img::Unexpected(file_or.error());
+  img::File& f = **file_or;
+  auto format = detect_format(loop, f, fmt);
+  if (!format) return img::Unexpected(format.error());
+  ImageFacts facts{.filename = file, .format = *format};
+  auto allocated = f.allocated_size();
+  if (!allocated) return img::Unexpected(allocated.error());
+  facts.actual_size = *allocated;
+  if (*format == "qcow2") {
+    auto q = loop.run(img::read_qcow2_info(f));
+    if (!q) return img::Unexpected(q.error());
+    facts.virtual_size = q->virtual_size;
+    facts.full_backing = img::combine_backing_path(file, q->backing_file);
+    facts.qcow2 = std::move(*q);
+  } else {
+    auto size = f.size();
+    if (!size) return img::Unexpected(size.error());
+    facts.virtual_size = (*size + 511) / 512 * 512;  // QEMU counts whole 512-byte sectors
+  }
+  return facts;
+}
+
 }  // namespace
 
 int run_info(const std::vector<std::string>& args) {
   CLI::App app("Show facts about a disk image", "img info");
   std::string fmt, output = "human", file;
+  bool chain = false, force_share = false;
   app.add_option("-f,--format", fmt, "image format (probed if not given)");
   app.add_option("--output", output, "human (default) or json");
+  app.add_flag("--backing-chain", chain, "also show every image of the backing chain");
+  app.add_flag("-U,--force-share", force_share, "open the image shared (img takes no locks)");
   app.add_option("FILE", file, "the image")->required();
   if (int rc = parse_args(app, args); rc >= 0) return rc;
+  (void)force_share;
   if (output != "human" && output != "json") {
     return fail("--output must be used with human or json as argument.");
   }
@@ -103,31 +127,43 @@ int run_info(const std::vector<std::string>& args) {
 
   auto loop = make_loop();
   if (!loop) return kExitError;
-  auto file_or = img::open_host_file(*loop, file, {.read_only = true});
-  if (!file_or) return fail(open_error(file, file_or.error()));
-  img::File& f = **file_or;
-  auto format = detect_format(*loop, f, fmt);
-  if (!format) return fail(open_error(file, format.error()));
-
-  ImageFacts facts{.filename = file, .format = *format};
-  auto allocated = f.allocated_size();
-  if (!allocated) return fail(open_error(file, allocated.error()));
-  facts.actual_size = *allocated;
-  if (*format == "qcow2") {
-    auto q = loop->run(img::read_qcow2_info(f));
-    if (!q) return fail(open_error(file, q.error()));
-    facts.virtual_size = q->virtual_size;
-    facts.full_backing = combine(file, q->backing_file);
-    facts.qcow2 = std::move(*q);
-  } else {
-    auto size = f.size();
-    if (!size) return fail(open_error(file, size.error()));
-    facts.virtual_size = *size;
+  std::vector<ImageFacts> images;
+  std::vector<std::string> seen;
+  std::string path = file, path_fmt = fmt;
+  for (;;) {
+    auto facts = gather_facts(*loop, path, path_fmt);
+    if (!facts) {
+      std::string msg = open_error(path, facts.error());
+      // qemu-img names a backing file twice: the open and the file it opened.
+      return fail(images.empty() ? msg : "Could not open '" + path + "': " + msg);
+    }
+    seen.push_back(img::host_file_opener().identity(path));
+    images.push_back(std::move(*facts));
+    const ImageFacts& f = images.back();
+    if (!chain || !f.qcow2 || f.qcow2->backing_file.empty()) break;
+    path = f.full_backing;
+    path_fmt = f.qcow2->backing_format;
+    if (images.size() > 64) {
+      return fail("Backing chain of '" + file + "' is deeper than 64 images");
+    }
+    std::string id = img::host_file_opener().identity(path);
+    if (std::find(seen.begin(), seen.end(), id) != seen.end()) {
+      return fail("Backing file '" + path + "' creates an infinite loop.");
+    }
   }
   if (output == "json") {
-    std::printf("%s\n", to_json(facts).pretty().c_str());
+    if (!chain) {
+      std::printf("%s\n", to_json(images[0]).pretty().c_str());
+    } else {
+      Json::Array list;
+      for (const auto& f : images) list.push_back(to_json(f));
+      std::printf("%s\n", Json::array(std::move(list)).pretty().c_str());
+    }
   } else {
-    print_human(facts);
+    for (size_t i = 0; i < images.size(); ++i) {
+      if (i) std::printf("\n");
+      print_human(images[i]);
+    }
   }
   return kExitOk;
 }

@@ -24,6 +24,7 @@ class Json {
   Json(const char* s) : v_(std::string(s)) {}
   Json(std::string s) : v_(std::move(s)) {}
   static Json object() { return Json(Object{}); }
+  static Json array(Array a) { return Json(std::move(a)); }
 
   // For objects: adds (or replaces) a member.
   Json& set(const std::string& key, Json value);
@@ -33,6 +34,7 @@ class Json {
 
  private:
   explicit Json(Object o) : v_(std::move(o)) {}
+  explicit Json(Array a) : v_(std::move(a)) {}
   void write(std::string& out, int indent) const;
   std::variant<std::nullptr_t, bool, int64_t, std::string, Object, Array> v_;
 };
