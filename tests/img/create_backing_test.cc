@@ -5,14 +5,6 @@
 namespace imgtest {
 namespace {
 
-// Strips the program name that starts each error line ("img: " / "qemu-img: ").
-std::string unprefixed(std::string s, const std::string& prog) {
-  for (size_t i = s.find(prog + ": "); i != std::string::npos; i = s.find(prog + ": ", i)) {
-    s.erase(i, prog.size() + 2);
-  }
-  return s;
-}
-
 // Runs "create ARGS" with both tools, each in a folder holding the same backing files, and
 // compares exit code, stdout and stderr (after the program name), then the images themselves.
 void expect_same(const std::string& setup, const std::string& args) {

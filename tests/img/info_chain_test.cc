@@ -5,13 +5,6 @@
 namespace imgtest {
 namespace {
 
-std::string unprefixed(std::string s, const std::string& prog) {
-  for (size_t i = s.find(prog + ": "); i != std::string::npos; i = s.find(prog + ": ", i)) {
-    s.erase(i, prog.size() + 2);
-  }
-  return s;
-}
-
 void expect_same_info(const std::string& args, const std::string& dir) {
   CmdResult mine = img("info " + args, dir);
   CmdResult ref = sh("qemu-img info " + args, dir);

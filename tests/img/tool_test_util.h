@@ -69,6 +69,15 @@ inline CmdResult sh(const std::string& cmd, const std::string& dir = "") {
   return r;
 }
 
+// Strips the program name that starts each error line ("img: " / "qemu-img: "), so the two
+// tools' messages compare equal.
+inline std::string unprefixed(std::string s, const std::string& prog) {
+  for (size_t i = s.find(prog + ": "); i != std::string::npos; i = s.find(prog + ": ", i)) {
+    s.erase(i, prog.size() + 2);
+  }
+  return s;
+}
+
 inline CmdResult img(const std::string& args, const std::string& dir = "") {
   return sh("'" + kImg + "' " + args, dir);
 }
