@@ -1,5 +1,6 @@
 // libFuzzer target: the qcow2 BlockDriver (libimg/src/qcow2/driver.cc and the rest) on an
-// in-memory image built from the input. If the image opens, a few reads, a write, a
+// in-memory image built from the input (its backing chain, if it names one, made of copies of
+// the input). If the image opens, a few reads, a write, a
 // write-zeroes, a discard, a flush and a close run on it; each may fail, none may crash, hang or
 // allocate without bound. Seeds: testdata/fuzz/qcow2_driver (small images made with qemu-img).
 
@@ -46,6 +47,26 @@ class CappedMemFile : public img::MemFile {
   }
 };
 
+// Backing files never come from the host (a hostile name could be /dev/stdin or a FIFO): every
+// path the chain names opens another read-only copy of the input, so backing resolution, loops
+// (by name) and depth limits are exercised in memory.
+class InputFs final : public img::FileOpener {
+ public:
+  InputFs(const uint8_t* data, size_t size) : data_(data), size_(size) {}
+  img::Result<std::unique_ptr<img::File>> open(img::IoLoop&, const std::string& path,
+                                               img::FileOpenOptions) const override {
+    auto f = std::make_unique<img::MemFile>(nullptr, path);
+    f->bytes().assign(data_, data_ + size_);
+    f->set_read_only(true);
+    return std::unique_ptr<img::File>(std::move(f));
+  }
+  std::string identity(const std::string& path) const override { return path; }
+
+ private:
+  const uint8_t* data_;
+  size_t size_;
+};
+
 // An offset inside the image from 8 bytes of the input's tail (so the fuzzer steers requests
 // without disturbing the header).
 uint64_t pick(const uint8_t* data, size_t size, size_t k, uint64_t image_size) {
@@ -66,7 +87,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size > kMaxInput) return 0;
   auto f = std::make_unique<CappedMemFile>();
   f->bytes().assign(data, data + size);
-  auto d = loop->run(img::open_image_file(*loop, std::move(f), {.format = "qcow2"}));
+  InputFs fs(data, size);
+  auto d = loop->run(img::open_image_file(
+      *loop, std::move(f), {.format = "qcow2", .max_chain_depth = 3, .opener = &fs}));
   if (!d) return 0;
   img::BlockDriver& drv = **d;
   const uint64_t vs = drv.size();
