@@ -147,5 +147,35 @@ TEST_F(HostileChain, BackingFileThatIsAFolderIsRefused) {
   EXPECT_NE(e.find(dir_.file("folder")), std::string::npos) << e;
 }
 
+// Regression: an error opening a backing file's image (its format, its header) came back bare,
+// without naming the backing file or the chain ("unknown image format 'vmdk'" for the top's
+// name), so a user could not tell which of the chain's files was at fault.
+TEST_F(HostileChain, BackingOpenErrorNamesTheBackingFileAndChain) {
+  test::qemu_ok("qemu-img create -q -f qcow2 -u -b x.vmdk -F vmdk " +
+                shell_quote(dir_.file("a.qcow2")) + " 1M");
+  std::ofstream(dir_.file("x.vmdk")) << "not a disk";
+  std::string e = open_error("a.qcow2");
+  EXPECT_NE(e.find("unknown image format 'vmdk'"), std::string::npos) << e;
+  EXPECT_NE(e.find("backing file '" + dir_.file("x.vmdk") + "'"), std::string::npos) << e;
+  EXPECT_NE(e.find(dir_.file("a.qcow2") + " -> " + dir_.file("x.vmdk")), std::string::npos) << e;
+
+  // A corrupt header two levels down is named, with the chain, once.
+  create("base.qcow2", "");
+  std::fstream f(dir_.file("base.qcow2"), std::ios::in | std::ios::out | std::ios::binary);
+  f.seekp(20);  // cluster_bits
+  f.write("\xff\xff", 2);
+  f.close();
+  create("mid.qcow2", "base.qcow2");
+  create("top.qcow2", "mid.qcow2");
+  e = open_error("top.qcow2");
+  EXPECT_NE(e.find("cluster_bits"), std::string::npos) << e;
+  std::string chain =
+      dir_.file("top.qcow2") + " -> " + dir_.file("mid.qcow2") + " -> " + dir_.file("base.qcow2");
+  EXPECT_NE(e.find("backing file '" + dir_.file("base.qcow2") + "' (chain: " + chain + ")"),
+            std::string::npos)
+      << e;
+  EXPECT_EQ(e.find("backing file '" + dir_.file("mid.qcow2") + "'"), std::string::npos) << e;
+}
+
 }  // namespace
 }  // namespace img
