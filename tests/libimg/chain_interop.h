@@ -207,4 +207,43 @@ inline Task<Result<MapExtent>> chain_extent(BlockDriver& top, uint64_t off, uint
   }
 }
 
+// libimg's block_status, followed down the chain, says what `qemu-img map --output=json` says
+// about every range of the image at path: which layer holds it, and whether it is data, zeros
+// or nothing at all.
+inline void expect_map_agrees_with_qemu(IoLoop& loop, const std::string& path) {
+  auto qemu = parse_qemu_map(qemu_ok("qemu-img map --output=json " + shell_quote(path)));
+  ASSERT_FALSE(qemu.empty());
+  auto d = loop.run(open_image(loop, path, {.read_only = true}));
+  ASSERT_TRUE(d.has_value()) << d.error().to_string();
+  uint64_t expect_start = 0;
+  for (const MapExtent& q : qemu) {
+    ASSERT_EQ(q.start, expect_start) << "qemu-img map skips a range";
+    expect_start = q.start + q.length;
+    // libimg may split qemu's extent (it merges less), never disagree inside it.
+    for (uint64_t off = q.start; off < q.start + q.length;) {
+      auto e = loop.run(chain_extent(**d, off, q.start + q.length - off));
+      ASSERT_TRUE(e.has_value()) << e.error().to_string();
+      std::string why = path + ": qemu " + describe(q) + " libimg " + describe(*e);
+      EXPECT_EQ(e->depth, q.depth) << why;
+      EXPECT_EQ(e->present, q.present) << why;
+      if (e->format == "raw") {
+        // qemu-img map reports a raw file's holes as zeros (SEEK_DATA on the host file);
+        // libimg's raw driver reports every byte of it as data, which reads the same.
+        EXPECT_TRUE(e->data) << why;
+        EXPECT_TRUE(q.data || q.zero) << why;
+      } else {
+        EXPECT_EQ(e->zero, q.zero) << why;
+        EXPECT_EQ(e->data, q.data) << why;
+      }
+      if (q.offset && e->data) {
+        EXPECT_EQ(e->offset, *q.offset + (off - q.start)) << why;
+      }
+      ASSERT_GT(e->length, 0u);
+      off += e->length;
+    }
+  }
+  EXPECT_EQ(expect_start, (*d)->size());
+  (void)loop.run((*d)->close());
+}
+
 }  // namespace img::test

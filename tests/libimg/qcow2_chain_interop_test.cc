@@ -14,7 +14,6 @@ namespace img {
 namespace {
 
 using test::LayerSpec;
-using test::shell_quote;
 
 struct ChainCase {
   const char* name;
@@ -90,40 +89,7 @@ TEST_P(QemuMadeChain, ReadsBackInLibimgAsQemuImgConvertReadsIt) {
 }
 
 TEST_P(QemuMadeChain, BlockStatusAgreesWithQemuImgMap) {
-  auto qemu =
-      test::parse_qemu_map(test::qemu_ok("qemu-img map --output=json " + shell_quote(top())));
-  ASSERT_FALSE(qemu.empty());
-  auto d = loop_->run(open_image(*loop_, top(), {.read_only = true}));
-  ASSERT_TRUE(d.has_value()) << d.error().to_string();
-  uint64_t expect_start = 0;
-  for (const test::MapExtent& q : qemu) {
-    ASSERT_EQ(q.start, expect_start) << "qemu-img map skips a range";
-    expect_start = q.start + q.length;
-    // libimg may split qemu's extent (it merges less), never disagree inside it.
-    for (uint64_t off = q.start; off < q.start + q.length;) {
-      auto e = loop_->run(test::chain_extent(**d, off, q.start + q.length - off));
-      ASSERT_TRUE(e.has_value()) << e.error().to_string();
-      std::string why = "qemu " + test::describe(q) + " libimg " + test::describe(*e);
-      EXPECT_EQ(e->depth, q.depth) << why;
-      EXPECT_EQ(e->present, q.present) << why;
-      if (e->format == "raw") {
-        // qemu-img map reports a raw file's holes as zeros (SEEK_DATA on the host file);
-        // libimg's raw driver reports every byte of it as data, which reads the same.
-        EXPECT_TRUE(e->data) << why;
-        EXPECT_TRUE(q.data || q.zero) << why;
-      } else {
-        EXPECT_EQ(e->zero, q.zero) << why;
-        EXPECT_EQ(e->data, q.data) << why;
-      }
-      if (q.offset && e->data) {
-        EXPECT_EQ(e->offset, *q.offset + (off - q.start)) << why;
-      }
-      ASSERT_GT(e->length, 0u);
-      off += e->length;
-    }
-  }
-  EXPECT_EQ(expect_start, (*d)->size());
-  (void)loop_->run((*d)->close());
+  test::expect_map_agrees_with_qemu(*loop_, top());
 }
 
 // What libimg does to the top image, and how the model follows it.
