@@ -25,24 +25,41 @@ std::string chain_text(const std::vector<std::string>& names, const std::string&
   for (const auto& n : names) s += n + " -> ";
   return s + next;
 }
+std::string chain_text(const std::vector<std::string>& names) {
+  std::string s;
+  for (const auto& n : names) s += (s.empty() ? "" : " -> ") + n;
+  return s;
+}
+
+// The driver for one image of the chain, without its backing file.
+Task<Result<std::unique_ptr<BlockDriver>>> open_driver(ChainOpen& c, std::unique_ptr<File> file,
+                                                       std::string fmt, bool read_only) {
+  if (fmt.empty()) {
+    CO_ASSIGN_OR_RETURN(fmt, co_await probe_format(*file));
+  }
+  if (fmt == "raw") co_return make_raw_driver(std::move(file));
+  if (fmt == "qcow2") {
+    OpenOptions o = c.opts;
+    o.read_only = read_only;
+    co_return co_await qcow2::open_qcow2(c.loop, std::move(file), o);
+  }
+  co_return invalid_argument("unknown image format '" + fmt + "' (raw and qcow2 are supported)");
+}
 
 Task<Result<std::unique_ptr<BlockDriver>>> open_layer(ChainOpen& c, std::unique_ptr<File> file,
                                                       std::string fmt, bool read_only) {
-  bool probed = fmt.empty();
-  if (probed) {
-    CO_ASSIGN_OR_RETURN(fmt, co_await probe_format(*file));
-  }
   std::string name = file->name();
-  std::unique_ptr<BlockDriver> drv;
-  if (fmt == "raw") {
-    drv = make_raw_driver(std::move(file));
-  } else if (fmt == "qcow2") {
-    OpenOptions o = c.opts;
-    o.read_only = read_only;
-    CO_ASSIGN_OR_RETURN(drv, co_await qcow2::open_qcow2(c.loop, std::move(file), o));
-  } else {
-    co_return invalid_argument("unknown image format '" + fmt + "' (raw and qcow2 are supported)");
+  auto opened = co_await open_driver(c, std::move(file), std::move(fmt), read_only);
+  if (!opened) {
+    // The caller names the top image; a backing file's error says which one it is (each
+    // layer names only itself, so the error names the file at fault once).
+    Error e = std::move(opened).error();
+    if (c.names.size() > 1) {
+      e.prepend("backing file '" + name + "' (chain: " + chain_text(c.names) + ")");
+    }
+    co_return Unexpected(std::move(e));
   }
+  std::unique_ptr<BlockDriver> drv = std::move(*opened);
   std::optional<qcow2::BackingRef> ref = qcow2::backing_reference(*drv);
   if (!ref || c.opts.backing == BackingPolicy::kIgnore) co_return drv;
 

@@ -166,6 +166,8 @@ class Qcow2Image final : public BlockDriver {
   Task<Status> grow_l1(uint64_t entries);       // a larger L1 table, relocated
   Task<Status> zero_partial_tail(uint64_t old_size, uint64_t new_size);
   Task<Status> preallocate(uint64_t from, uint64_t to, Preallocation mode);
+  // Over a backing file longer than old: [old, new_size) reads as zeros, not as its data.
+  Task<Status> zero_grown_part(uint64_t old, uint64_t new_size, Preallocation mode);
   Task<Status> prepare_prealloc_data(uint64_t host, uint64_t len, uint64_t old_file_end,
                                      Preallocation mode);
   Task<Status> refuse_shrink_over_data(uint64_t new_size);

@@ -289,6 +289,10 @@ Task<Result<Header>> read_header(File& f) {
   co_return h;
 }
 
+namespace {
+constexpr uint64_t kNoFeatureTableUpTo = 4096;  // cluster size (bytes)
+}  // namespace
+
 Result<std::vector<uint8_t>> encode_header(Header& h) {
   if (h.version != 2 && h.version != 3) {
     return invalid_argument(strfmt("cannot encode qcow2 version %u", h.version));
@@ -327,7 +331,10 @@ Result<std::vector<uint8_t>> encode_header(Header& h) {
   if (!h.external_data_file.empty()) {
     put_ext(kExtExternalDataFile, h.external_data_file.data(), h.external_data_file.size());
   }
-  if (h.version >= 3) {
+  // QEMU 7.2 leaves the table out with clusters of 4 KiB and less, where its 392 bytes would
+  // leave little or no room for a backing file name (a 512-byte cluster holds the 112-byte
+  // header, the backing format and a name of up to ~370 bytes only without it).
+  if (h.version >= 3 && cs > kNoFeatureTableUpTo) {
     // The standard names plus any the image carried for bits we do not know.
     std::vector<FeatureName> names;
     for (const auto& f : kStdFeatures) names.push_back({f.type, f.bit, f.name});

@@ -9,7 +9,8 @@
 // leaked) or the new one (the old one leaked). Preallocation maps the new clusters next, in the
 // driver's usual order: refcounts, then data (zeros), then L2 entries. The size field is written
 // last, after everything else is durable, so a crash before it leaves the old size over valid
-// tables.
+// tables. Over a backing file longer than the old size, the grown part gets zero clusters
+// before the size changes, so the backing file's data never shows there (as QEMU 7.2 does).
 //
 // Shrink: the guest clusters wholly past the new end are unmapped (L2 entries cleared before
 // their refcounts drop), the L1 entries past the new end are cleared on disk before their L2
@@ -62,13 +63,38 @@ Task<Status> Qcow2Image::resize(uint64_t new_size, const ResizeOptions& opts) {
     // qemu-img's words (-EFBIG from qcow2_grow_l1_table); QCOW_MAX_L1_SIZE is 32 MiB.
     co_return no_space("Failed to grow the L1 table: File too large");
   }
+  // A backing file longer than the old size would show through the grown part (QEMU's
+  // bdrv_co_truncate then asks for BDRV_REQ_ZERO_WRITE, and qcow2_co_truncate zeroes the
+  // part: zero clusters, zero bytes in the cluster the old end lies in).
+  const bool hide_backing = backing_ && backing_->size() > old;
+  if (hide_backing && h_.version < 3 && new_size > align_up(old, cluster_size_)) {
+    // Version 2 has no zero clusters; QEMU 7.2 refuses (qcow2_subcluster_zeroize: -ENOTSUP)
+    // rather than write the whole grown part as data, and so do we, in its words.
+    co_return not_supported("Failed to zero out new clusters: Operation not supported");
+  }
   CO_RETURN_IF_ERROR(co_await mark_dirty_if_lazy());
   CO_RETURN_IF_ERROR(co_await grow_l1(l1_needed));
   CO_RETURN_IF_ERROR(co_await zero_partial_tail(old, new_size));
   if (opts.preallocation != Preallocation::kOff) {
     CO_RETURN_IF_ERROR(co_await preallocate(old, new_size, opts.preallocation));
   }
+  if (hide_backing) CO_RETURN_IF_ERROR(co_await zero_grown_part(old, new_size, opts.preallocation));
   co_return co_await commit_size(new_size);
+}
+
+Task<Status> Qcow2Image::zero_grown_part(uint64_t old, uint64_t new_size, Preallocation mode) {
+  // Preallocation maps every whole new cluster to zeros already, and leaves the cluster that
+  // straddles the old end unallocated over a backing file (see preallocate): only its part past
+  // the old end needs zeros then.
+  uint64_t end =
+      mode == Preallocation::kOff ? new_size : std::min(new_size, align_up(old, cluster_size_));
+  if (end <= old) co_return Status{};
+  // The write path checks ranges against the size; the header keeps the old one until
+  // commit_size, after these zeros are durable, so a crash leaves the old size.
+  h_.size = new_size;
+  Status s = co_await write_zeroes(old, end - old, {});
+  if (!s) h_.size = old;
+  co_return s;
 }
 
 Task<Status> Qcow2Image::commit_size(uint64_t new_size) {
