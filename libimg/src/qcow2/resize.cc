@@ -9,7 +9,9 @@
 // leaked) or the new one (the old one leaked). Preallocation maps the new clusters next, in the
 // driver's usual order: refcounts, then data (zeros), then L2 entries. The size field is written
 // last, after everything else is durable, so a crash before it leaves the old size over valid
-// tables.
+// tables. The grown part reads as zeros: bytes a cluster straddling the old end kept from an
+// earlier shrink are zeroed, and a backing file reaching past the old end is hidden by zero
+// clusters (QEMU's bdrv_co_truncate), before the size is written.
 //
 // Shrink: the guest clusters wholly past the new end are unmapped (L2 entries cleared before
 // their refcounts drop), the L1 entries past the new end are cleared on disk before their L2
@@ -62,13 +64,37 @@ Task<Status> Qcow2Image::resize(uint64_t new_size, const ResizeOptions& opts) {
     // qemu-img's words (-EFBIG from qcow2_grow_l1_table); QCOW_MAX_L1_SIZE is 32 MiB.
     co_return no_space("Failed to grow the L1 table: File too large");
   }
+  // A backing file that reaches past the old end would show through the grown part. As QEMU's
+  // bdrv_co_truncate (BDRV_REQ_ZERO_WRITE when the backing file is larger than the old size),
+  // the grown part gets zeros: zero clusters, which version 2 lacks, so QEMU refuses that grow
+  // (qcow2_subcluster_zeroize: -ENOTSUP). Refused here before anything changes.
+  const bool over_backing = backing_covers(old);
+  if (over_backing && h_.version < 3) {
+    co_return not_supported(file_->name() +
+                            ": Failed to zero out new clusters: the backing file reaches past "
+                            "the old size, and a version 2 image has no zero clusters to hide it");
+  }
   CO_RETURN_IF_ERROR(co_await mark_dirty_if_lazy());
   CO_RETURN_IF_ERROR(co_await grow_l1(l1_needed));
-  CO_RETURN_IF_ERROR(co_await zero_partial_tail(old, new_size));
   if (opts.preallocation != Preallocation::kOff) {
     CO_RETURN_IF_ERROR(co_await preallocate(old, new_size, opts.preallocation));
   }
-  co_return co_await commit_size(new_size);
+  // The zeros go through the ordinary write_zeroes and write paths, whose range checks need the
+  // new size: it holds in memory from here (no request is in flight during a resize), while the
+  // header keeps the old one until commit_size. A crash in between leaves the old size, with
+  // zeros past it that nothing reads.
+  h_.size = new_size;
+  Status s;
+  if (over_backing) {
+    // QEMU's order too: zero clusters from the first cluster boundary on, zero bytes written
+    // over the rest of the cluster the old end lies in.
+    s = co_await zero_or_discard(old, new_size - old, /*discard=*/false, /*may_unmap=*/false);
+  } else {
+    s = co_await zero_partial_tail(old, new_size);
+  }
+  if (s) s = co_await commit_size(new_size);
+  if (!s) h_.size = old;
+  co_return s;
 }
 
 Task<Status> Qcow2Image::commit_size(uint64_t new_size) {
@@ -135,14 +161,19 @@ Task<Status> Qcow2Image::zero_partial_tail(uint64_t old, uint64_t new_size) {
   std::vector<uint64_t> entries;
   CO_RETURN_IF_ERROR(co_await lookup(gc, 1, entries));
   CO_ASSIGN_OR_RETURN(L2Entry e, decode_entry(gc, entries[0]));
+  uint64_t in = old & (cluster_size_ - 1);
+  uint64_t len = std::min(cluster_size_ - in, new_size - old);
+  if (e.kind == ClusterKind::kCompressed) {
+    // Its old bytes lie in the compressed stream: the write path turns it into a normal cluster
+    // with zeros there. REQUIRES h_.size == new_size (the range check).
+    co_return co_await zero_or_discard(old, len, /*discard=*/false, /*may_unmap=*/false);
+  }
   if (e.kind != ClusterKind::kNormal) co_return Status{};  // zero, unallocated: reads as zeros
   if (!e.copied) {
     co_return not_supported(file_->name() +
                             ": growing an image whose last cluster is shared "
                             "with a snapshot is not supported yet");
   }
-  uint64_t in = old & (cluster_size_ - 1);
-  uint64_t len = std::min(cluster_size_ - in, new_size - old);
   if (overlaps_metadata(e.host_offset, cluster_size_)) {
     co_return co_await mark_corrupt(
         strfmt("L2 entry for guest offset 0x%llx points into "
