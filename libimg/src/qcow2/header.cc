@@ -327,7 +327,10 @@ Result<std::vector<uint8_t>> encode_header(Header& h) {
   if (!h.external_data_file.empty()) {
     put_ext(kExtExternalDataFile, h.external_data_file.data(), h.external_data_file.size());
   }
-  if (h.version >= 3) {
+  // The feature name table takes 392 bytes or more, which with 512-byte clusters leaves no room
+  // for a backing format and name; QEMU 7.2 (qcow2_update_header) writes it only for clusters
+  // larger than 4 KiB, and so do we: small-cluster overlays can be created, headers match QEMU's.
+  if (h.version >= 3 && cs > 4096) {
     // The standard names plus any the image carried for bits we do not know.
     std::vector<FeatureName> names;
     for (const auto& f : kStdFeatures) names.push_back({f.type, f.bit, f.name});
