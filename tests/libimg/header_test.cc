@@ -247,6 +247,25 @@ TEST(Qcow2Header, ExtensionLengthOverflow) {
   expect_error(b, ErrorCode::kCorruption, "header extension 0x6803f857");
 }
 
+// Regression (found by the chain model test): a version 3 overlay with 512-byte clusters could
+// not be created ("header extensions and backing file name do not fit"), since the feature name
+// table filled the cluster; QEMU 7.2 omits that table for clusters of 4 KiB and less.
+TEST(Qcow2Header, FeatureNameTableOnlyForClustersOver4KiBAsQemuWrites) {
+  for (uint32_t bits = 9; bits <= 16; ++bits) {
+    SCOPED_TRACE(bits);
+    Header h = valid_header();
+    h.cluster_bits = bits;
+    h.backing_file = "l0.raw";
+    h.backing_format = "raw";
+    auto b = encode_header(h);
+    ASSERT_OK(b);
+    ASSERT_EQ(b->size(), 1u << bits);
+    // The backing format comes first (16 bytes with its header), then the table or the end.
+    ASSERT_EQ(load_be32(b->data() + 112), kExtBackingFormat);
+    EXPECT_EQ(load_be32(b->data() + 128), bits > 12 ? kExtFeatureNameTable : kExtEnd);
+  }
+}
+
 TEST(Qcow2Header, UnknownIncompatibleBit) {
   auto b = encode(valid_header());
   patch64(b, 72, 1ull << 7);

@@ -160,6 +160,14 @@ Task<Status> copy_chunk_compressed(ConvertJob& job, uint64_t off, uint64_t len, 
       CO_RETURN_IF_ERROR(co_await job.dst.write_zeroes(off + c, n, {.may_unmap = true}));
     }
   }
+  // A destination larger than the source (its size rounded up to whole sectors) ends with a
+  // partial cluster that a compressed write must cover up to the image end: the rest is zeros.
+  uint64_t dst_end = job.dst.size();
+  if (run_len > 0 && off + run_start + run_len == job.total && job.total < dst_end) {
+    uint64_t end = std::min(align_up(run_start + run_len, cs), dst_end - off);
+    std::memset(buf + run_start + run_len, 0, end - run_start - run_len);
+    run_len = end - run_start;
+  }
   CO_RETURN_IF_ERROR(co_await flush_run());
   co_return Status{};
 }
@@ -172,8 +180,13 @@ Task<void> worker(ConvertJob& job) {
     uint64_t off = job.next;
     uint64_t len = std::min(job.chunk_size, job.total - off);
     job.next += len;
-    Status s = job.opts.compress ? co_await copy_chunk_compressed(job, off, len, buf.get())
-                                 : co_await copy_chunk(job, off, len, buf.get());
+    // Not `cond ? co_await a : co_await b`: g++ 12 destroys that result twice on error.
+    Status s;
+    if (job.opts.compress) {
+      s = co_await copy_chunk_compressed(job, off, len, buf.get());
+    } else {
+      s = co_await copy_chunk(job, off, len, buf.get());
+    }
     if (!s) {
       if (!job.error) job.error = std::move(s).error();
       break;

@@ -121,9 +121,11 @@ Task<Status> Qcow2Image::decompress_clusters(uint64_t gc, std::span<const L2Entr
 Task<Status> Qcow2Image::write_compressed(uint64_t off, const void* buf, uint64_t len) {
   CO_RETURN_IF_ERROR(check_writable("compressed write"));
   CO_RETURN_IF_ERROR(check_range("compressed write", off, len));
-  // A partial cluster only at the end: the image's last cluster (its size may not be cluster,
-  // or even sector, aligned).
-  bool last_partial = len > 0 && (off + len - 1) >> cluster_bits_ == (h_.size - 1) >> cluster_bits_;
+  // A partial cluster only at the end: the image's last cluster (its size may not be cluster
+  // aligned), written up to the end, so the zero padding covers no guest byte. One stopping
+  // short of the end would be padded over bytes the caller did not write. QEMU's
+  // qcow2_co_pwritev_compressed_part has the same rule.
+  bool last_partial = off + len == h_.size;
   if (!is_aligned(off, cluster_size_) || (!is_aligned(len, cluster_size_) && !last_partial)) {
     co_return invalid_argument(
         strfmt("%s: compressed write of %llu bytes at %llu is not whole "

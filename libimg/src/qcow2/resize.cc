@@ -74,7 +74,14 @@ Task<Status> Qcow2Image::resize(uint64_t new_size, const ResizeOptions& opts) {
   }
   CO_RETURN_IF_ERROR(co_await mark_dirty_if_lazy());
   CO_RETURN_IF_ERROR(co_await grow_l1(l1_needed));
-  CO_RETURN_IF_ERROR(co_await zero_partial_tail(old, new_size));
+  {
+    // A compressed cluster straddling the old end is zeroed through the write path, whose range
+    // check needs the new size; the header keeps the old one until commit_size.
+    h_.size = new_size;
+    Status s = co_await zero_partial_tail(old, new_size);
+    h_.size = old;
+    CO_RETURN_IF_ERROR(s);
+  }
   if (opts.preallocation != Preallocation::kOff) {
     CO_RETURN_IF_ERROR(co_await preallocate(old, new_size, opts.preallocation));
   }
@@ -161,14 +168,19 @@ Task<Status> Qcow2Image::zero_partial_tail(uint64_t old, uint64_t new_size) {
   std::vector<uint64_t> entries;
   CO_RETURN_IF_ERROR(co_await lookup(gc, 1, entries));
   CO_ASSIGN_OR_RETURN(L2Entry e, decode_entry(gc, entries[0]));
+  uint64_t in = old & (cluster_size_ - 1);
+  uint64_t len = std::min(cluster_size_ - in, new_size - old);
+  if (e.kind == ClusterKind::kCompressed) {
+    // Its old bytes lie in the compressed stream: the write path turns it into a normal cluster
+    // with zeros there. REQUIRES h_.size == new_size (the range check).
+    co_return co_await zero_or_discard(old, len, /*discard=*/false, /*may_unmap=*/false);
+  }
   if (e.kind != ClusterKind::kNormal) co_return Status{};  // zero, unallocated: reads as zeros
   if (!e.copied) {
     co_return not_supported(file_->name() +
                             ": growing an image whose last cluster is shared "
                             "with a snapshot is not supported yet");
   }
-  uint64_t in = old & (cluster_size_ - 1);
-  uint64_t len = std::min(cluster_size_ - in, new_size - old);
   if (overlaps_metadata(e.host_offset, cluster_size_)) {
     co_return co_await mark_corrupt(
         strfmt("L2 entry for guest offset 0x%llx points into "

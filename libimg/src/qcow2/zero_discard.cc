@@ -90,8 +90,13 @@ Task<Status> Qcow2Image::zero_or_discard(uint64_t off, uint64_t len, bool discar
       }
       uint64_t ne;
       bool release = false;
+      if (!discard && h_.version < 3 && e.kind == ClusterKind::kCompressed) {
+        // No zero flag to give it: zero bytes through the write path, which replaces it with a
+        // normal cluster (QEMU's block layer falls back to writing zeros the same way).
+        cow_zero.push_back(gc + k);
+        continue;
+      }
       if (discard || (h_.version >= 3 && may_unmap) || e.kind == ClusterKind::kCompressed) {
-        if (!discard && h_.version < 3) co_return compressed_not_supported(gc + k);
         bool zero = !discard || (h_.version >= 3 && backing_covers((gc + k) << cluster_bits_));
         ne = zero ? encode_zero(0, false) : 0;
         release = host_len != 0;
