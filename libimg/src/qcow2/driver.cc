@@ -199,9 +199,27 @@ Task<Status> Qcow2Image::flush_metadata() {
 Task<Status> Qcow2Image::flush() {
   if (closed_) co_return invalid_argument("flush after close");
   if (read_only_) co_return Status{};
-  CO_RETURN_IF_ERROR(co_await flush_metadata());
+  co_return co_await sync_l2_tables(/*with_refcounts=*/true);
+}
+
+Task<Status> Qcow2Image::sync_l2_tables(bool with_refcounts) {
+  // Clusters freed before now had their references dropped before that, in tables dirty now:
+  // once those are written and the file flushed, they may be handed out again. Clusters freed
+  // while we wait stay in freed_unsynced_.
+  std::unordered_set<uint64_t> freed = std::move(freed_unsynced_);
+  freed_unsynced_.clear();
+  Status s;
+  if (with_refcounts) {
+    s = co_await flush_metadata();
+  } else {
+    s = co_await l2_cache_->flush();
+  }
   uint64_t l2n = l2_cache_->written_count(), rcn = refcount_cache_->written_count();
-  CO_RETURN_IF_ERROR(co_await file_->flush());
+  if (s) s = co_await file_->flush();
+  if (!s) {
+    freed_unsynced_.merge(freed);
+    co_return s;
+  }
   l2_cache_->synced_up_to(l2n);
   refcount_cache_->synced_up_to(rcn);
   co_return Status{};

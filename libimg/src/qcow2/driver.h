@@ -80,6 +80,9 @@ class Qcow2Image final : public BlockDriver {
   Task<Status> write_incompatible_features(uint64_t bits);
   Task<Status> mark_dirty_if_lazy();  // lazy_refcounts: set the dirty bit before the first change
   Task<Status> flush_metadata();
+  // Writes the dirty L2 tables (and refcount blocks, with_refcounts), flushes the file and
+  // records what is durable now, freed clusters that may be reused included.
+  Task<Status> sync_l2_tables(bool with_refcounts);
   // Marks the image corrupt (header bit set, no further writes) and returns the error.
   Task<Status> mark_corrupt(std::string why);
   Status check_writable(const char* op) const;
@@ -89,6 +92,11 @@ class Qcow2Image final : public BlockDriver {
   Task<Status> update_refcounts(uint64_t first_cluster, uint64_t count, int64_t delta);
   Task<Result<uint64_t>> find_free_run(uint64_t n);
   Task<Result<uint64_t>> alloc_clusters(uint64_t n);  // host byte offset of n new clusters
+  // Before clusters freed since the last sync are handed out again: the L2 tables that stopped
+  // referencing them are written and the file flushed. Otherwise new data lands in a cluster that
+  // an L2 entry on disk still maps, and after a crash a discarded guest cluster reads another
+  // one's data (with lazy refcounts, both entries could reach the disk).
+  Task<Status> sync_before_reuse(uint64_t first_cluster, uint64_t count);
   // Byte-granular space for one compressed cluster (QEMU's qcow2_alloc_bytes): continues in
   // the host cluster at free_byte_offset_, spilling into the next one if that is the next free
   // cluster. Every host cluster the bytes touch gains one reference. REQUIRES 0 < size <= cluster
@@ -205,6 +213,8 @@ class Qcow2Image final : public BlockDriver {
   AsyncMutex dirty_mu_;  // one writer sets the dirty bit; the others wait until it is on disk
   ClusterLocks cluster_locks_;
   uint64_t free_cluster_index_ = 0;
+  // Host clusters whose refcount dropped to 0 since the L2 tables were last written and synced.
+  std::unordered_set<uint64_t> freed_unsynced_;
   // Where the next compressed cluster's bytes go (inside a host cluster that compressed data
   // already uses), or 0 to start a new host cluster.
   uint64_t free_byte_offset_ = 0;

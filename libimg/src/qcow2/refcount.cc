@@ -60,6 +60,8 @@ Task<Status> Qcow2Image::update_refcounts(uint64_t first, uint64_t count, int64_
       v += delta;
       set_refcount(ref.data(), i, refcount_order_, v);
       if (v == 0 && c < free_cluster_index_) free_cluster_index_ = c;
+      // The reference that let go of it may still be on disk (see alloc_clusters).
+      if (v == 0) freed_unsynced_.insert(c);
       // A host cluster that compressed clusters no longer use may be handed out whole now: new
       // compressed data must not continue in it.
       if (v == 0 && free_byte_offset_ && c == free_byte_offset_ >> cluster_bits_) {
@@ -240,10 +242,22 @@ Task<Result<uint64_t>> Qcow2Image::alloc_clusters(uint64_t n) {
       }
     }
     if (changed) continue;  // the run moved under us: search again
+    CO_RETURN_IF_ERROR(co_await sync_before_reuse(start, n));
     CO_RETURN_IF_ERROR(co_await update_refcounts(start, n, +1));
     free_cluster_index_ = start + n;
     co_return start << cluster_bits_;
   }
+}
+
+Task<Status> Qcow2Image::sync_before_reuse(uint64_t first, uint64_t n) {
+  if (freed_unsynced_.empty()) co_return Status{};
+  bool reuse = false;
+  for (uint64_t c = first; c < first + n && !reuse; ++c) reuse = freed_unsynced_.count(c);
+  if (!reuse) co_return Status{};
+  // Every cluster in the set was freed after the change that dropped its reference (an L2
+  // entry, marked dirty before the refcount fell, or a table pointer written to the file), so
+  // writing the dirty L2 tables and flushing the file makes all of them safe to hand out.
+  co_return co_await sync_l2_tables(/*with_refcounts=*/false);
 }
 
 Task<Result<uint64_t>> Qcow2Image::alloc_bytes(uint64_t size) {
