@@ -40,6 +40,9 @@ int main(int argc, char** argv) {
   run->add_option("--disk", disks, "PATH[,format=raw|qcow2][,readonly=on][,cache=none|writeback] (repeatable)");
   run->add_option("--serial", cfg.serial, "stdio | file:PATH | unix:PATH")->capture_default_str();
   run->add_flag("--hugepages", cfg.hugepages, "back guest memory with 2 MiB huge pages");
+  bool no_pvm_workarounds = false;
+  run->add_flag("--no-pvm-workarounds", no_pvm_workarounds,
+                "under kvm_pvm, do not add noxsave nosmap nosmep clearcpuid=... to a Linux cmdline");
   CLI::App* check = app.add_subcommand("check", "check that this host can run guests");
 
   try {
@@ -57,6 +60,7 @@ int main(int argc, char** argv) {
     return vmm::kExitBadArguments;
   }
   cfg.memory = *mem;
+  cfg.pvm_workarounds = !no_pvm_workarounds;
   for (const std::string& d : disks) {
     auto spec = vmm::parse_disk_spec(d);
     if (!spec) {

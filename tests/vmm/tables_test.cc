@@ -1,11 +1,14 @@
 // e820, MP table and ACPI builders: layout and checksums.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
+#include <string>
 
 #include "img/bytes.h"
 #include "kvm/guest_ram.h"
 #include "x86/acpi.h"
+#include "x86/dsdt.h"
 #include "x86/cpu_setup.h"
 #include "x86/e820.h"
 #include "x86/mptable.h"
@@ -51,6 +54,7 @@ TEST(MpTableTest, ChecksumsAndCounts) {
 }
 
 uint32_t le32(const uint8_t* p) { return img::load_le32(p); }
+uint32_t le16(const uint8_t* p) { return uint32_t(p[0]) | uint32_t(p[1]) << 8; }
 
 TEST(AcpiTest, TablesChainAndCheckSum) {
   const uint64_t base = 0xe0000;
@@ -86,6 +90,89 @@ TEST(AcpiTest, TablesChainAndCheckSum) {
     }
   }
   EXPECT_EQ(found_madt, 1);
+}
+
+// 20.2.4: the PkgLength counts its own bytes; one byte holds up to 63.
+TEST(AmlTest, PkgLengthEncodings) {
+  EXPECT_EQ(aml_pkg_length(0), (std::vector<uint8_t>{0x01}));
+  EXPECT_EQ(aml_pkg_length(62), (std::vector<uint8_t>{0x3f}));
+  EXPECT_EQ(aml_pkg_length(63), (std::vector<uint8_t>{0x41, 0x04}));     // 65 = 0x041
+  EXPECT_EQ(aml_pkg_length(0xffd), (std::vector<uint8_t>{0x4f, 0xff}));  // 0xfff
+  EXPECT_EQ(aml_pkg_length(0xffe), (std::vector<uint8_t>{0x81, 0x00, 0x01}));  // 0x1001
+}
+
+// Decodes a PkgLength at b; returns the package's total length from b (n_bytes set).
+size_t pkg_len(const uint8_t* b, size_t* n_bytes) {
+  size_t extra = b[0] >> 6;
+  size_t len = extra ? (b[0] & 0x0f) : (b[0] & 0x3f);
+  for (size_t i = 0; i < extra; ++i) len |= size_t(b[1 + i]) << (4 + 8 * i);
+  *n_bytes = 1 + extra;
+  return len;
+}
+
+// The root bridge as Linux reads it: \_SB.PCI0 with the PNP0A08/PNP0A03 ids (the bytes iasl
+// emits for EisaId) and a _CRS whose windows are the ones vmm's PCI bus allocates from.
+TEST(AmlTest, DsdtDescribesThePciRootBridge) {
+  std::vector<uint8_t> a = build_dsdt_aml({kPciHoleStart, kPciHoleEnd});
+  ASSERT_GT(a.size(), 20u);
+  // Scope (\_SB_) spans the whole definition block, Device (PCI0) the rest of the scope.
+  ASSERT_EQ(a[0], 0x10);
+  size_t nb;
+  EXPECT_EQ(pkg_len(&a[1], &nb) + 1, a.size());
+  size_t at = 1 + nb;
+  ASSERT_EQ(0, std::memcmp(&a[at], "\\_SB_", 5));
+  at += 5;
+  ASSERT_EQ(a[at], 0x5b);
+  ASSERT_EQ(a[at + 1], 0x82);
+  EXPECT_EQ(pkg_len(&a[at + 2], &nb) + at + 2, a.size());
+  ASSERT_EQ(0, std::memcmp(&a[at + 2 + nb], "PCI0", 4));
+  auto find = [&](const std::vector<uint8_t>& needle) {
+    return std::search(a.begin(), a.end(), needle.begin(), needle.end()) != a.end();
+  };
+  EXPECT_TRUE(find({0x08, '_', 'H', 'I', 'D', 0x0c, 0x41, 0xd0, 0x0a, 0x08}));
+  EXPECT_TRUE(find({0x08, '_', 'C', 'I', 'D', 0x0c, 0x41, 0xd0, 0x0a, 0x03}));
+  EXPECT_TRUE(find({0x08, '_', 'B', 'B', 'N', 0x00}));
+  // _CRS: Buffer (size) { descriptors..., End Tag }, decoded back into ranges.
+  const uint8_t crs[] = {0x08, '_', 'C', 'R', 'S', 0x11};
+  auto it = std::search(a.begin(), a.end(), std::begin(crs), std::end(crs));
+  ASSERT_NE(it, a.end());
+  size_t p = size_t(it - a.begin()) + sizeof crs;
+  size_t buf_end = p + pkg_len(&a[p], &nb);
+  p += nb;
+  ASSERT_EQ(a[p], 0x0a);  // ByteConst buffer size
+  size_t size = a[p + 1];
+  p += 2;
+  ASSERT_EQ(p + size, buf_end);
+  std::vector<std::string> ranges;
+  bool end_tag = false;
+  while (p < buf_end) {
+    uint8_t tag = a[p];
+    if (tag == 0x79) {
+      end_tag = p + 2 == buf_end;
+      break;
+    }
+    if (tag == 0x47) {
+      ranges.push_back(img::strfmt("io %x+%x", le16(&a[p + 2]), a[p + 7]));
+      p += 8;
+      continue;
+    }
+    ASSERT_TRUE(tag == 0x88 || tag == 0x87) << int(tag);
+    size_t len = le16(&a[p + 1]);
+    uint8_t type = a[p + 3];
+    EXPECT_EQ(a[p + 4], 0x0c);  // fixed min and max, producer
+    if (tag == 0x88) {
+      ranges.push_back(img::strfmt("%s %x-%x", type == 2 ? "bus" : "iow", le16(&a[p + 8]),
+                                   le16(&a[p + 10])));
+      EXPECT_EQ(le16(&a[p + 14]), le16(&a[p + 10]) - le16(&a[p + 8]) + 1);
+    } else {
+      ranges.push_back(img::strfmt("mem %x-%x", le32(&a[p + 10]), le32(&a[p + 14])));
+      EXPECT_EQ(le32(&a[p + 22]), le32(&a[p + 14]) - le32(&a[p + 10]) + 1);
+    }
+    p += 3 + len;
+  }
+  EXPECT_TRUE(end_tag);
+  EXPECT_EQ(ranges, (std::vector<std::string>{"bus 0-0", "io cf8+8", "iow 0-cf7", "iow d00-ffff",
+                                              "mem c0000000-febfffff"}));
 }
 
 TEST(GdtTest, EntryRoundTrip) {

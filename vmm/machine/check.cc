@@ -9,6 +9,7 @@
 
 #include "img/io_loop.h"
 #include "kvm/kvm.h"
+#include "machine/guest_cmdline.h"
 
 namespace vmm {
 namespace {
@@ -32,10 +33,12 @@ bool module_loaded(const std::string& name) {
 
 }  // namespace
 
+bool host_is_kvm_pvm() { return module_loaded("kvm_pvm"); }
+
 std::vector<CheckLine> run_host_checks(const std::string& kvm_path) {
   using S = CheckLine::State;
   std::vector<CheckLine> out;
-  bool pvm = module_loaded("kvm_pvm");
+  bool pvm = host_is_kvm_pvm();
   std::string cpuinfo = slurp("/proc/cpuinfo");
   bool vmx = cpuinfo.find(" vmx") != std::string::npos, svm = cpuinfo.find(" svm") != std::string::npos;
   if (vmx || svm) {
@@ -56,6 +59,9 @@ std::vector<CheckLine> run_host_checks(const std::string& kvm_path) {
     out.push_back({S::kNote, "KVM is kvm_pvm, a software hypervisor",
                    "guest CPL0 code runs in an instruction emulator (~2 M instructions/s): "
                    "stock Linux kernels are very slow or stop; use hardware KVM for real guests"});
+    out.push_back({S::kNote, "kvm_pvm workarounds",
+                   "vmm run adds '" + pvm_workaround_params() +
+                       "' to a Linux guest's command line (--no-pvm-workarounds turns this off)"});
   }
   if (!exists(kvm_path)) {
     out.push_back({S::kFail, kvm_path + " present", "load the kvm modules; check udev created the node"});

@@ -15,6 +15,9 @@ struct CheckLine {
   std::string fix;  // for kFail: the remedy; for kNote: the detail
 };
 
+// True when /dev/kvm is the kvm_pvm software hypervisor (its module is loaded).
+bool host_is_kvm_pvm();
+
 std::vector<CheckLine> run_host_checks(const std::string& kvm_path = "/dev/kvm");
 // Prints the lines; returns 0 if none failed, 1 otherwise.
 int print_host_checks(const std::vector<CheckLine>& lines);

@@ -39,6 +39,8 @@ struct MachineConfig {
   std::vector<DiskSpec> disks;
   std::string serial = "stdio";
   bool hugepages = false;
+  // Under kvm_pvm, add the parameters Linux needs there (guest_cmdline.h); --no-pvm-workarounds.
+  bool pvm_workarounds = true;
 };
 
 // "512M", "2G", "1048576", "64K", "1T" (binary units; optional trailing "iB"/"B").

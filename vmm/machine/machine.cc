@@ -10,7 +10,9 @@
 #include <chrono>
 #include <cstdio>
 
+#include "machine/check.h"
 #include "machine/file_util.h"
+#include "machine/guest_cmdline.h"
 #include "x86/acpi.h"
 #include "x86/boot_params.h"
 #include "x86/cpu_setup.h"
@@ -64,7 +66,14 @@ img::Status Machine::load_and_boot(const MachineConfig& c) {
   LoadedKernel& k = *loaded;
 
   BootInfo info;
-  info.cmdline = c.cmdline;
+  // A bzImage or a PVH vmlinux is Linux; a plain ELF64 is a freestanding guest with its own flags.
+  GuestCmdline cmd = compose_guest_cmdline(c.cmdline, k.bzimage || k.pvh, host_is_kvm_pvm(),
+                                           c.pvm_workarounds);
+  if (!cmd.added.empty()) {
+    std::fprintf(stderr, "vmm: kvm_pvm: adding '%s' to the kernel command line "
+                         "(--no-pvm-workarounds turns this off)\n", cmd.added.c_str());
+  }
+  info.cmdline = cmd.cmdline;
   info.e820 = build_e820(c.memory);
   if (!c.initrd.empty()) {
     ASSIGN_OR_RETURN(std::vector<uint8_t> initrd, read_whole_file(c.initrd, "initrd", low_end));

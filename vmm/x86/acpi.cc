@@ -3,6 +3,8 @@
 #include <cstring>
 
 #include "img/bytes.h"
+#include "kvm/guest_ram.h"
+#include "x86/dsdt.h"
 #include "x86/layout.h"
 #include "x86/mptable.h"
 
@@ -32,20 +34,7 @@ void seal(std::vector<uint8_t>& t) { t[9] = uint8_t(-byte_sum(t.data(), t.size()
 img::Result<AcpiTables> build_acpi_tables(uint32_t cpus, uint64_t base) {
   if (cpus == 0 || cpus > kMaxCpus) return img::invalid_argument("ACPI: CPU count out of range");
   const uint64_t rsdp_at = base, xsdt_at = base + 0x40, fadt_at = base + 0x80;
-  const uint64_t dsdt_at = base + 0x1a0, madt_at = base + 0x1d0;
-
-  std::vector<uint8_t> dsdt = sdt("DSDT", kHeader, 2);
-  seal(dsdt);
-
-  std::vector<uint8_t> fadt = sdt("FACP", 276, 6);
-  img::store_le32(&fadt[40], static_cast<uint32_t>(dsdt_at));  // DSDT
-  fadt[109] = 0x02;                                             // IAPC_BOOT_ARCH: 8042 present
-  fadt[109] |= 0x04;                                            // VGA not present
-  img::store_le32(&fadt[112], 1u << 20);                        // Flags: HW_REDUCED_ACPI
-  fadt[131] = 5;                                                // FADT minor version (6.5)
-  img::store_le64(&fadt[140], dsdt_at);                         // X_DSDT
-  std::memcpy(&fadt[268], "LEANVMM ", 8);                       // hypervisor vendor identity
-  seal(fadt);
+  const uint64_t madt_at = base + 0x1a0;
 
   size_t madt_len = kHeader + 8 + 8 * cpus + 12 + 6;
   std::vector<uint8_t> madt = sdt("APIC", madt_len, 4);
@@ -71,6 +60,23 @@ img::Result<AcpiTables> build_acpi_tables(uint32_t cpus, uint64_t base) {
   madt[p + 5] = 1;
   seal(madt);
 
+  // The DSDT goes last: its length depends on the AML.
+  const uint64_t dsdt_at = (madt_at + madt.size() + 15) & ~uint64_t(15);
+  std::vector<uint8_t> aml = build_dsdt_aml({kPciHoleStart, kPciHoleEnd});
+  std::vector<uint8_t> dsdt = sdt("DSDT", kHeader + aml.size(), 2);
+  std::memcpy(&dsdt[kHeader], aml.data(), aml.size());
+  seal(dsdt);
+
+  std::vector<uint8_t> fadt = sdt("FACP", 276, 6);
+  img::store_le32(&fadt[40], static_cast<uint32_t>(dsdt_at));  // DSDT
+  fadt[109] = 0x02;                                             // IAPC_BOOT_ARCH: 8042 present
+  fadt[109] |= 0x04;                                            // VGA not present
+  img::store_le32(&fadt[112], 1u << 20);                        // Flags: HW_REDUCED_ACPI
+  fadt[131] = 5;                                                // FADT minor version (6.5)
+  img::store_le64(&fadt[140], dsdt_at);                         // X_DSDT
+  std::memcpy(&fadt[268], "LEANVMM ", 8);                       // hypervisor vendor identity
+  seal(fadt);
+
   std::vector<uint8_t> xsdt = sdt("XSDT", kHeader + 16, 1);
   img::store_le64(&xsdt[36], fadt_at);
   img::store_le64(&xsdt[44], madt_at);
@@ -87,7 +93,7 @@ img::Result<AcpiTables> build_acpi_tables(uint32_t cpus, uint64_t base) {
 
   AcpiTables out;
   out.rsdp = rsdp_at;
-  out.bytes.assign(madt_at + madt.size() - base, 0);
+  out.bytes.assign(dsdt_at + dsdt.size() - base, 0);
   auto put = [&](uint64_t at, const std::vector<uint8_t>& t) {
     std::memcpy(&out.bytes[at - base], t.data(), t.size());
   };

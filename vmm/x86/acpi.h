@@ -1,6 +1,6 @@
 // Minimal ACPI tables (ACPI 6.5, chapter 5.2) so that Linux finds the vCPUs and the IOAPIC:
 // RSDP (5.2.5) -> XSDT (5.2.8) -> FADT (5.2.9, hardware-reduced, revision 6, with the 8042 flag)
-// -> DSDT (5.2.11.1, empty), and MADT (5.2.12) with one Processor Local APIC per vCPU, the
+// -> DSDT (5.2.11.1: the PCI root bridge, x86/dsdt.h), and MADT (5.2.12) with one Processor Local APIC per vCPU, the
 // IOAPIC and the LINT1 NMI. Debian's kernel has no MP-table parser: without the MADT it runs
 // on one CPU.
 //

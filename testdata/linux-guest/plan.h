@@ -1,0 +1,91 @@
+/* What the Linux test guest's checks do, shared by test-init.c (32-bit freestanding C in the
+ * guest) and tests/vmm/linux_guest/linux_guest_test.cc (C++ on the host), so that the host
+ * prepares the images and verifies them afterwards from the same plan the guest runs through
+ * Linux's drivers.
+ *
+ * check=blk (/dev/vda, Linux's virtio-blk driver, the block layer's ioctls):
+ * The disk: BLK_DISK_SIZE bytes, blk_pattern() in [0, BLK_PATTERN_END), zeros above. The
+ * guest then applies kBlkPlan in order; blk_expected() is every byte afterwards. Offsets are
+ * chosen around 64 KiB qcow2 clusters: writes cross cluster boundaries, the discard covers
+ * whole clusters (so a qcow2 image frees them and reads zeros, as a raw file's punched hole
+ * does), the write-zeroes range starts and ends inside clusters.
+ * No 64-bit division anywhere: the guest links without libgcc. */
+#ifndef LINUX_GUEST_PLAN_H
+#define LINUX_GUEST_PLAN_H
+
+#define BLK_DISK_SIZE (64ull << 20)
+#define BLK_PATTERN_END (8ull << 20)
+#define BLK_KIB 1024ull
+#define BLK_MIB (1024ull * 1024ull)
+
+enum blk_op_kind {
+  BLK_WRITE,          /* pwrite on an O_DIRECT descriptor */
+  BLK_WRITE_BUFFERED, /* pwrite through the page cache; fsync() must push it to the device */
+  BLK_DISCARD,        /* ioctl BLKDISCARD */
+  BLK_ZEROOUT,        /* ioctl BLKZEROOUT */
+};
+
+struct blk_op {
+  int kind;
+  unsigned long long off, len;
+};
+
+static const struct blk_op kBlkPlan[] = {
+    {BLK_WRITE, 64 * BLK_KIB - 4 * BLK_KIB, 8 * BLK_KIB},        /* crosses cluster 0/1 */
+    {BLK_WRITE, 192 * BLK_KIB - 2 * BLK_KIB, 132 * BLK_KIB},     /* crosses two boundaries */
+    {BLK_WRITE_BUFFERED, 512 * BLK_KIB + 60 * BLK_KIB, 8 * BLK_KIB},
+    {BLK_WRITE, 16 * BLK_MIB + 60 * BLK_KIB, 8 * BLK_KIB},       /* into unallocated space */
+    {BLK_WRITE, BLK_DISK_SIZE - 4 * BLK_KIB, 4 * BLK_KIB},       /* the last 4 KiB */
+    {BLK_DISCARD, 1 * BLK_MIB, 128 * BLK_KIB},                   /* two whole clusters */
+    {BLK_ZEROOUT, 2 * BLK_MIB + 4 * BLK_KIB, 68 * BLK_KIB},      /* inside-cluster ends */
+    {BLK_WRITE, 1 * BLK_MIB + 64 * BLK_KIB, 4 * BLK_KIB},        /* into the discarded range */
+};
+#define BLK_PLAN_LEN (sizeof(kBlkPlan) / sizeof(kBlkPlan[0]))
+
+/* Ranges the guest reads back (O_DIRECT) and compares with blk_expected(). */
+static const struct blk_op kBlkVerify[] = {
+    {0, 0, 2 * BLK_MIB + 256 * BLK_KIB},
+    {0, BLK_PATTERN_END - 64 * BLK_KIB, 128 * BLK_KIB},
+    {0, 16 * BLK_MIB, 256 * BLK_KIB},
+    {0, BLK_DISK_SIZE - 64 * BLK_KIB, 64 * BLK_KIB},
+};
+#define BLK_VERIFY_LEN (sizeof(kBlkVerify) / sizeof(kBlkVerify[0]))
+
+/* What the host writes before boot. */
+static inline unsigned char blk_pattern(unsigned long long o) {
+  if (o >= BLK_PATTERN_END) return 0;
+  return (unsigned char)((unsigned)(o >> 9) * 151u + (unsigned)(o & 511) + 1u);
+}
+
+/* What write number `i` of the plan writes at disk offset o. */
+static inline unsigned char blk_written(unsigned i, unsigned long long o) {
+  return (unsigned char)(((unsigned)(o >> 9) * 37u + (unsigned)(o & 511) * 3u + 0x40u * (i + 1)) ^ 0xa5u);
+}
+
+/* Every byte of the disk after the whole plan: the last operation covering o decides. */
+static inline unsigned char blk_expected(unsigned long long o) {
+  unsigned i = BLK_PLAN_LEN;
+  while (i-- > 0) {
+    const struct blk_op* p = &kBlkPlan[i];
+    if (o < p->off || o >= p->off + p->len) continue;
+    if (p->kind == BLK_WRITE || p->kind == BLK_WRITE_BUFFERED) return blk_written(i, o);
+    return 0;
+  }
+  return blk_pattern(o);
+}
+
+/* check=ext4 (/dev/vdb, made by mke2fs on the host): the guest mounts it, reads the host's
+ * file, writes its own file and a directory with a data file, fsyncs and unmounts; the host's
+ * e2fsck -fn is then clean and debugfs shows the guest's files. */
+#define EXT4_HOST_FILE "host.txt"
+#define EXT4_HOST_TEXT "written by the host with mke2fs -d\n"
+#define EXT4_GUEST_FILE "guest.txt"
+#define EXT4_GUEST_TEXT "written by Linux through virtio-blk on our VMM\n"
+#define EXT4_GUEST_DIR "guest-dir"
+#define EXT4_GUEST_DATA "guest-dir/data"
+#define EXT4_GUEST_DATA_LEN (96 * 1024u)
+static inline unsigned char ext4_data(unsigned long o) {
+  return (unsigned char)((o >> 10) * 7u + o * 13u + 5u);
+}
+
+#endif

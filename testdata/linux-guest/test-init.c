@@ -1,0 +1,381 @@
+/* /init of the vmm Linux test guest: a test client for our devices, driven through Linux's own
+ * drivers, not a libc.
+ *
+ * It mounts devtmpfs and proc, runs the checks named on the kernel command line
+ * (check=blk,scsi,...), prints one verdict line per check on the console,
+ *     CHECK <name> PASS <what was done>
+ *     CHECK <name> FAIL <what went wrong>
+ *     CHECK <name> NOTBUILT not built yet
+ * then "INIT: done", drains the console and reboots (vmm exits 0 on the i8042 reset with
+ * reboot=k).
+ *
+ * Why it looks like this (docs/vmm.md "A real Linux guest"): under kvm_pvm a user-mode 64-bit
+ * `syscall` never reaches the guest kernel, a user-mode `int $0x80` arrives as #UD (the test
+ * kernel's patch runs the system call from there) and user-mode SSE raises #UD. So this is a
+ * 32-bit static binary, freestanding, every system call an `int $0x80`, built with
+ * -mgeneral-regs-only. No 64-bit division either: it links without libgcc. */
+
+#include "plan.h"
+
+/* i386 system call numbers (arch/x86/entry/syscalls/syscall_32.tbl). */
+enum {
+  NR_read = 3, NR_write = 4, NR_open = 5, NR_close = 6, NR_mount = 21, NR_sync = 36,
+  NR_mkdir = 39, NR_umount2 = 52, NR_ioctl = 54, NR_dup2 = 63, NR_reboot = 88, NR_fsync = 118,
+  NR_pread64 = 180, NR_pwrite64 = 181,
+};
+enum { O_RDONLY = 0, O_WRONLY = 1, O_RDWR = 2, O_CREAT = 0x40, O_NOCTTY = 0x100, O_TRUNC = 0x200, O_DIRECT = 0x4000, O_LARGEFILE = 0x8000 };
+#define TCSBRK 0x5409u       /* with arg 1: wait until the output has drained */
+#define BLKGETSIZE64 0x80041272u /* _IOR(0x12, 114, size_t), size_t being 4 bytes here */
+#define BLKDISCARD 0x1277u   /* _IO(0x12, 119) */
+#define BLKZEROOUT 0x127fu   /* _IO(0x12, 127) */
+
+static long sys5(long nr, long a, long b, long c, long d, long e) {
+  long r;
+  __asm__ volatile("int $0x80"
+                   : "=a"(r)
+                   : "a"(nr), "b"(a), "c"(b), "d"(c), "S"(d), "D"(e)
+                   : "memory");
+  return r;
+}
+#define SYS(nr, a, b, c) sys5(nr, (long)(a), (long)(b), (long)(c), 0, 0)
+
+/* pread64/pwrite64 take the 64-bit offset as two registers, low half first. */
+static long pread64(long fd, void* buf, unsigned long n, unsigned long long off) {
+  return sys5(NR_pread64, fd, (long)buf, (long)n, (long)(unsigned)off, (long)(unsigned)(off >> 32));
+}
+static long pwrite64(long fd, const void* buf, unsigned long n, unsigned long long off) {
+  return sys5(NR_pwrite64, fd, (long)buf, (long)n, (long)(unsigned)off, (long)(unsigned)(off >> 32));
+}
+
+/* gcc may emit calls to these even in freestanding code. */
+void* memset(void* d, int c, unsigned long n) {
+  unsigned char* p = d;
+  while (n--) *p++ = (unsigned char)c;
+  return d;
+}
+void* memcpy(void* d, const void* s, unsigned long n) {
+  unsigned char* p = d;
+  const unsigned char* q = s;
+  while (n--) *p++ = *q++;
+  return d;
+}
+
+/* ---- console output ---- */
+
+static unsigned long slen(const char* s) {
+  unsigned long n = 0;
+  while (s[n]) n++;
+  return n;
+}
+static void put(const char* s) { SYS(NR_write, 1, s, slen(s)); }
+static void put_dec(unsigned long v) { /* 32-bit: native division */
+  char b[12];
+  int i = sizeof b;
+  b[--i] = 0;
+  do b[--i] = (char)('0' + v % 10); while (v /= 10);
+  put(b + i);
+}
+static void put_hex(unsigned long long v) {
+  char b[19];
+  int i = sizeof b;
+  b[--i] = 0;
+  do b[--i] = "0123456789abcdef"[v & 15]; while (v >>= 4);
+  b[--i] = 'x';
+  b[--i] = '0';
+  put(b + i);
+}
+static void put_err(long r) {
+  put(" (errno ");
+  put_dec((unsigned long)-r);
+  put(")");
+}
+
+static int word_eq(const char* a, unsigned long n, const char* b) {
+  unsigned long i = 0;
+  for (; i < n; i++)
+    if (a[i] != b[i]) return 0;
+  return b[i] == 0;
+}
+
+static int fail(const char* check, const char* what, long r) {
+  put("CHECK ");
+  put(check);
+  put(" FAIL ");
+  put(what);
+  if (r < 0) put_err(r);
+  put("\n");
+  return 0;
+}
+
+/* ---- check=blk: Linux's virtio-blk driver on /dev/vda, the plan in plan.h ---- */
+
+#define CHUNK (128 * 1024)
+static unsigned char buf[CHUNK] __attribute__((aligned(4096))); /* O_DIRECT wants alignment */
+
+/* Reads [off, off+len) through fd and compares it with want(o); reports the first mismatch. */
+static int verify(long fd, unsigned long long off, unsigned long long len,
+                  unsigned char (*want)(unsigned long long), const char* stage) {
+  while (len > 0) {
+    unsigned long n = len < CHUNK ? (unsigned long)len : CHUNK;
+    long r = pread64(fd, buf, n, off);
+    if (r != (long)n) {
+      put("CHECK blk FAIL ");
+      put(stage);
+      put(": read at ");
+      put_hex(off);
+      if (r < 0) put_err(r);
+      put("\n");
+      return 0;
+    }
+    for (unsigned long i = 0; i < n; i++) {
+      if (buf[i] != want(off + i)) {
+        put("CHECK blk FAIL ");
+        put(stage);
+        put(": byte at ");
+        put_hex(off + i);
+        put(" is ");
+        put_hex(buf[i]);
+        put(", expected ");
+        put_hex(want(off + i));
+        put("\n");
+        return 0;
+      }
+    }
+    off += n;
+    len -= n;
+  }
+  return 1;
+}
+
+static long write_op(long fd, unsigned i) {
+  const struct blk_op* p = &kBlkPlan[i];
+  for (unsigned long long done = 0; done < p->len; done += CHUNK) {
+    unsigned long n = p->len - done < CHUNK ? (unsigned long)(p->len - done) : CHUNK;
+    for (unsigned long k = 0; k < n; k++) buf[k] = blk_written(i, p->off + done + k);
+    long r = pwrite64(fd, buf, n, p->off + done);
+    if (r != (long)n) return r < 0 ? r : -5 /* EIO: short write */;
+  }
+  return 0;
+}
+
+static int check_blk(void) {
+  long fd = SYS(NR_open, "/dev/vda", O_RDWR | O_DIRECT | O_LARGEFILE, 0);
+  if (fd < 0) return fail("blk", "open /dev/vda", fd);
+  unsigned long long size = 0;
+  long r = SYS(NR_ioctl, fd, BLKGETSIZE64, &size);
+  if (r < 0) return fail("blk", "BLKGETSIZE64", r);
+  if (size != BLK_DISK_SIZE) {
+    put("CHECK blk FAIL /dev/vda has ");
+    put_hex(size);
+    put(" bytes, expected ");
+    put_hex(BLK_DISK_SIZE);
+    put("\n");
+    return 0;
+  }
+  /* The host's pattern, before anything is written, including where it ends. */
+  if (!verify(fd, 0, 512 * BLK_KIB, blk_pattern, "pattern")) return 0;
+  if (!verify(fd, BLK_PATTERN_END - 64 * BLK_KIB, 128 * BLK_KIB, blk_pattern, "pattern")) return 0;
+
+  for (unsigned i = 0; i < BLK_PLAN_LEN; i++) {
+    const struct blk_op* p = &kBlkPlan[i];
+    unsigned long long range[2] = {p->off, p->len};
+    const char* what = "write";
+    switch (p->kind) {
+      case BLK_WRITE:
+        r = write_op(fd, i);
+        break;
+      case BLK_WRITE_BUFFERED: {
+        what = "buffered write + fsync";
+        long bfd = SYS(NR_open, "/dev/vda", O_RDWR | O_LARGEFILE, 0);
+        if (bfd < 0) return fail("blk", "open /dev/vda without O_DIRECT", bfd);
+        r = write_op(bfd, i);
+        if (r == 0) r = SYS(NR_fsync, bfd, 0, 0);
+        SYS(NR_close, bfd, 0, 0);
+        break;
+      }
+      case BLK_DISCARD:
+        what = "BLKDISCARD";
+        r = SYS(NR_ioctl, fd, BLKDISCARD, range);
+        break;
+      case BLK_ZEROOUT:
+        what = "BLKZEROOUT";
+        r = SYS(NR_ioctl, fd, BLKZEROOUT, range);
+        break;
+    }
+    if (r < 0) {
+      put("CHECK blk FAIL ");
+      put(what);
+      put(" at ");
+      put_hex(p->off);
+      put_err(r);
+      put("\n");
+      return 0;
+    }
+  }
+  r = SYS(NR_fsync, fd, 0, 0); /* a virtio-blk FLUSH */
+  if (r < 0) return fail("blk", "fsync", r);
+
+  unsigned long long checked = 0;
+  for (unsigned i = 0; i < BLK_VERIFY_LEN; i++) {
+    if (!verify(fd, kBlkVerify[i].off, kBlkVerify[i].len, blk_expected, "read-back")) return 0;
+    checked += kBlkVerify[i].len;
+  }
+  SYS(NR_close, fd, 0, 0);
+  put("CHECK blk PASS ");
+  put_dec(BLK_PLAN_LEN);
+  put(" operations (O_DIRECT and buffered writes across clusters, fsync, BLKDISCARD, BLKZEROOUT), ");
+  put_dec((unsigned long)(checked >> 10));
+  put(" KiB read back\n");
+  return 1;
+}
+
+/* ---- check=ext4: a file system made on the host, on /dev/vdb (ext4dev=vda to change) ---- */
+
+static char ext4_dev[32] = "/dev/vdb";
+
+static int write_file(const char* path, const void* data, unsigned long n) {
+  long fd = SYS(NR_open, path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) return fail("ext4", path, fd);
+  long r = SYS(NR_write, fd, data, n);
+  if (r != (long)n) return fail("ext4", "write", r < 0 ? r : -5);
+  r = SYS(NR_fsync, fd, 0, 0);
+  if (r < 0) return fail("ext4", "fsync", r);
+  SYS(NR_close, fd, 0, 0);
+  return 1;
+}
+
+static int check_ext4(void) {
+  SYS(NR_mkdir, "/mnt", 0755, 0);
+  long r = sys5(NR_mount, (long)ext4_dev, (long)"/mnt", (long)"ext4", 0, 0);
+  if (r < 0) return fail("ext4", "mount on /mnt", r);
+  static const char host_text[] = EXT4_HOST_TEXT;
+  long fd = SYS(NR_open, "/mnt/" EXT4_HOST_FILE, O_RDONLY, 0);
+  if (fd < 0) return fail("ext4", "open /mnt/" EXT4_HOST_FILE, fd);
+  r = SYS(NR_read, fd, buf, sizeof buf);
+  SYS(NR_close, fd, 0, 0);
+  if (r != (long)sizeof host_text - 1 || !word_eq((const char*)buf, (unsigned long)r, host_text))
+    return fail("ext4", "the host's " EXT4_HOST_FILE " reads back wrong", r < 0 ? r : 0);
+  static const char guest_text[] = EXT4_GUEST_TEXT;
+  if (!write_file("/mnt/" EXT4_GUEST_FILE, guest_text, sizeof guest_text - 1)) return 0;
+  r = SYS(NR_mkdir, "/mnt/" EXT4_GUEST_DIR, 0755, 0);
+  if (r < 0) return fail("ext4", "mkdir /mnt/" EXT4_GUEST_DIR, r);
+  for (unsigned long i = 0; i < EXT4_GUEST_DATA_LEN; i++) buf[i] = ext4_data(i);
+  if (!write_file("/mnt/" EXT4_GUEST_DATA, buf, EXT4_GUEST_DATA_LEN)) return 0;
+  SYS(NR_sync, 0, 0, 0);
+  r = SYS(NR_umount2, "/mnt", 0, 0);
+  if (r < 0) return fail("ext4", "umount /mnt", r);
+  put("CHECK ext4 PASS mounted ");
+  put(ext4_dev);
+  put(", read " EXT4_HOST_FILE ", wrote " EXT4_GUEST_FILE " and " EXT4_GUEST_DATA ", unmounted\n");
+  return 1;
+}
+
+/* ---- the command line and the checks ---- */
+
+struct check {
+  const char* name;
+  int (*run)(void); /* 0: not built yet */
+};
+static const struct check kChecks[] = {
+    {"blk", check_blk}, {"scsi", 0}, {"net", 0}, {"rng", 0},
+    {"console", 0},     {"balloon", 0}, {"ext4", check_ext4}, {"smp", 0},
+};
+
+static void run_check(const char* name, unsigned long n) {
+  for (unsigned i = 0; i < sizeof kChecks / sizeof kChecks[0]; i++) {
+    if (!word_eq(name, n, kChecks[i].name)) continue;
+    if (kChecks[i].run) {
+      kChecks[i].run();
+    } else {
+      put("CHECK ");
+      put(kChecks[i].name);
+      put(" NOTBUILT not built yet\n");
+    }
+    return;
+  }
+  put("CHECK ");
+  SYS(NR_write, 1, name, n);
+  put(" FAIL unknown check\n");
+}
+
+/* Reads a small /proc file into b (NUL-terminated); returns its length or a negative errno. */
+static long read_file(const char* path, char* b, unsigned long cap) {
+  long fd = SYS(NR_open, path, O_RDONLY, 0);
+  if (fd < 0) return fd;
+  long n = SYS(NR_read, fd, b, cap - 1);
+  SYS(NR_close, fd, 0, 0);
+  b[n > 0 ? n : 0] = 0;
+  return n;
+}
+
+static void finish(void) {
+  put("INIT: done, rebooting\n");
+  SYS(NR_ioctl, 1, TCSBRK, 1); /* drain the UART, or the last lines may be lost */
+  SYS(NR_sync, 0, 0, 0);
+  sys5(NR_reboot, (long)0xfee1dead, 672274793, 0x01234567 /* RESTART */, 0, 0);
+  for (;;) {
+  }
+}
+
+void init_main(void) {
+  SYS(NR_mkdir, "/dev", 0755, 0);
+  SYS(NR_mkdir, "/proc", 0555, 0);
+  long md = sys5(NR_mount, (long)"devtmpfs", (long)"/dev", (long)"devtmpfs", 0, 0);
+  long mp = sys5(NR_mount, (long)"proc", (long)"/proc", (long)"proc", 0, 0);
+  long con = SYS(NR_open, "/dev/console", O_RDWR | O_NOCTTY, 0);
+  if (con >= 0) {
+    for (long fd = 0; fd < 3; fd++)
+      if (fd != con) SYS(NR_dup2, con, fd, 0);
+  }
+  static char line[1024];
+  if (md < 0) fail("init", "mount devtmpfs", md);
+  if (mp < 0) fail("init", "mount proc", mp);
+  if (read_file("/proc/uptime", line, 64) > 0) {
+    char* sp = line;
+    while (*sp && *sp != ' ') sp++;
+    *sp = 0;
+    put("INIT: userspace up at ");
+    put(line);
+    put(" s\n");
+  }
+  long n = read_file("/proc/cmdline", line, sizeof line);
+  if (n < 0) {
+    fail("init", "read /proc/cmdline", n);
+    finish();
+  }
+  /* Options first ("ext4dev=vda"), then every "check=a,b" word, the names in order. */
+  for (char* w = line; *w;) {
+    while (*w == ' ' || *w == '\n') w++;
+    char* end = w;
+    while (*end && *end != ' ' && *end != '\n') end++;
+    if (end - w > 8 && end - w < 8 + 16 && word_eq(w, 8, "ext4dev=")) {
+      char* d = ext4_dev + 5; /* after "/dev/" */
+      for (char* c = w + 8; c < end;) *d++ = *c++;
+      *d = 0;
+    }
+    w = end;
+  }
+  for (char* w = line; *w;) {
+    while (*w == ' ' || *w == '\n') w++;
+    char* end = w;
+    while (*end && *end != ' ' && *end != '\n') end++;
+    if (end - w > 6 && word_eq(w, 6, "check=")) {
+      for (char* c = w + 6; c < end;) {
+        char* e = c;
+        while (e < end && *e != ',') e++;
+        if (e > c) run_check(c, (unsigned long)(e - c));
+        c = e + 1;
+      }
+    }
+    w = end;
+  }
+  finish();
+}
+
+/* The kernel enters here with the stack holding argc, argv, envp (unused). */
+__asm__(".globl _start\n"
+        "_start:\n"
+        "  xorl %ebp, %ebp\n"
+        "  andl $-16, %esp\n"
+        "  call init_main\n"
+        "1: jmp 1b\n");

@@ -1,0 +1,242 @@
+// A real Linux tests our devices with its own drivers: vmm boots the test kernel
+// (testdata/linux-guest/build-kernel.sh: Debian's linux-source-6.1, tinyconfig + virtio, built
+// on the first run and cached) with test-init.c as /init, which runs the checks named by
+// check= on the kernel command line and prints "CHECK <name> PASS|FAIL|NOTBUILT ..." lines.
+//
+// check=blk runs plan.h's block plan through Linux's virtio-blk driver; afterwards the host
+// checks the image with `img check` and `qemu-img check`, and `qemu-img convert` must show
+// exactly the plan's result, byte for byte over the whole disk. check=ext4 mounts an ext4 file
+// system made by mke2fs on a second disk, reads the host's file and writes its own; the host's
+// `e2fsck -fn` on the converted image is then clean and debugfs reads the guest's files.
+// Skipped, with the reason, only where /dev/kvm is missing or not accessible.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "plan.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string slurp(const std::string& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+struct RunResult {
+  int rc;
+  std::string out, err;
+  double seconds;
+};
+
+RunResult run_shell(const std::string& cmd, const std::string& dir) {
+  auto t0 = std::chrono::steady_clock::now();
+  std::string full = cmd + " >" + dir + "/out.txt 2>" + dir + "/err.txt </dev/null";
+  int st = std::system(full.c_str());
+  RunResult r;
+  r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  r.out = slurp(dir + "/out.txt");
+  r.err = slurp(dir + "/err.txt");
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+bool host_is_kvm_pvm() { return access("/sys/module/kvm_pvm", F_OK) == 0; }
+
+// The kernel command line of every boot; vmm itself adds the kvm_pvm workarounds.
+constexpr const char* kCmdline = "console=ttyS0 reboot=k panic=-1 vdso32=0 quiet";
+constexpr const char* kPvmParams = "noxsave nosmap nosmep clearcpuid=cx16,popcnt,smap,smep";
+
+class LinuxGuestTest : public ::testing::Test {
+ public:
+  static void SetUpTestSuite() {
+    if (access("/dev/kvm", F_OK) != 0) {
+      skip_ = "/dev/kvm is missing";
+      return;
+    }
+    if (access("/dev/kvm", R_OK | W_OK) != 0) {
+      skip_ = "/dev/kvm is not read/write for this user";
+      return;
+    }
+    // The kernel: built the first time (minutes), then found in the cache (seconds).
+    const char* tmp = std::getenv("IMG_TEST_TMPDIR");
+    std::string dir = std::string(tmp && *tmp ? tmp : "/tmp") + "/linux_guest_kernel";
+    fs::create_directories(dir);
+    std::fprintf(stderr, "building or finding the test kernel (%s)...\n", LINUX_BUILD_SCRIPT);
+    RunResult r = run_shell(LINUX_BUILD_SCRIPT, dir);
+    std::string out = r.out;
+    while (!out.empty() && out.back() == '\n') out.pop_back();
+    std::string last = out.substr(out.rfind('\n') == std::string::npos ? 0 : out.rfind('\n') + 1);
+    if (r.rc != 0 || !fs::exists(last + "/vmlinux") || !fs::exists(last + "/bzImage")) {
+      kernel_error_ = "build-kernel.sh failed (rc " + std::to_string(r.rc) + "):\n" + r.err;
+      return;
+    }
+    kernel_dir_ = last;
+    std::fprintf(stderr, "test kernel: %s (%.0f s)\n", kernel_dir_.c_str(), r.seconds);
+  }
+
+  void SetUp() override {
+    if (!skip_.empty()) GTEST_SKIP() << skip_;
+    ASSERT_TRUE(kernel_error_.empty()) << kernel_error_;
+    const char* tmp = std::getenv("IMG_TEST_TMPDIR");
+    dir_ = std::string(tmp && *tmp ? tmp : "/tmp") + "/vmm_linux_" + std::to_string(getpid()) + "_" +
+           ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override {
+    if (!dir_.empty() && !HasFailure()) fs::remove_all(dir_);
+  }
+
+  RunResult sh(const std::string& cmd) { return run_shell(cmd, dir_); }
+
+  // The disk before boot: blk_pattern() in the first BLK_PATTERN_END bytes, sparse zeros above.
+  std::string write_pattern_raw() {
+    std::string p = dir_ + "/pattern.raw";
+    std::string data(BLK_PATTERN_END, '\0');
+    for (uint64_t o = 0; o < BLK_PATTERN_END; ++o) data[o] = char(blk_pattern(o));
+    std::ofstream f(p, std::ios::binary);
+    f.write(data.data(), data.size());
+    f.close();
+    fs::resize_file(p, BLK_DISK_SIZE);
+    return p;
+  }
+
+  // Boots `kernel` (vmlinux or bzImage) with the test init; `disks` are --disk options.
+  RunResult boot(const std::string& kernel, const std::string& disks, const std::string& checks) {
+    std::string cmd = std::string("timeout 900 ") + VMM_BINARY + " run --kernel " + kernel_dir_ + "/" +
+                      kernel + " --initrd " + LINUX_INITRD + " --memory 64M " + disks +
+                      " --cmdline '" + kCmdline + " check=" + checks + "'";
+    RunResult r = sh(cmd);
+    std::fprintf(stderr, "%s: vmm exited %d after %.1f s\n", kernel.c_str(), r.rc, r.seconds);
+    RecordProperty("boot_seconds", std::to_string(r.seconds));
+    return r;
+  }
+
+  // An ext4 file system made on the host (mke2fs -d) holding EXT4_HOST_FILE, as qcow2 by img.
+  std::string make_ext4_qcow2() {
+    fs::create_directories(dir_ + "/ext4-src");
+    std::ofstream(dir_ + "/ext4-src/" EXT4_HOST_FILE) << EXT4_HOST_TEXT;
+    RunResult c = sh("mke2fs -q -t ext4 -L vmmtest -d " + dir_ + "/ext4-src -F " + dir_ +
+                     "/ext4.raw 32M");
+    EXPECT_EQ(c.rc, 0) << c.err;
+    c = sh(std::string(IMG_BINARY) + " convert -f raw -O qcow2 " + dir_ + "/ext4.raw " + dir_ +
+           "/ext4.qcow2");
+    EXPECT_EQ(c.rc, 0) << c.err;
+    return dir_ + "/ext4.qcow2";
+  }
+
+  // After check=ext4: both checkers clean on the qcow2, e2fsck clean on its conversion, and the
+  // guest's files there with the guest's bytes.
+  void verify_ext4(const std::string& image) {
+    RunResult c = sh(std::string(IMG_BINARY) + " check " + image);
+    EXPECT_EQ(c.rc, 0) << "img check: " << c.out << c.err;
+    c = sh("qemu-img check " + image);
+    EXPECT_EQ(c.rc, 0) << "qemu-img check: " << c.out << c.err;
+    std::string raw = dir_ + "/ext4-after.raw";
+    c = sh("qemu-img convert -f qcow2 -O raw " + image + " " + raw);
+    ASSERT_EQ(c.rc, 0) << c.err;
+    c = sh("e2fsck -fn " + raw);
+    EXPECT_EQ(c.rc, 0) << "e2fsck -fn: " << c.out << c.err;
+    c = sh("debugfs -R 'cat /" EXT4_GUEST_FILE "' " + raw);
+    EXPECT_EQ(c.out, EXT4_GUEST_TEXT) << c.err;
+    c = sh("debugfs -R 'dump /" EXT4_GUEST_DATA " " + dir_ + "/data' " + raw);
+    std::string data = slurp(dir_ + "/data");
+    ASSERT_EQ(data.size(), EXT4_GUEST_DATA_LEN) << c.err;
+    for (unsigned long o = 0; o < data.size(); ++o) {
+      ASSERT_EQ(uint8_t(data[o]), ext4_data(o)) << EXT4_GUEST_DATA " byte " << o;
+    }
+  }
+
+  // The whole blk round trip on one image (plus, with_ext4, the ext4 check on a second disk).
+  void blk_round_trip(const std::string& format, const std::string& cache, const std::string& kernel,
+                      bool with_ext4 = false) {
+    std::string raw = write_pattern_raw();
+    std::string image = raw;
+    if (format == "qcow2") {
+      image = dir_ + "/disk.qcow2";
+      RunResult c = sh(std::string(IMG_BINARY) + " convert -f raw -O qcow2 " + raw + " " + image);
+      ASSERT_EQ(c.rc, 0) << c.err;
+    }
+    std::string disks = "--disk " + image + ",format=" + format + ",cache=" + cache;
+    std::string ext4;
+    if (with_ext4) {
+      ext4 = make_ext4_qcow2();
+      disks += " --disk " + ext4 + ",format=qcow2,cache=" + cache;
+    }
+    RunResult r = boot(kernel, disks, with_ext4 ? "blk,ext4,rng" : "blk,rng");
+    // The verdicts, then the documented exit code: the init's reboot is an i8042 reset, 0.
+    EXPECT_NE(r.out.find("INIT: userspace up at "), std::string::npos) << r.out << r.err;
+    EXPECT_NE(r.out.find("CHECK blk PASS "), std::string::npos) << r.out << r.err;
+    EXPECT_EQ(r.out.find("CHECK blk FAIL"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("CHECK rng NOTBUILT not built yet"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("INIT: done, rebooting"), std::string::npos) << r.out << r.err;
+    if (with_ext4) {
+      EXPECT_NE(r.out.find("CHECK ext4 PASS "), std::string::npos) << r.out;
+    }
+    ASSERT_EQ(r.rc, 0) << r.out << r.err;
+    if (with_ext4) verify_ext4(ext4);
+    if (host_is_kvm_pvm()) {
+      EXPECT_NE(r.err.find(std::string("kvm_pvm: adding '") + kPvmParams + "'"), std::string::npos)
+          << r.err;
+    } else {
+      EXPECT_EQ(r.err.find("kvm_pvm: adding"), std::string::npos) << r.err;
+    }
+
+    if (format == "qcow2") {
+      RunResult c = sh(std::string(IMG_BINARY) + " check " + image);
+      EXPECT_EQ(c.rc, 0) << "img check: " << c.out << c.err;
+      c = sh("qemu-img check " + image);
+      EXPECT_EQ(c.rc, 0) << "qemu-img check: " << c.out << c.err;
+    }
+    std::string out = dir_ + "/converted.raw";
+    RunResult c = sh("qemu-img convert -f " + format + " -O raw " + image + " " + out);
+    ASSERT_EQ(c.rc, 0) << c.err;
+    std::string d = slurp(out);
+    ASSERT_EQ(d.size(), BLK_DISK_SIZE);
+    uint64_t bad = 0, first = 0;
+    for (uint64_t o = 0; o < d.size(); ++o) {
+      if (uint8_t(d[o]) != blk_expected(o)) {
+        if (bad++ == 0) first = o;
+      }
+    }
+    EXPECT_EQ(bad, 0u) << "first wrong byte at " << first << ": " << int(uint8_t(d[first]))
+                       << ", expected " << int(blk_expected(first));
+  }
+
+  static std::string skip_, kernel_error_, kernel_dir_;
+  std::string dir_;
+};
+
+std::string LinuxGuestTest::skip_, LinuxGuestTest::kernel_error_, LinuxGuestTest::kernel_dir_;
+
+// Two disks: the blk plan on vda, an ext4 file system made by mke2fs on vdb.
+TEST_F(LinuxGuestTest, BlkAndExt4OnQcow2Writeback) {
+  blk_round_trip("qcow2", "writeback", "vmlinux", /*with_ext4=*/true);
+}
+TEST_F(LinuxGuestTest, BlkOnQcow2CacheNone) { blk_round_trip("qcow2", "none", "vmlinux"); }
+TEST_F(LinuxGuestTest, BlkOnRawWriteback) { blk_round_trip("raw", "writeback", "vmlinux"); }
+// The bzImage loader path (64-bit boot protocol entry, LZ4 decompressor) with the same checks.
+TEST_F(LinuxGuestTest, BlkOnRawCacheNoneFromBzImage) { blk_round_trip("raw", "none", "bzImage"); }
+
+TEST_F(LinuxGuestTest, VmmCheckNamesThePvmWorkarounds) {
+  RunResult r = sh(std::string(VMM_BINARY) + " check");
+  bool said = r.out.find(std::string("kvm_pvm workarounds: vmm run adds '") + kPvmParams) !=
+              std::string::npos;
+  EXPECT_EQ(said, host_is_kvm_pvm()) << r.out;
+}
+
+}  // namespace
