@@ -308,15 +308,22 @@ void ChainRun::run(const ChainOp& op) {
     }
     case ChainOp::kCompressed: {
       // Whole clusters from a cluster boundary; a range that reaches the end of the image may
-      // end in its last, partial cluster.
+      // end in its last, partial cluster, anywhere in its last sector (as a source whose size
+      // is not a multiple of 512 does): the rest of that sector reads as zeros.
       const uint64_t clusters = (size + cs - 1) / cs;
       off = op.a % clusters * cs;
       len = std::min((1 + op.b % 8) * cs, size - off);
+      uint64_t cut = 0;
+      if (off + len == size && len % cs != 0 && op.seed % 4 == 0) {
+        cut = std::min<uint64_t>(len - 1, (op.seed >> 2) % 512);
+        len -= cut;
+      }
       log(off, len);
       std::vector<uint8_t> buf(len);
       fill_data(buf.data(), off, len, op.seed, op.seed % 3 != 0);
       ok(loop_->run(top_->write_compressed(off, buf.data(), len)), "write_compressed");
       std::copy(buf.begin(), buf.end(), model_.begin() + off);
+      std::fill(model_.begin() + off + len, model_.begin() + off + len + cut, 0);
       break;
     }
     case ChainOp::kResize: {

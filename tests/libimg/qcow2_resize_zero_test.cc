@@ -3,6 +3,7 @@
 // version 2, which has none), and the old bytes a compressed cluster keeps past an earlier
 // shrink's end. Regressions found by the chain model test (qcow2_chain_model_test.cc).
 #include <algorithm>
+#include <random>
 #include <vector>
 
 #include "img/image.h"
@@ -174,10 +175,10 @@ TEST(Qcow2ResizeZero, GrowAfterShrinkingIntoACompressedClusterReadsZeros) {
   }
 }
 
-TEST(Qcow2CompressedWrite, PartialClusterMustEndAtTheImageEnd) {
-  // A compressed write that stops inside the last cluster short of the image's end was taken and
-  // padded with zeros, wiping bytes the caller did not write (and only when the data compressed:
-  // an incompressible cluster went through the ordinary write and kept them).
+TEST(Qcow2CompressedWrite, PartialClusterMustReachTheImagesLastSector) {
+  // A compressed write that stopped inside the last cluster short of the image's end was taken
+  // and padded with zeros, wiping bytes the caller did not write (and only when the data
+  // compressed: an incompressible cluster went through the ordinary write and kept them).
   auto loop = make_loop();
   const uint64_t size = 3 * kCs + 8192;
   test::MemImage m(*loop, {.size = size, .cluster_size = kCs});
@@ -188,10 +189,25 @@ TEST(Qcow2CompressedWrite, PartialClusterMustEndAtTheImageEnd) {
   ASSERT_FALSE(s.has_value());
   EXPECT_EQ(s.error().code(), ErrorCode::kInvalidArgument);
   expect_same(read_all(*loop, *m.drv, 0, size), before);
-  // Up to the end of the image it is whole enough.
-  std::vector<uint8_t> tail(8192, 0x44);
+  // Into the image's last sector it is whole enough (a source whose size is not a multiple of
+  // 512 ends there): the rest of the sector reads as zeros, like the rounded-up end of a QEMU
+  // image.
+  std::vector<uint8_t> tail(8192 - 100, 0x44);
   ASSERT_OK(loop->run(m.drv->write_compressed(3 * kCs, tail.data(), tail.size())));
   std::copy(tail.begin(), tail.end(), before.begin() + 3 * kCs);
+  std::fill(before.begin() + 3 * kCs + tail.size(), before.end(), 0);
+  expect_same(read_all(*loop, *m.drv, 0, size), before);
+  tail.resize(8192, 0x55);
+  ASSERT_OK(loop->run(m.drv->write_compressed(3 * kCs, tail.data(), tail.size())));
+  std::copy(tail.begin(), tail.end(), before.begin() + 3 * kCs);
+  expect_same(read_all(*loop, *m.drv, 0, size), before);
+  // Data that does not compress is stored as it is, with the same zeros after it.
+  std::mt19937 rng(7);
+  for (auto& b : tail) b = static_cast<uint8_t>(rng());
+  tail.resize(8192 - 100);
+  ASSERT_OK(loop->run(m.drv->write_compressed(3 * kCs, tail.data(), tail.size())));
+  std::copy(tail.begin(), tail.end(), before.begin() + 3 * kCs);
+  std::fill(before.begin() + 3 * kCs + tail.size(), before.end(), 0);
   expect_same(read_all(*loop, *m.drv, 0, size), before);
   m.close();
   test::expect_clean(*loop, m);

@@ -88,9 +88,10 @@ class BlockDriver {
   virtual Task<Status> close() = 0;
 
   // Stores [off, off+len) compressed, one cluster at a time (qemu-img convert -c). REQUIRES: off
-  // is a multiple of compressed_cluster_size(), and len is too or off + len == size() (the
-  // image's last, partial cluster, padded with zeros past the end). A cluster that does not
-  // compress is stored as it is. Formats without compressed clusters return kNotSupported.
+  // is a multiple of compressed_cluster_size(), and len is too or the range ends in the image's
+  // last 512-byte sector (the last, partial cluster: what follows the range reads as zeros). A
+  // cluster that does not compress is stored as it is. Formats without compressed clusters
+  // return kNotSupported.
   virtual Task<Status> write_compressed(uint64_t off, const void* buf, uint64_t len);
   // The unit of write_compressed (the qcow2 cluster size), or 0 if the format cannot compress.
   virtual uint64_t compressed_cluster_size() const { return 0; }

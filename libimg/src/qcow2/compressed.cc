@@ -122,10 +122,11 @@ Task<Status> Qcow2Image::write_compressed(uint64_t off, const void* buf, uint64_
   CO_RETURN_IF_ERROR(check_writable("compressed write"));
   CO_RETURN_IF_ERROR(check_range("compressed write", off, len));
   // A partial cluster only at the end: the image's last cluster (its size may not be cluster
-  // aligned), written up to the end, so the zero padding covers no guest byte. One stopping
-  // short of the end would be padded over bytes the caller did not write. QEMU's
-  // qcow2_co_pwritev_compressed_part has the same rule.
-  bool last_partial = off + len == h_.size;
+  // aligned), written into its last 512-byte sector, so the zero padding covers at most the rest
+  // of that sector: a source whose size is not a multiple of 512 (convert -c) ends there, as
+  // QEMU's image size is rounded up to a sector. One stopping short of that would be padded
+  // over bytes the caller did not write (QEMU's qcow2_co_pwritev_compressed_part refuses it).
+  bool last_partial = h_.size - (off + len) < 512;
   if (!is_aligned(off, cluster_size_) || (!is_aligned(len, cluster_size_) && !last_partial)) {
     co_return invalid_argument(
         strfmt("%s: compressed write of %llu bytes at %llu is not whole "
@@ -179,8 +180,19 @@ Task<Status> Qcow2Image::write_compressed_run(uint64_t gc, const uint8_t* src, u
   // request holds any cluster lock.
   for (size_t i = 0; i < n; ++i) {
     if (csize[i] == 0) {
-      CO_RETURN_IF_ERROR(
-          co_await write((gc + i) << cluster_bits_, src + i * cs, std::min(cs, len - i * cs)));
+      const uint64_t at = (gc + i) << cluster_bits_;
+      const uint64_t given = std::min(cs, len - i * cs);
+      // A range ending inside the last sector: the rest of it reads as zeros, as it does when
+      // the cluster compresses (zero padded).
+      const uint64_t whole = std::min(cs, h_.size - at);
+      std::vector<uint8_t> padded;
+      const uint8_t* data = src + i * cs;
+      if (whole > given) {
+        padded.assign(whole, 0);
+        std::memcpy(padded.data(), data, given);
+        data = padded.data();
+      }
+      CO_RETURN_IF_ERROR(co_await write(at, data, whole));
     }
   }
   if (std::all_of(csize.begin(), csize.end(), [](size_t s) { return s == 0; })) {
