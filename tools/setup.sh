@@ -9,9 +9,10 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
 PACKAGES=(zlib1g-dev libzstd-dev liburing-dev libcli11-dev googletest librapidcheck-dev
-          qemu-utils ninja-build cmake g++ pkg-config fio clang-19 libclang-rt-19-dev lz4 python3)
-# The opt-in Linux test guest (-DVMM_LINUX_GUEST_TESTS=ON) installs its own kernel build
-# packages: testdata/linux-guest/build-kernel.sh.
+          qemu-utils ninja-build cmake g++ pkg-config fio clang-19 libclang-rt-19-dev lz4 python3
+          gcc-multilib e2fsprogs cpio)
+# gcc-multilib: the Linux test guest's 32-bit /init; e2fsprogs: its ext4 disk. The test kernel's
+# own build packages are installed by testdata/linux-guest/build-kernel.sh.
 
 install_packages() {
   local missing=()

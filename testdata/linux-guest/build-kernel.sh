@@ -3,9 +3,9 @@
 #
 #   build-kernel.sh            prints the cache folder holding vmlinux, bzImage and config
 #
-# The kernel is tinyconfig + kernel.fragment with kernel.patch applied (two changes that let
-# Linux run under kvm_pvm's CPL0 emulator: no int3 self-test, user-mode int $0x80 taken from
-# #UD; see docs/vmm.md "A real Linux guest"). The result lands in
+# The kernel is tinyconfig + kernel.fragment with kernel.patch applied (three changes
+# that let Linux run under kvm_pvm's CPL0 emulator: no int3 self-test, user-mode int $0x80 taken
+# from #UD, no x87 fwait when a task exits; see docs/vmm.md "A real Linux guest"). The result lands in
 #   ${IMG_LINUX_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/img-linux-guest}/<key>/
 # where <key> hashes the source package version, the patch, the fragment and the compiler,
 # so a second run finds it and returns at once. Concurrent runs wait on a lock.

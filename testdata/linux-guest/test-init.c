@@ -7,7 +7,8 @@
  *     CHECK <name> FAIL <what went wrong>
  *     CHECK <name> NOTBUILT not built yet
  * then "INIT: done", drains the console and reboots (vmm exits 0 on the i8042 reset with
- * reboot=k).
+ * reboot=k), or powers off with then=poweroff (ACPI S5: vmm exits 0 and says so).
+ * Options: ext4dev=vdX (the ext4 check's disk), ncpus=N (the CPUs the smp check expects).
  *
  * Why it looks like this (docs/vmm.md "A real Linux guest"): under kvm_pvm a user-mode 64-bit
  * `syscall` never reaches the guest kernel, a user-mode `int $0x80` arrives as #UD (the test
@@ -270,6 +271,40 @@ static int check_ext4(void) {
   return 1;
 }
 
+/* ---- check=smp: every vCPU vmm started is online under Linux (ACPI MADT) ---- */
+
+static char want_ncpus = '1'; /* ncpus=N on the command line, 1-9 */
+
+static long read_file(const char* path, char* b, unsigned long cap);
+
+static int check_smp(void) {
+  SYS(NR_mkdir, "/sys", 0555, 0);
+  long r = sys5(NR_mount, (long)"sysfs", (long)"/sys", (long)"sysfs", 0, 0);
+  if (r < 0 && r != -16 /* EBUSY: mounted already */) return fail("smp", "mount sysfs", r);
+  static char online[32];
+  r = read_file("/sys/devices/system/cpu/online", online, sizeof online);
+  if (r < 0) return fail("smp", "read /sys/devices/system/cpu/online", r);
+  while (r > 0 && online[r - 1] == '\n') online[--r] = 0;
+  /* "0" for one CPU, "0-N" for N+1. */
+  char want[4] = {'0', 0, 0, 0};
+  if (want_ncpus > '1') {
+    want[1] = '-';
+    want[2] = (char)(want_ncpus - 1);
+  }
+  if (!word_eq(online, (unsigned long)r, want)) {
+    put("CHECK smp FAIL online CPUs are ");
+    put(online);
+    put(", expected ");
+    put(want);
+    put("\n");
+    return 0;
+  }
+  put("CHECK smp PASS online CPUs ");
+  put(online);
+  put("\n");
+  return 1;
+}
+
 /* ---- the command line and the checks ---- */
 
 struct check {
@@ -278,7 +313,7 @@ struct check {
 };
 static const struct check kChecks[] = {
     {"blk", check_blk}, {"scsi", 0}, {"net", 0}, {"rng", 0},
-    {"console", 0},     {"balloon", 0}, {"ext4", check_ext4}, {"smp", 0},
+    {"console", 0},     {"balloon", 0}, {"ext4", check_ext4}, {"smp", check_smp},
 };
 
 static void run_check(const char* name, unsigned long n) {
@@ -308,11 +343,14 @@ static long read_file(const char* path, char* b, unsigned long cap) {
   return n;
 }
 
+static int power_off; /* then=poweroff */
+
 static void finish(void) {
-  put("INIT: done, rebooting\n");
+  put(power_off ? "INIT: done, powering off\n" : "INIT: done, rebooting\n");
   SYS(NR_ioctl, 1, TCSBRK, 1); /* drain the UART, or the last lines may be lost */
   SYS(NR_sync, 0, 0, 0);
-  sys5(NR_reboot, (long)0xfee1dead, 672274793, 0x01234567 /* RESTART */, 0, 0);
+  sys5(NR_reboot, (long)0xfee1dead, 672274793,
+       power_off ? 0x4321fedc /* POWER_OFF */ : 0x01234567 /* RESTART */, 0, 0);
   for (;;) {
   }
 }
@@ -343,7 +381,8 @@ void init_main(void) {
     fail("init", "read /proc/cmdline", n);
     finish();
   }
-  /* Options first ("ext4dev=vda"), then every "check=a,b" word, the names in order. */
+  /* Options first ("ext4dev=vda", "ncpus=2", "then=poweroff"), then every "check=a,b" word,
+   * the names in order. */
   for (char* w = line; *w;) {
     while (*w == ' ' || *w == '\n') w++;
     char* end = w;
@@ -353,6 +392,8 @@ void init_main(void) {
       for (char* c = w + 8; c < end;) *d++ = *c++;
       *d = 0;
     }
+    if (end - w == 7 && word_eq(w, 6, "ncpus=") && w[6] >= '1' && w[6] <= '9') want_ncpus = w[6];
+    if (word_eq(w, (unsigned long)(end - w), "then=poweroff")) power_off = 1;
     w = end;
   }
   for (char* w = line; *w;) {

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "devices/acpi_sleep.h"
 #include "devices/i8042.h"
 #include "devices/rtc.h"
 #include "devices/serial.h"
@@ -127,6 +128,25 @@ TEST(I8042Test, SelfTestAndCommandByte) {
   EXPECT_EQ(k.rd(0), 0x61);
   k.wr(4, 0xad);  // other commands never reset
   EXPECT_EQ(k.resets, 0);
+}
+
+// Linux's acpi_hw_extended_sleep(5): clears WAK_STS in the status register, writes
+// SLP_TYP 5 << 2 | SLP_EN to the control register, then polls WAK_STS.
+TEST(AcpiSleepTest, S5WithSleepEnablePowersOff) {
+  int offs = 0;
+  AcpiSleep d([&] { ++offs; });
+  auto wr = [&](uint64_t off, uint8_t v) { d.bus_write(off, std::span<const uint8_t>(&v, 1)); };
+  wr(1, 0x80);
+  EXPECT_EQ(offs, 0);
+  uint8_t status = 0xff;
+  d.bus_read(1, std::span<uint8_t>(&status, 1));
+  EXPECT_EQ(status, 0);  // not awake from a sleep: the guest keeps polling until vmm stops it
+  wr(0, 5 << 2);  // SLP_TYP without SLP_EN: nothing yet
+  EXPECT_EQ(offs, 0);
+  wr(0, 3 << 2 | 0x20);  // S3 is not offered: ignored
+  EXPECT_EQ(offs, 0);
+  wr(0, 5 << 2 | 0x20);
+  EXPECT_EQ(offs, 1);
 }
 
 TEST(RtcTest, BcdTimeFromClock) {

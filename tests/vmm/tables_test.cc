@@ -8,6 +8,7 @@
 #include "img/bytes.h"
 #include "kvm/guest_ram.h"
 #include "x86/acpi.h"
+#include "devices/acpi_sleep.h"
 #include "x86/dsdt.h"
 #include "x86/cpu_setup.h"
 #include "x86/e820.h"
@@ -78,6 +79,14 @@ TEST(AcpiTest, TablesChainAndCheckSum) {
       EXPECT_EQ(0, std::memcmp(b + dsdt, "DSDT", 4));
       EXPECT_EQ(byte_sum(b + dsdt, le32(b + dsdt + 4)), 0);
       EXPECT_TRUE(le32(b + at + 112) & (1u << 20));
+      // SLEEP_CONTROL_REG, SLEEP_STATUS_REG: byte-wide System I/O at the AcpiSleep ports.
+      for (int r = 0; r < 2; ++r) {
+        const uint8_t* gas = b + at + 244 + 12 * r;
+        EXPECT_EQ(gas[0], 1);
+        EXPECT_EQ(gas[1], 8);
+        EXPECT_EQ(gas[3], 1);
+        EXPECT_EQ(img::load_le64(gas + 4), AcpiSleep::kBase + r);
+      }
     }
     if (std::memcmp(b + at, "APIC", 4) == 0) {
       ++found_madt;
@@ -115,17 +124,36 @@ size_t pkg_len(const uint8_t* b, size_t* n_bytes) {
 TEST(AmlTest, DsdtDescribesThePciRootBridge) {
   std::vector<uint8_t> a = build_dsdt_aml({kPciHoleStart, kPciHoleEnd});
   ASSERT_GT(a.size(), 20u);
-  // Scope (\_SB_) spans the whole definition block, Device (PCI0) the rest of the scope.
+  // Scope (\_SB_) first, then Name (_S5_, Package () { 5, 0 }); Device (PCI0) spans the rest
+  // of the scope.
   ASSERT_EQ(a[0], 0x10);
   size_t nb;
-  EXPECT_EQ(pkg_len(&a[1], &nb) + 1, a.size());
+  const size_t scope_end = pkg_len(&a[1], &nb) + 1;
+  const std::vector<uint8_t> s5 = {0x08, '_', 'S', '5', '_', 0x12, 0x05, 0x02, 0x0a, 0x05, 0x00};
+  ASSERT_EQ(scope_end + s5.size(), a.size());
+  EXPECT_TRUE(std::equal(s5.begin(), s5.end(), a.begin() + scope_end));
+  a.resize(scope_end);
   size_t at = 1 + nb;
   ASSERT_EQ(0, std::memcmp(&a[at], "\\_SB_", 5));
   at += 5;
   ASSERT_EQ(a[at], 0x5b);
   ASSERT_EQ(a[at + 1], 0x82);
-  EXPECT_EQ(pkg_len(&a[at + 2], &nb) + at + 2, a.size());
+  const size_t pci0_end = pkg_len(&a[at + 2], &nb) + at + 2;
   ASSERT_EQ(0, std::memcmp(&a[at + 2 + nb], "PCI0", 4));
+  // Then Device (COM1), the rest of the scope: PNP0501 with I/O 0x3F8+8 and GSI 4, edge,
+  // active-high, so that a hardware-reduced Linux can request the 8250's interrupt.
+  ASSERT_EQ(a[pci0_end], 0x5b);
+  ASSERT_EQ(a[pci0_end + 1], 0x82);
+  EXPECT_EQ(pkg_len(&a[pci0_end + 2], &nb) + pci0_end + 2, a.size());
+  ASSERT_EQ(0, std::memcmp(&a[pci0_end + 2 + nb], "COM1", 4));
+  std::vector<uint8_t> com1(a.begin() + pci0_end, a.end());
+  auto com1_has = [&](const std::vector<uint8_t>& needle) {
+    return std::search(com1.begin(), com1.end(), needle.begin(), needle.end()) != com1.end();
+  };
+  EXPECT_TRUE(com1_has({0x08, '_', 'H', 'I', 'D', 0x0c, 0x41, 0xd0, 0x05, 0x01}));
+  EXPECT_TRUE(com1_has({0x47, 0x01, 0xf8, 0x03, 0xf8, 0x03, 0x01, 0x08}));
+  EXPECT_TRUE(com1_has({0x89, 0x06, 0x00, 0x03, 0x01, 0x04, 0x00, 0x00, 0x00, 0x79, 0x00}));
+  a.resize(pci0_end);
   auto find = [&](const std::vector<uint8_t>& needle) {
     return std::search(a.begin(), a.end(), needle.begin(), needle.end()) != a.end();
   };

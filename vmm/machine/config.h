@@ -15,6 +15,7 @@ namespace vmm {
 // Process exit codes of `vmm run` (documented in docs/vmm.md).
 enum ExitCode : int {
   kExitGuestReset = 0,     // guest reset through the i8042 / reset event / shutdown
+  kExitGuestPowerOff = 0,  // guest powered off (ACPI S5), as QEMU and Firecracker exit 0
   kExitVmmError = 1,       // setup failed (kernel, memory, KVM): the message says why
   kExitBadArguments = 2,   // command line rejected
   kExitTripleFault = 3,    // KVM_EXIT_SHUTDOWN

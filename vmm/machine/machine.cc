@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "devices/acpi_sleep.h"
 #include "machine/check.h"
 #include "machine/file_util.h"
 #include "machine/guest_cmdline.h"
@@ -25,6 +26,8 @@
 
 namespace vmm {
 namespace {
+
+constexpr const char* kPowerOffWhy = "guest powered off (ACPI S5)";
 
 std::atomic<int> g_signal{0};
 
@@ -108,6 +111,10 @@ img::Status Machine::setup_devices(const MachineConfig& c) {
   RETURN_IF_ERROR(pio_.insert(Serial::kCom1Base, 8, serial_));
   auto i8042 = std::make_shared<I8042>([this] { request_exit(kExitGuestReset, "guest reset (i8042)"); });
   RETURN_IF_ERROR(pio_.insert(I8042::kBase, I8042::kLen, i8042));
+  auto sleep = std::make_shared<AcpiSleep>(
+      [this] { request_exit(kExitGuestPowerOff, kPowerOffWhy); });
+  RETURN_IF_ERROR(pio_.insert(AcpiSleep::kBase, AcpiSleep::kLen, sleep));
+  devices_.push_back(sleep);
   auto rtc = std::make_shared<Rtc>();
   RETURN_IF_ERROR(pio_.insert(Rtc::kBase, 2, rtc));
   devices_.push_back(i8042);
@@ -211,7 +218,11 @@ int Machine::run() {
   for (auto& v : vcpus_) v->join();
   console_->stop();
   int code = *exit_code_;
-  if (code != kExitGuestReset) std::fprintf(stderr, "vmm: %s\n", exit_why_.c_str());
+  // A reset is the common end (the guest's `reboot`) and stays quiet; a power-off says so,
+  // since it shares exit code 0.
+  if (code != kExitGuestReset || exit_why_ == kPowerOffWhy) {
+    std::fprintf(stderr, "vmm: %s\n", exit_why_.c_str());
+  }
   return code;
 }
 

@@ -4,6 +4,7 @@
 
 #include "img/bytes.h"
 #include "kvm/guest_ram.h"
+#include "devices/acpi_sleep.h"
 #include "x86/dsdt.h"
 #include "x86/layout.h"
 #include "x86/mptable.h"
@@ -74,6 +75,15 @@ img::Result<AcpiTables> build_acpi_tables(uint32_t cpus, uint64_t base) {
   img::store_le32(&fadt[112], 1u << 20);                        // Flags: HW_REDUCED_ACPI
   fadt[131] = 5;                                                // FADT minor version (6.5)
   img::store_le64(&fadt[140], dsdt_at);                         // X_DSDT
+  // 5.2.9: SLEEP_CONTROL_REG and SLEEP_STATUS_REG, byte-wide System I/O (5.2.3.2 GAS); without
+  // them a hardware-reduced guest cannot power off (Linux offers S5 only when both exist).
+  for (uint32_t i = 0; i < 2; ++i) {
+    uint8_t* gas = &fadt[244 + 12 * i];
+    gas[0] = 1;  // System I/O
+    gas[1] = 8;  // register bit width
+    gas[3] = 1;  // byte access
+    img::store_le64(&gas[4], AcpiSleep::kBase + i);
+  }
   std::memcpy(&fadt[268], "LEANVMM ", 8);                       // hypervisor vendor identity
   seal(fadt);
 

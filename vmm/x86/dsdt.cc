@@ -9,6 +9,7 @@ using Bytes = std::vector<uint8_t>;
 
 // AML opcodes (ACPI 6.5, 20.2.5).
 constexpr uint8_t kZeroOp = 0x00, kNameOp = 0x08, kScopeOp = 0x10, kBufferOp = 0x11;
+constexpr uint8_t kPackageOp = 0x12;
 constexpr uint8_t kByteConst = 0x0a, kWordConst = 0x0b, kDWordConst = 0x0c;
 constexpr uint8_t kExtOpPrefix = 0x5b, kDeviceOp = 0x82, kRootChar = 0x5c;
 
@@ -105,6 +106,8 @@ void io_port(Bytes& out, uint16_t base, uint8_t len) {
   out.push_back(len);
 }
 
+Bytes resource_template(Bytes rt);
+
 Bytes root_bridge_crs(const PciRootWindows& w) {
   Bytes rt;
   word_space(rt, 2, 0, 0, 0);              // bus 0 only
@@ -112,15 +115,57 @@ Bytes root_bridge_crs(const PciRootWindows& w) {
   word_space(rt, 1, 0x03, 0x0000, 0x0cf7);  // I/O windows, ISA and non-ISA ranges
   word_space(rt, 1, 0x03, 0x0d00, 0xffff);
   dword_memory(rt, static_cast<uint32_t>(w.mmio_start), static_cast<uint32_t>(w.mmio_end - 1));
+  return resource_template(std::move(rt));
+}
+
+// Name (_S5, Package () { SLP_TYPa, SLP_TYPb }) (7.4.2.4): the value the guest writes into the
+// FADT's sleep control register to power off (devices/acpi_sleep.h).
+Bytes s5_package() {
+  Bytes body{2};  // NumElements
+  append(body, integer(kAcpiS5SleepType));
+  append(body, integer(0));
+  Bytes out{kPackageOp};
+  append(out, aml_pkg_length(body.size()));
+  append(out, body);
+  return out;
+}
+
+// A ResourceTemplate buffer around the descriptors in rt, with its End Tag.
+Bytes resource_template(Bytes rt) {
   rt.push_back(0x79);  // 6.4.2.9 End Tag; checksum 0: "treat as if the checksum is valid"
   rt.push_back(0x00);
-  Bytes size = integer(static_cast<uint32_t>(rt.size()));
-  Bytes body = size;
+  Bytes body = integer(static_cast<uint32_t>(rt.size()));
   append(body, rt);
   Bytes out{kBufferOp};  // 19.3.3 ResourceTemplate is a Buffer
   append(out, aml_pkg_length(body.size()));
   append(out, body);
   return out;
+}
+
+// 6.4.3.6 Extended Interrupt Descriptor: one GSI, consumer, edge-triggered, active-high,
+// exclusive (an ISA interrupt as the 8250 raises it).
+void edge_interrupt(Bytes& out, uint32_t gsi) {
+  out.push_back(0x89);
+  le(out, 6, 2);
+  out.push_back(0x03);  // consumer | edge
+  out.push_back(1);     // one interrupt number
+  le(out, gsi, 4);
+}
+
+// Device (COM1): the 8250 at 0x3F8, IRQ 4. A hardware-reduced ACPI Linux has no legacy PIC and
+// preallocates no ISA interrupts, so the legacy 8250 port gets its IRQ only through this _CRS
+// (without it userspace never sees a byte on ttyS0: measured with Linux 6.1).
+Bytes com1_device() {
+  Bytes dev;
+  append(dev, name("_HID", eisa_id("PNP0501")));
+  append(dev, name("_UID", integer(0)));
+  Bytes rt;
+  io_port(rt, 0x3f8, 8);
+  edge_interrupt(rt, 4);
+  append(dev, name("_CRS", resource_template(rt)));
+  Bytes com1;
+  name_seg(com1, "COM1");
+  return package({kExtOpPrefix, kDeviceOp}, com1, dev);
 }
 
 }  // namespace
@@ -153,7 +198,11 @@ Bytes build_dsdt_aml(const PciRootWindows& w) {
   name_seg(pci0, "PCI0");
   Bytes sb{kRootChar};
   name_seg(sb, "_SB_");
-  return package({kScopeOp}, sb, package({kExtOpPrefix, kDeviceOp}, pci0, dev));
+  Bytes scope = package({kExtOpPrefix, kDeviceOp}, pci0, dev);
+  append(scope, com1_device());
+  Bytes out = package({kScopeOp}, sb, scope);
+  append(out, name("_S5_", s5_package()));
+  return out;
 }
 
 }  // namespace vmm

@@ -6,7 +6,10 @@
 //     _HID PNP0A08 (PCI Express root), _CID PNP0A03 (PCI root), _ADR 0, _SEG 0, _UID 0, _BBN 0
 //     _CRS: bus 0; I/O 0xCF8-0xCFF (config ports, consumed); I/O windows 0-0xCF7 and
 //           0xD00-0xFFFF; memory window [mmio_start, mmio_end) where vmm places the BARs
-//   } }
+//   }
+//   Device (COM1) { _HID PNP0501, _UID 0, _CRS: I/O 0x3F8-0x3FF, GSI 4 edge active-high }
+//   }
+//   Name (\_S5, Package () { 5, 0 }): SLP_TYP for poweroff through the FADT's sleep registers
 //
 // No _PRT: our PCI devices interrupt through MSI-X only. Config space is reached through ports
 // 0xCF8/0xCFC (no MCFG).
@@ -19,6 +22,9 @@
 #include <vector>
 
 namespace vmm {
+
+// The SLP_TYP of \_S5 (soft off), as the sleep control register (devices/acpi_sleep.h) expects.
+constexpr uint8_t kAcpiS5SleepType = 5;
 
 struct PciRootWindows {
   uint64_t mmio_start;  // [mmio_start, mmio_end): 32-bit BAR window

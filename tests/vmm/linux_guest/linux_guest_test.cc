@@ -116,10 +116,13 @@ class LinuxGuestTest : public ::testing::Test {
   }
 
   // Boots `kernel` (vmlinux or bzImage) with the test init; `disks` are --disk options.
-  RunResult boot(const std::string& kernel, const std::string& disks, const std::string& checks) {
+  // `extra` goes on the kernel command line (init options such as ncpus=2, then=poweroff).
+  RunResult boot(const std::string& kernel, const std::string& disks, const std::string& checks,
+                 int cpus = 1, const std::string& extra = "") {
     std::string cmd = std::string("timeout 900 ") + VMM_BINARY + " run --kernel " + kernel_dir_ + "/" +
-                      kernel + " --initrd " + LINUX_INITRD + " --memory 64M " + disks +
-                      " --cmdline '" + kCmdline + " check=" + checks + "'";
+                      kernel + " --initrd " + LINUX_INITRD + " --memory 64M --cpus " +
+                      std::to_string(cpus) + " " + disks + " --cmdline '" + kCmdline + " " + extra +
+                      " check=" + checks + "'";
     RunResult r = sh(cmd);
     std::fprintf(stderr, "%s: vmm exited %d after %.1f s\n", kernel.c_str(), r.rc, r.seconds);
     RecordProperty("boot_seconds", std::to_string(r.seconds));
@@ -162,8 +165,9 @@ class LinuxGuestTest : public ::testing::Test {
   }
 
   // The whole blk round trip on one image (plus, with_ext4, the ext4 check on a second disk).
+  // With smp: two vCPUs, the smp check, and a power-off (ACPI S5) instead of a reboot.
   void blk_round_trip(const std::string& format, const std::string& cache, const std::string& kernel,
-                      bool with_ext4 = false) {
+                      bool with_ext4 = false, bool smp = false) {
     std::string raw = write_pattern_raw();
     std::string image = raw;
     if (format == "qcow2") {
@@ -177,13 +181,23 @@ class LinuxGuestTest : public ::testing::Test {
       ext4 = make_ext4_qcow2();
       disks += " --disk " + ext4 + ",format=qcow2,cache=" + cache;
     }
-    RunResult r = boot(kernel, disks, with_ext4 ? "blk,ext4,rng" : "blk,rng");
-    // The verdicts, then the documented exit code: the init's reboot is an i8042 reset, 0.
+    std::string checks = with_ext4 ? "blk,ext4,rng" : "blk,rng";
+    if (smp) checks += ",smp";
+    RunResult r = boot(kernel, disks, checks, smp ? 2 : 1, smp ? "ncpus=2 then=poweroff" : "");
+    // The verdicts, then the documented exit code: the init's reboot is an i8042 reset, its
+    // power-off an ACPI S5; both end vmm with 0, and a power-off says so.
     EXPECT_NE(r.out.find("INIT: userspace up at "), std::string::npos) << r.out << r.err;
     EXPECT_NE(r.out.find("CHECK blk PASS "), std::string::npos) << r.out << r.err;
     EXPECT_EQ(r.out.find("CHECK blk FAIL"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("CHECK rng NOTBUILT not built yet"), std::string::npos) << r.out;
-    EXPECT_NE(r.out.find("INIT: done, rebooting"), std::string::npos) << r.out << r.err;
+    if (smp) {
+      EXPECT_NE(r.out.find("CHECK smp PASS online CPUs 0-1"), std::string::npos) << r.out;
+      EXPECT_NE(r.out.find("INIT: done, powering off"), std::string::npos) << r.out << r.err;
+      EXPECT_NE(r.err.find("vmm: guest powered off (ACPI S5)"), std::string::npos) << r.err;
+    } else {
+      EXPECT_NE(r.out.find("INIT: done, rebooting"), std::string::npos) << r.out << r.err;
+      EXPECT_EQ(r.err.find("powered off"), std::string::npos) << r.err;
+    }
     if (with_ext4) {
       EXPECT_NE(r.out.find("CHECK ext4 PASS "), std::string::npos) << r.out;
     }
@@ -228,7 +242,11 @@ TEST_F(LinuxGuestTest, BlkAndExt4OnQcow2Writeback) {
   blk_round_trip("qcow2", "writeback", "vmlinux", /*with_ext4=*/true);
 }
 TEST_F(LinuxGuestTest, BlkOnQcow2CacheNone) { blk_round_trip("qcow2", "none", "vmlinux"); }
-TEST_F(LinuxGuestTest, BlkOnRawWriteback) { blk_round_trip("raw", "writeback", "vmlinux"); }
+// Two vCPUs from the MADT, the disk found through the DSDT's PCI root bridge (ACPI on, no pci=
+// flag), and `poweroff` reaching vmm through the FADT's sleep control register.
+TEST_F(LinuxGuestTest, BlkOnRawWritebackTwoCpusThenPowerOff) {
+  blk_round_trip("raw", "writeback", "vmlinux", /*with_ext4=*/false, /*smp=*/true);
+}
 // The bzImage loader path (64-bit boot protocol entry, LZ4 decompressor) with the same checks.
 TEST_F(LinuxGuestTest, BlkOnRawCacheNoneFromBzImage) { blk_round_trip("raw", "none", "bzImage"); }
 
