@@ -1,7 +1,7 @@
 // libFuzzer target: check_qcow2 (libimg/src/qcow2/check*.cc) on an in-memory image built from the
 // input: a read-only check, then a full repair, then a check of the repaired image. Offsets in
 // the input are hostile; the checker must report them, never crash or allocate without bound.
-// Seeds: testdata/fuzz/qcow2_header (whole small images).
+// Seeds: testdata/fuzz/qcow2_check (whole small images, testdata/fuzz/make-seeds.sh).
 
 #include <cstddef>
 #include <cstdint>

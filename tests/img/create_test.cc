@@ -26,6 +26,22 @@ TEST(ImgCreate, FormattingLineMatchesQemuImg) {
   expect_same_create("-q -f qcow2 t.qcow2 1M");
 }
 
+// Regression (found comparing with qemu-img while fuzzing the size parser): "010k" was read as
+// octal. The file sizes qemu-img 7.2 writes are the reference.
+TEST(ImgCreate, LeadingZeroSizesMatchQemuImg) {
+  REQUIRE_QEMU_IMG();
+  for (const char* size : {"010k", "08k", "0x10k", "00x10", "0100"}) {
+    TempDir a, b;
+    CmdResult mine = img(std::string("create -q -f raw t.raw ") + size, a.path());
+    CmdResult ref = sh(std::string("qemu-img create -q -f raw t.raw ") + size, b.path());
+    EXPECT_EQ(mine.rc, ref.rc) << size << "\nimg: " << mine.err << "\nqemu-img: " << ref.err;
+    std::error_code e1, e2;
+    EXPECT_EQ(std::filesystem::file_size(a.file("t.raw"), e1),
+              std::filesystem::file_size(b.file("t.raw"), e2))
+        << size;
+  }
+}
+
 TEST(ImgCreate, QemuImgInfoAgrees) {
   REQUIRE_QEMU_IMG();
   struct Case {

@@ -27,11 +27,48 @@ TEST(ParseSize, QemuSuffixes) {
   EXPECT_EQ(parse_size("1.0001k").value(), 1024u);
 }
 
+// Regression: a leading zero made strtoull read octal ("010k" was 8 KiB, "08k" an error); qemu-img
+// 7.2 creates 10240- and 8192-byte images from them (ImgCreate.LeadingZeroSizesMatchQemuImg).
+TEST(ParseSize, LeadingZeroIsDecimal) {
+  EXPECT_EQ(parse_size("010k").value(), 10240u);
+  EXPECT_EQ(parse_size("08k").value(), 8192u);
+  EXPECT_EQ(parse_size("0010").value(), 10u);
+  EXPECT_EQ(parse_size("0x10k").value(), 16384u);  // hex with a suffix: qemu warns, accepts
+  EXPECT_FALSE(parse_size("00x10").has_value());
+  EXPECT_FALSE(parse_size("0x").has_value());
+}
+
+// Regression: the text is a string_view; a NUL inside it ended the number early ("1\0x" was 1).
+TEST(ParseSize, EmbeddedNulIsGarbage) {
+  EXPECT_FALSE(parse_size(std::string_view("1\0x", 3)).has_value());
+  EXPECT_FALSE(parse_size(std::string_view("4k\0", 3)).has_value());
+}
+
 TEST(ParseSize, RejectsGarbage) {
   for (const char* bad : {"", "abc", "12Q", "-5", "1.5", "0.5b", "1k5", ".5k", "5kB", "1e3", "8E",
                           "16E", "0x1.5k", "99999999999999999999"}) {
     EXPECT_FALSE(parse_size(bad).has_value()) << bad;
   }
+}
+
+// Regression (img_options_fuzz): to_create_options read size and cluster_size with std::stoull,
+// which throws on a value parse_create_options did not normalize (a list a caller filled in).
+TEST(CreateOptions, HandMadeListWithBadValuesIsAnErrorNotAnException) {
+  CreateOptionList list;
+  list.items = {{"size", "abc"}};
+  auto o = to_create_options("qcow2", list);
+  ASSERT_FALSE(o.has_value());
+  EXPECT_NE(o.error().message().find("invalid size 'abc'"), std::string::npos);
+  list.items = {{"cluster_size", "1x"}};
+  o = to_create_options("qcow2", list);
+  ASSERT_FALSE(o.has_value());
+  EXPECT_NE(o.error().message().find("Parameter 'cluster_size' does not accept value '1x'"),
+            std::string::npos);
+  list.items = {{"size", "64k"}, {"cluster_size", "4k"}};  // sizes as a person writes them
+  o = to_create_options("qcow2", list);
+  ASSERT_TRUE(o.has_value()) << o.error().to_string();
+  EXPECT_EQ(o->size, 65536u);
+  EXPECT_EQ(o->cluster_size, 4096u);
 }
 
 TEST(CreateOptions, ParsesQemuNames) {

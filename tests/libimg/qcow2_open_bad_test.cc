@@ -104,7 +104,12 @@ TEST_F(Qcow2OpenBad, BadMagic) {
 TEST_F(Qcow2OpenBad, AbsurdL1Size) {
   auto b = good_;
   store_be32(&b[kL1Size], 0x7fffffff);
-  expect_open_error(b, "l1_size", ErrorCode::kNotSupported);
+  // The message names the limit (QEMU's QCOW_MAX_L1_SIZE) so a user knows why.
+  expect_open_error(b, "l1_size 2147483647 exceeds the 32 MiB L1 table limit",
+                    ErrorCode::kNotSupported);
+  // One entry over the limit is refused too, before the table is read or allocated.
+  store_be32(&b[kL1Size], (32u << 20) / 8 + 1);
+  expect_open_error(b, "exceeds the 32 MiB L1 table limit", ErrorCode::kNotSupported);
 }
 
 TEST_F(Qcow2OpenBad, L1SizeLargerThanTheFile) {
@@ -117,7 +122,7 @@ TEST_F(Qcow2OpenBad, L1SizeLargerThanTheFile) {
 TEST_F(Qcow2OpenBad, AbsurdRefcountTableClusters) {
   auto b = good_;
   store_be32(&b[kRefTableClusters], 0xffffffff);
-  expect_open_error(b, "refcount_table_clusters");
+  expect_open_error(b, "refcount_table_clusters 4294967295 exceeds the 8 MiB refcount table limit");
 }
 
 TEST_F(Qcow2OpenBad, ZeroRefcountTableClusters) {

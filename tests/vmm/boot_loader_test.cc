@@ -80,6 +80,20 @@ TEST(BzImageTest, RejectsTruncatedFiles) {
   }
 }
 
+// Regression (vmm_kernel_loader_fuzz, heap-buffer-overflow): a file of 0x206..0x267 bytes with
+// the magic passed the first check, and the version at 0x206 was read past its end. The bytes
+// past the view here say "protocol 1.00", so the old code reported "too old" from them.
+TEST(BzImageTest, FileEndingRightAfterTheMagicIsTruncatedNotReadPast) {
+  auto f = make_bzimage();
+  put16(f, 0x206, 0x0100);
+  for (size_t n : {size_t(0x206), size_t(0x207), size_t(0x267)}) {
+    auto h = parse_setup_header(std::span<const uint8_t>(f.data(), n));
+    ASSERT_FALSE(h) << n;
+    EXPECT_NE(h.error().message().find("truncated inside its setup header"), std::string::npos)
+        << n << ": " << h.error().message();
+  }
+}
+
 TEST(BzImageTest, RejectsOldProtocolAnd32BitOnly) {
   auto f = make_bzimage();
   put16(f, 0x206, 0x0206);

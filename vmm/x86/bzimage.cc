@@ -26,6 +26,14 @@ img::Result<SetupHeader> parse_setup_header(std::span<const uint8_t> f) {
       std::memcmp(f.data() + 0x202, "HdrS", 4) != 0) {
     return img::invalid_argument("not a bzImage: setup header magic missing");
   }
+  // The version (0x206) and every field we read lie below kHeaderMinEnd: a file that ends
+  // before it is cut short, whatever its jump byte says (vmm_kernel_loader_fuzz read the version
+  // one byte past a 518-byte file).
+  if (f.size() < kHeaderMinEnd) {
+    return img::invalid_argument(
+        img::strfmt("bzImage truncated inside its setup header (%zu bytes, the header needs 0x%zx)",
+                    f.size(), kHeaderMinEnd));
+  }
   SetupHeader h;
   h.header_end = 0x202 + size_t(f[0x201]);
   h.version = le16(f, 0x206);

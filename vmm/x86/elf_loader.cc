@@ -30,8 +30,10 @@ std::optional<uint64_t> find_pvh_entry(std::span<const uint8_t> notes) {
     pos += 12;
     uint64_t name_len = img::align_up(namesz, 4), desc_len = img::align_up(descsz, 4);
     if (name_len > notes.size() - pos || desc_len > notes.size() - pos - name_len) break;
-    const uint8_t* name = &notes[pos];
-    const uint8_t* desc = &notes[pos + name_len];
+    // Pointers, not &notes[i]: a note with empty name and descriptor at the very end leaves
+    // pos == size(), where span's operator[] is undefined (a _GLIBCXX_ASSERTIONS abort).
+    const uint8_t* name = notes.data() + pos;
+    const uint8_t* desc = name + name_len;
     if (type == kXenElfnotePhys32Entry && namesz == 4 && std::memcmp(name, "Xen", 4) == 0) {
       if (descsz == 4) return img::load_le32(desc);
       if (descsz == 8) return img::load_le64(desc);

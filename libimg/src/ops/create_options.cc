@@ -135,7 +135,11 @@ Result<CreateOptionList> parse_create_options(const std::string& format,
 Result<Qcow2CreateOptions> to_create_options(const std::string& format,
                                              const CreateOptionList& list) {
   Qcow2CreateOptions o;
-  if (auto v = list.find("size")) o.size = std::stoull(*v);
+  // Size values are decimal after parse_create_options, but a caller may fill the list itself:
+  // parse them again instead of std::stoull, which throws on anything else.
+  if (auto v = list.find("size")) {
+    ASSIGN_OR_RETURN(o.size, parse_size(*v));
+  }
   if (auto v = list.find("preallocation")) {
     ASSIGN_OR_RETURN(o.preallocation, parse_preallocation(format, *v));
   }
@@ -150,7 +154,9 @@ Result<Qcow2CreateOptions> to_create_options(const std::string& format,
     }
   }
   if (auto v = list.find("cluster_size")) {
-    uint64_t cs = std::stoull(*v);
+    auto parsed = parse_size(*v);
+    if (!parsed) return bad_value("cluster_size", *v);
+    uint64_t cs = *parsed;
     if (cs < 512 || cs > (2u << 20) || (cs & (cs - 1)) != 0) {
       return invalid_argument("Cluster size must be a power of two between 512 and 2048k");
     }

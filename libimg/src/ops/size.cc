@@ -40,12 +40,15 @@ Result<uint64_t> parse_size(std::string_view text, uint64_t max) {
   size_t i = 0;
   while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
   if (i == s.size() || !std::isdigit(static_cast<unsigned char>(s[i]))) return bad();
+  // A NUL would end the C string strtoull reads: "1\0x" must not read as "1".
+  if (s.find('\0') != std::string::npos) return bad();
   const char* start = s.c_str() + i;
+  // Decimal unless "0x": qemu reads "010k" as 10 KiB, not octal (strtoull's base 0 would).
+  const bool hex = start[0] == '0' && (start[1] == 'x' || start[1] == 'X');
   char* end = nullptr;
   errno = 0;
-  unsigned long long whole = std::strtoull(start, &end, 0);
+  unsigned long long whole = std::strtoull(start, &end, hex ? 16 : 10);
   if (errno == ERANGE) return invalid_argument("size '" + s + "' is too large");
-  bool hex = end - start > 1 && (start[1] == 'x' || start[1] == 'X');
   double fraction = 0;
   bool has_fraction = false;
   if (*end == '.') {
