@@ -2,6 +2,7 @@
 // walked as qemu-img 7.2's compare walks them (block status of both, reading only what may
 // differ), with its words and exit codes: 0 identical, 1 different, 2 an image did not open,
 // 3 a block status query failed, 4 a read failed.
+#include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -48,7 +49,14 @@ class Comparer {
 
   // Reads [off, off+n) of s into buf; false with the message printed on failure.
   bool read(Side& s, uint64_t off, uint64_t n, std::vector<uint8_t>& buf) {
-    auto st = loop_.run(s.image.driver->read(off, buf.data(), n));
+    // A raw image's size counts its partial last sector whole (as QEMU's); that tail reads as
+    // zeros.
+    const uint64_t end = s.image.driver->size();
+    const uint64_t have = off < end ? std::min(n, end - off) : 0;
+    std::fill(buf.begin() + static_cast<ptrdiff_t>(have), buf.begin() + static_cast<ptrdiff_t>(n),
+              0);
+    if (have == 0) return true;
+    auto st = loop_.run(s.image.driver->read(off, buf.data(), have));
     if (!st) {
       fail(img::strfmt("Error while reading offset %" PRIu64 " of %s: %s", off, s.name.c_str(),
                        reason(st.error()).c_str()));
@@ -70,7 +78,7 @@ class Comparer {
   }
 
   int compare(Side& a, Side& b, bool strict) {
-    const uint64_t size1 = a.image.driver->size(), size2 = b.image.driver->size();
+    const uint64_t size1 = a.image.mapper->size(), size2 = b.image.mapper->size();
     const uint64_t common = std::min(size1, size2);
     if (strict && size1 != size2) {
       say("Strict mode: Image size mismatch!");

@@ -124,7 +124,7 @@ int run_map(const std::vector<std::string>& args) {
     std::printf("%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File");
   }
   // qemu-img computes start + max_length in int64_t; both are at most INT64_MAX here.
-  uint64_t end = std::min(start + max_length, image->driver->size());
+  uint64_t end = std::min(start + max_length, mapper.size());
   Entry curr{.start = start};
   while (curr.start + curr.length < end) {
     uint64_t off = curr.start + curr.length;

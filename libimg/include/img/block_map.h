@@ -59,12 +59,16 @@ class ChainMapper {
 
   // The status of [off, off+len) from off on: one run (length <= len), like
   // bdrv_block_status_above(top, NULL) and qemu-img map's get_block_status.
-  // REQUIRES: off + len <= top.size(), len > 0.
+  // REQUIRES: off + len <= size(), len > 0.
   Task<Result<ChainStatus>> status(uint64_t off, uint64_t len);
 
   const std::vector<ChainLayer>& layers() const { return layers_; }
+  // The size QEMU sees: a raw image counts whole 512-byte sectors, its partial last one read as
+  // the file's trailing hole.
+  uint64_t size() const { return qemu_size(0); }
 
  private:
+  uint64_t qemu_size(size_t depth) const;
   ChainMapper(BlockDriver& top, std::vector<ChainLayer> layers) : top_(top), layers_(layers) {}
   std::vector<BlockDriver*> drivers_;
   BlockDriver& top_;

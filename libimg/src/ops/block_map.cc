@@ -92,17 +92,36 @@ void raw_extent(int fd, uint64_t off, uint64_t len, ChainStatus& st) {
     st.length = len;
     return;
   }
-  // QEMU counts whole sectors: a data extent that ends in a partial one at EOF covers it.
-  uint64_t n = (static_cast<uint64_t>(hole) - off + 511) / 512 * 512;
-  st.length = std::min(len, n);
+  // QEMU queries whole sectors: a data extent that ends in a partial one at EOF covers it
+  // (the end rounds up, whatever sector off lies in).
+  uint64_t end = (static_cast<uint64_t>(hole) + 511) / 512 * 512;
+  st.length = std::min(len, end - off);
 }
 
 }  // namespace
 
+uint64_t ChainMapper::qemu_size(size_t depth) const {
+  uint64_t n = drivers_[depth]->size();
+  return hole_fds_[depth] >= 0 ? (n + 511) / 512 * 512 : n;
+}
+
 Task<Result<ChainStatus>> ChainMapper::status(uint64_t off, uint64_t len) {
   ChainStatus st;
   for (size_t depth = 0; depth < drivers_.size(); ++depth) {
-    CO_ASSIGN_OR_RETURN(BlockStatus bs, co_await drivers_[depth]->block_status(off, len));
+    BlockStatus bs;
+    if (off >= drivers_[depth]->size()) {
+      // The partial sector past a raw file's end, which only QEMU's rounded size reaches.
+      bs = BlockStatus{.kind = BlockStatus::Kind::kData, .length = len};
+    } else {
+      uint64_t n = std::min(len, drivers_[depth]->size() - off);
+      CO_ASSIGN_OR_RETURN(bs, co_await drivers_[depth]->block_status(off, n));
+    }
+    // A qcow2 layer reads its raw backing file up to the file's rounded size.
+    if (bs.kind == BlockStatus::Kind::kUnallocated && depth + 1 < drivers_.size() &&
+        off < qemu_size(depth + 1)) {
+      bs.kind = BlockStatus::Kind::kBacking;
+      bs.length = std::min(bs.length, qemu_size(depth + 1) - off);
+    }
     if (bs.length == 0) co_return corruption("block status of an empty range");
     len = std::min(len, bs.length);
     st = ChainStatus{};
@@ -134,7 +153,7 @@ Task<Result<ChainStatus>> ChainMapper::status(uint64_t off, uint64_t len) {
     break;
   }
   st.length = len;
-  st.eof = off + len == top_.size();
+  st.eof = off + len == size();
   co_return st;
 }
 
