@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "img/image.h"
+#include "img/ops.h"
 
 namespace imgcli {
 
@@ -22,9 +23,24 @@ int parse_args(CLI::App& app, const std::vector<std::string>& args) {
   return -1;
 }
 
+namespace {
+std::string& program_name_storage() {
+  static std::string name = "img";
+  return name;
+}
+}  // namespace
+
+void set_program_name(const char* argv0) {
+  std::string s = argv0 ? argv0 : "";
+  size_t slash = s.find_last_of('/');
+  if (slash != std::string::npos) s = s.substr(slash + 1);
+  if (!s.empty()) program_name_storage() = s;
+}
+const std::string& program_name() { return program_name_storage(); }
+
 int fail(const std::string& msg) {
   std::fflush(stdout);
-  std::fprintf(stderr, "img: %s\n", msg.c_str());
+  std::fprintf(stderr, "%s: %s\n", program_name().c_str(), msg.c_str());
   return kExitError;
 }
 
@@ -45,6 +61,26 @@ std::string human_size(uint64_t val) {
   uint64_t div = 1ull << (i * 10);
   return img::strfmt("%0.3g %sB", static_cast<double>(val) / static_cast<double>(div),
                      kSuffixes[i]);
+}
+
+std::optional<uint64_t> cvtnum(const std::string& name, const std::string& value, uint64_t min,
+                               uint64_t max) {
+  // qemu_strtosz refuses what parse_size refuses; only a value past 2^64 is out of range there.
+  auto v = img::parse_size(value, UINT64_MAX);
+  if (!v) {
+    bool range = value.find_first_not_of("0123456789") == std::string::npos && !value.empty();
+    if (!range) {
+      fail("Invalid " + name + " specified. You may use k, M, G, T, P or E suffixes for");
+      fail("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
+      return std::nullopt;
+    }
+  }
+  if (!v || *v < min || *v > max) {
+    fail(img::strfmt("Invalid %s specified. Must be between %llu and %llu.", name.c_str(),
+                     (unsigned long long)min, (unsigned long long)max));
+    return std::nullopt;
+  }
+  return *v;
 }
 
 std::unique_ptr<img::IoLoop> make_loop() {

@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,12 +31,21 @@ int run_info(const std::vector<std::string>& args);
 int run_check(const std::vector<std::string>& args);
 int run_convert(const std::vector<std::string>& args);
 int run_resize(const std::vector<std::string>& args);
+int run_map(const std::vector<std::string>& args);
+int run_compare(const std::vector<std::string>& args);
+int run_measure(const std::vector<std::string>& args);
+int run_dd(const std::vector<std::string>& args);
 
 // Parses args into app. Returns -1 to go on, or the exit code (0 after --help, 1 on a bad flag,
 // with CLI11's message printed).
 int parse_args(CLI::App& app, const std::vector<std::string>& args);
 
-// Prints "img: <msg>" to stderr and returns kExitError.
+// The name errors start with: the basename of argv[0], as qemu-img does ("qemu-img: ..." when
+// img is installed or linked under that name). main sets it first.
+void set_program_name(const char* argv0);
+const std::string& program_name();
+
+// Prints "<program>: <msg>" to stderr and returns kExitError.
 int fail(const std::string& msg);
 // "Could not open 'path': No such file or directory" from an open error.
 std::string open_error(const std::string& path, const img::Error& e);
@@ -44,6 +54,12 @@ std::string reason(const img::Error& e);
 
 // qemu's size_to_str: "196 KiB", "1.5 GiB", "0 B".
 std::string human_size(uint64_t bytes);
+
+// qemu-img's cvtnum_full for a named option value ("start offset"): a size in qemu's syntax
+// within [min, max], else its two-line error ("Invalid start offset specified. You may use k,
+// M, G, ...") printed and nullopt.
+std::optional<uint64_t> cvtnum(const std::string& name, const std::string& value, uint64_t min = 0,
+                               uint64_t max = INT64_MAX);
 
 // A loop for one command; prints why on failure.
 std::unique_ptr<img::IoLoop> make_loop();

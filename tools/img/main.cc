@@ -10,9 +10,13 @@ namespace {
 
 constexpr imgcli::Command kCommands[] = {
     {"check", "check the image for consistency (and repair it with -r)", imgcli::run_check},
+    {"compare", "compare the contents of two images", imgcli::run_compare},
     {"convert", "copy an image into a new one, possibly of another format", imgcli::run_convert},
     {"create", "create a new image", imgcli::run_create},
+    {"dd", "copy bytes of an image into a new one, as dd(1) does", imgcli::run_dd},
     {"info", "show facts about an image", imgcli::run_info},
+    {"map", "show where the data of an image lies, through its backing chain", imgcli::run_map},
+    {"measure", "compute the file size a new image needs", imgcli::run_measure},
     {"resize", "change the virtual size of an image", imgcli::run_resize},
 };
 
@@ -28,8 +32,11 @@ void usage(FILE* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  imgcli::set_program_name(argv[0]);
+  const char* prog = imgcli::program_name().c_str();
   if (argc < 2) {
-    std::fprintf(stderr, "img: Not enough arguments\nTry 'img --help' for more information\n");
+    std::fprintf(stderr, "%s: Not enough arguments\nTry '%s --help' for more information\n", prog,
+                 prog);
     return 1;
   }
   std::string cmd = argv[1];
@@ -45,7 +52,7 @@ int main(int argc, char** argv) {
   for (const auto& c : kCommands) {
     if (cmd == c.name) return c.run(args);
   }
-  std::fprintf(stderr, "img: Command not found: %s\nTry 'img --help' for more information\n",
-               cmd.c_str());
+  std::fprintf(stderr, "%s: Command not found: %s\nTry '%s --help' for more information\n", prog,
+               cmd.c_str(), prog);
   return 1;
 }
