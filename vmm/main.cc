@@ -39,6 +39,15 @@ int main(int argc, char** argv) {
   run->add_option("--cpus", cfg.cpus, "number of vCPUs")->capture_default_str();
   run->add_option("--disk", disks, "PATH[,format=raw|qcow2][,readonly=on][,cache=none|writeback] (repeatable)");
   run->add_option("--serial", cfg.serial, "stdio | file:PATH | unix:PATH")->capture_default_str();
+  std::string rng, console;
+  run->add_option("--rng", rng,
+                  "add a virtio-rng device fed by getrandom; optional limits: "
+                  "--rng rate=BYTES/s[,max-request=BYTES]  e.g. --rng, --rng rate=64K/s")
+      ->expected(0, 1);
+  run->add_option("--console", console,
+                  "add a virtio-console (the guest's hvc0) on stdio | file=PATH | socket=PATH  "
+                  "e.g. --console socket=/tmp/con.sock (connects to a listener), with "
+                  "--cmdline console=hvc0");
   run->add_flag("--hugepages", cfg.hugepages, "back guest memory with 2 MiB huge pages");
   bool no_pvm_workarounds = false;
   run->add_flag("--no-pvm-workarounds", no_pvm_workarounds,
@@ -68,6 +77,22 @@ int main(int argc, char** argv) {
       return vmm::kExitBadArguments;
     }
     cfg.disks.push_back(*spec);
+  }
+  if (run->count("--rng") > 0) {
+    auto spec = vmm::parse_rng_spec(rng);
+    if (!spec) {
+      std::fprintf(stderr, "vmm: %s\n", spec.error().message().c_str());
+      return vmm::kExitBadArguments;
+    }
+    cfg.rng = *spec;
+  }
+  if (run->count("--console") > 0) {
+    auto spec = vmm::parse_console_spec(console);
+    if (!spec) {
+      std::fprintf(stderr, "vmm: %s\n", spec.error().message().c_str());
+      return vmm::kExitBadArguments;
+    }
+    cfg.console = *spec;
   }
   if (auto s = vmm::validate(cfg); !s) {
     std::fprintf(stderr, "vmm: %s\n", s.error().message().c_str());

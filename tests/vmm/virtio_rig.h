@@ -9,6 +9,7 @@
 #include <string>
 
 #include "virtio/blk/blk_pci.h"
+#include "virtio/virtio_pci.h"
 #include "virtio_test_util.h"
 
 namespace vmm::testing {
@@ -67,5 +68,45 @@ struct Rig {
   PciDriver drv{pci, mmio, 1};
   VirtioGuest guest{ram, drv};
 };
+
+// The same rig around any VirtioDevice (rng, console, ...) in PCI slot 1.
+struct DeviceRig {
+  explicit DeviceRig(img::Result<std::unique_ptr<virtio::VirtioDevice>> d,
+                     uint64_t ram_size = 64 << 20)
+      : ram(ram_size) {
+    if (!d) {
+      error = d.error().to_string();
+      return;
+    }
+    auto p = virtio::VirtioPciDevice::create(std::move(*d), ram.mem(), irq, io);
+    if (!p) {
+      error = p.error().to_string();
+      return;
+    }
+    dev = *p;
+    auto s = pci.add_device(dev);
+    if (!s) error = s.error().to_string();
+  }
+  bool ok() const { return dev && error.empty(); }
+  virtio::VirtioPciDevice& virtio() { return *dev; }
+  void reset() { guest.set_common(virtio::common::kDeviceStatus, 0, 1); }
+
+  GuestRam ram;
+  FakeIrq irq;
+  FakeIoEvents io;
+  Bus mmio;
+  PciBus pci{mmio, 0xc0000000, 0xfec00000};
+  std::shared_ptr<virtio::VirtioPciDevice> dev;
+  std::string error;
+  PciDriver drv{pci, mmio, 1};
+  VirtioGuest guest{ram, drv};
+};
+
+// Upcasts a device factory's result for DeviceRig.
+template <class T>
+img::Result<std::unique_ptr<virtio::VirtioDevice>> as_device(img::Result<std::unique_ptr<T>> r) {
+  if (!r) return img::Unexpected(std::move(r.error()));
+  return std::unique_ptr<virtio::VirtioDevice>(std::move(*r));
+}
 
 }  // namespace vmm::testing

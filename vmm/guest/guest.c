@@ -1,6 +1,8 @@
-/* The freestanding test guest: prints on COM1, runs the virtio-blk checks, prints a verdict
- * ("GUEST: PASS" / "GUEST: FAIL <reason>") and returns to start.S, which resets via port 0x64.
- * Kernel command line word "nodisk" makes a missing virtio-blk device a pass. */
+/* The freestanding test guest: prints on COM1, runs the virtio-blk checks, then the virtio-rng
+ * and virtio-console checks when those devices are there, prints a verdict ("GUEST: PASS" /
+ * "GUEST: FAIL <reason>") and returns to start.S, which resets via port 0x64. Kernel command
+ * line word "nodisk" makes a missing virtio-blk device a pass; "rng" and "console" make a missing
+ * virtio-rng / virtio-console device a failure. */
 #include "guest.h"
 
 #define COM1 0x3f8
@@ -87,6 +89,14 @@ void guest_main(const u8* boot_params) {
   int found = 0;
   const char* err = virtio_blk_test(&found);
   if (!found && has_word(cmdline, "nodisk")) err = 0;
+  if (!err) {
+    err = virtio_rng_test(&found);
+    if (!found && !has_word(cmdline, "rng")) err = 0;
+  }
+  if (!err) {
+    err = virtio_console_test(&found);
+    if (!found && !has_word(cmdline, "console")) err = 0;
+  }
   if (err) {
     puts("GUEST: FAIL ");
     puts(err);

@@ -40,5 +40,8 @@ void pci_write32(u32 bdf, u32 off, u32 v);
 u8 pci_read8(u32 bdf, u32 off);
 u16 pci_read16(u32 bdf, u32 off);
 
-/* Runs the virtio-blk checks; returns 0 or a reason string for the verdict. */
+/* Each runs one device's checks; returns 0 or a reason string for the verdict, and sets *found
+ * when the device is there. */
 const char* virtio_blk_test(int* found);
+const char* virtio_rng_test(int* found);
+const char* virtio_console_test(int* found);

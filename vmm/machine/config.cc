@@ -61,6 +61,52 @@ img::Result<DiskSpec> parse_disk_spec(const std::string& s) {
   return d;
 }
 
+img::Result<RngSpec> parse_rng_spec(const std::string& s) {
+  RngSpec r;
+  if (s.empty() || s == "on") return r;
+  size_t pos = 0;
+  while (pos <= s.size()) {
+    size_t next = s.find(',', pos);
+    std::string kv = s.substr(pos, next == std::string::npos ? std::string::npos : next - pos);
+    pos = next == std::string::npos ? s.size() + 1 : next + 1;
+    size_t eq = kv.find('=');
+    std::string k = kv.substr(0, eq), v = eq == std::string::npos ? "" : kv.substr(eq + 1);
+    if (k == "rate") {
+      if (v.ends_with("/s")) v.resize(v.size() - 2);
+      auto n = parse_size(v);
+      if (!n) return img::invalid_argument("--rng rate: " + n.error().message());
+      if (*n == 0) return img::invalid_argument("--rng rate must be above 0 (leave it out for no limit)");
+      r.rate = *n;
+    } else if (k == "max-request") {
+      auto n = parse_size(v);
+      if (!n) return img::invalid_argument("--rng max-request: " + n.error().message());
+      if (*n == 0 || *n > (1u << 20)) {
+        return img::invalid_argument("--rng max-request must be 1 to 1M bytes");
+      }
+      r.max_request = static_cast<uint32_t>(*n);
+    } else {
+      return img::invalid_argument("--rng: unknown option '" + kv + "' (rate=BYTES/s, max-request=BYTES)");
+    }
+  }
+  return r;
+}
+
+img::Result<ConsoleSpec> parse_console_spec(const std::string& s) {
+  ConsoleSpec c;
+  if (s == "stdio") return c;
+  if (s.starts_with("file=") && s.size() > 5) {
+    c.kind = ConsoleSpec::Kind::kFile;
+    c.path = s.substr(5);
+    return c;
+  }
+  if (s.starts_with("socket=") && s.size() > 7) {
+    c.kind = ConsoleSpec::Kind::kSocket;
+    c.path = s.substr(7);
+    return c;
+  }
+  return img::invalid_argument("--console must be stdio, file=PATH or socket=PATH, not '" + s + "'");
+}
+
 img::Status validate(const MachineConfig& c) {
   constexpr uint64_t kMin = 16ull << 20;
   constexpr uint64_t kMax = 1ull << 40;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,19 @@ struct DiskSpec {
   bool direct = false;  // cache=none: O_DIRECT on the image file, as QEMU's cache=none
 };
 
+// --rng [rate=BYTES[/s]][,max-request=BYTES]: a virtio-rng device.
+struct RngSpec {
+  uint64_t rate = 0;                // bytes per second, 0 = unlimited
+  uint32_t max_request = 64 << 10;  // bytes per guest request at most
+};
+
+// --console stdio|file=PATH|socket=PATH: a virtio-console device (the guest's hvc0).
+struct ConsoleSpec {
+  enum class Kind { kStdio, kFile, kSocket };
+  Kind kind = Kind::kStdio;
+  std::string path;
+};
+
 struct MachineConfig {
   std::string kernel;
   std::string initrd;
@@ -39,6 +53,8 @@ struct MachineConfig {
   uint32_t cpus = 1;
   std::vector<DiskSpec> disks;
   std::string serial = "stdio";
+  std::optional<RngSpec> rng;
+  std::optional<ConsoleSpec> console;
   bool hugepages = false;
   // Under kvm_pvm, add the parameters Linux needs there (guest_cmdline.h); --no-pvm-workarounds.
   bool pvm_workarounds = true;
@@ -48,6 +64,10 @@ struct MachineConfig {
 img::Result<uint64_t> parse_size(const std::string& s);
 // "PATH[,format=raw|qcow2][,readonly=on|off]"
 img::Result<DiskSpec> parse_disk_spec(const std::string& s);
+// "", "on", or "rate=64K[/s][,max-request=4K]"
+img::Result<RngSpec> parse_rng_spec(const std::string& s);
+// "stdio", "file=PATH" or "socket=PATH"
+img::Result<ConsoleSpec> parse_console_spec(const std::string& s);
 // Cross-field checks: memory range, CPU count.
 img::Status validate(const MachineConfig& c);
 

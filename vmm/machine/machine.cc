@@ -49,7 +49,9 @@ img::Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& c) {
   m->ioevents_ = std::make_unique<KvmIoEventRegistry>(m->vm_.fd());
   RETURN_IF_ERROR(m->load_and_boot(c));
   RETURN_IF_ERROR(m->setup_devices(c));
-  RETURN_IF_ERROR(m->setup_disks(c));
+  RETURN_IF_ERROR(m->setup_pci_devices(c));
+  // Both would read stdin; the virtio console (the guest's hvc0) gets it.
+  m->serial_input_ = !(c.console && c.console->kind == ConsoleSpec::Kind::kStdio);
   RETURN_IF_ERROR(m->setup_vcpus(c));
   return m;
 }
@@ -198,7 +200,7 @@ int Machine::run() {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
-  if (auto s = console_->start_input(serial_.get()); !s) {
+  if (auto s = serial_input_ ? console_->start_input(serial_.get()) : img::Status{}; !s) {
     std::fprintf(stderr, "vmm: serial input: %s\n", s.error().to_string().c_str());
   }
   for (auto& v : vcpus_) {

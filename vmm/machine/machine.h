@@ -1,6 +1,6 @@
 // Machine: one PC-like VM assembled from the parts: guest RAM around the 32-bit PCI hole, the
 // kernel and initrd loaded with their boot structures (zero page or PVH start info, e820, ACPI,
-// MP table), COM1, i8042, RTC, the PCI bus with virtio-blk disks, and the vCPU threads.
+// MP table), COM1, i8042, RTC, the PCI bus with the virtio devices (blk, rng, console), and the vCPU threads.
 // run() blocks until the guest resets or fails and returns the process exit code.
 //
 // Thread-safety: create() and run() from one thread; devices and vCPUs run on their own threads
@@ -41,7 +41,7 @@ class Machine {
   Machine(Kvm kvm, Vm vm, GuestRam ram)
       : kvm_(std::move(kvm)), vm_(std::move(vm)), ram_(std::move(ram)) {}
   img::Status setup_devices(const MachineConfig& c);
-  img::Status setup_disks(const MachineConfig& c);
+  img::Status setup_pci_devices(const MachineConfig& c);
   img::Status load_and_boot(const MachineConfig& c);
   img::Status setup_vcpus(const MachineConfig& c);
   void on_vcpu_stop(const VcpuStop& s);
@@ -57,6 +57,7 @@ class Machine {
   Bus pio_;
   std::unique_ptr<SerialConsole> console_;
   std::shared_ptr<Serial> serial_;
+  bool serial_input_ = true;  // off when --console stdio reads stdin instead
   std::vector<std::shared_ptr<BusDevice>> devices_;
   std::vector<std::unique_ptr<Vcpu>> vcpus_;
   EntryMode boot_mode_ = EntryMode::kLong64;

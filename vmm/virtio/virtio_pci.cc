@@ -11,16 +11,34 @@
 namespace vmm::virtio {
 namespace {
 
+// What the PCI function looks like, chosen by virtio device type (§5). §4.1.2.1 allows any class
+// code; these are the ones QEMU uses, so guests and tools (lspci) see the usual picture.
+struct DeviceKind {
+  uint16_t type;
+  uint32_t class_code;  // base class, subclass, prog-if
+};
+constexpr DeviceKind kDeviceKinds[] = {
+    {kDeviceIdNet, 0x020000},      // network controller, ethernet
+    {kDeviceIdBlock, 0x018000},    // mass storage, other
+    {kDeviceIdConsole, 0x078000},  // simple communication controller, other
+    {kDeviceIdEntropy, 0xff0000},  // unassigned class
+    {kDeviceIdBalloon, 0xff0000}, {kDeviceIdScsi, 0x010000},  // mass storage, SCSI
+};
+constexpr uint32_t kDefaultClassCode = 0xff0000;
+
 PciIds ids_for(const VirtioDevice& dev) {
   uint16_t type = dev.device_type();
+  uint32_t class_code = kDefaultClassCode;
+  for (const DeviceKind& k : kDeviceKinds) {
+    if (k.type == type) class_code = k.class_code;
+  }
   return PciIds{
       .vendor = kPciVendorId,
       .device = static_cast<uint16_t>(kPciDeviceIdBase + type),
-      // §4.1.2.1: any class code; block devices look like "mass storage, other".
-      .class_code = type == kDeviceIdBlock ? 0x018000u : 0xff0000u,
+      .class_code = class_code,
       .revision = 1,  // modern-only device
       .subsystem_vendor = kPciVendorId,
-      .subsystem = 0x40,
+      .subsystem = 0x40,  // §4.1.2.1: SHOULD be at least 0x40
   };
 }
 

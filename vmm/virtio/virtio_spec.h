@@ -72,7 +72,12 @@ inline constexpr uint32_t kSize = 0x38;
 }  // namespace common
 
 // Device IDs (§5).
+inline constexpr uint16_t kDeviceIdNet = 1;
 inline constexpr uint16_t kDeviceIdBlock = 2;
+inline constexpr uint16_t kDeviceIdConsole = 3;
+inline constexpr uint16_t kDeviceIdEntropy = 4;
+inline constexpr uint16_t kDeviceIdBalloon = 5;
+inline constexpr uint16_t kDeviceIdScsi = 8;
 inline constexpr uint16_t kPciVendorId = 0x1af4;
 inline constexpr uint16_t kPciDeviceIdBase = 0x1040;  // modern: 0x1040 + device id (§4.1.2.1)
 

@@ -92,8 +92,7 @@ img::Status BlkDevice::activate(ActivateArgs args) {
   limits.write_zeroes = args.features & feature(kFWriteZeroes);
   worker_ = std::make_unique<BlkWorker>(*loop_, *disk_, limits, opts_.serial,
                                         std::move(args.queues), *args.irq);
-  worker_->start();
-  return {};
+  return worker_->start();
 }
 
 void BlkDevice::reset() {

@@ -1,7 +1,8 @@
 // BlkDevice: the virtio-blk device model (virtio 1.2 §5.2) on a libimg BlockDriver. It advertises
 // its limits in the config space (§5.2.4: capacity, size_max, seg_max, blk_size, topology,
 // num_queues, discard and write-zeroes limits), and at DRIVER_OK starts a BlkWorker I/O thread
-// that owns the IoLoop and the driver until reset() stops it.
+// that owns the IoLoop and the driver until reset() stops it (after draining the requests in
+// flight).
 //
 // Thread-safety: the transport calls the VirtioDevice methods one at a time under its lock.
 #pragma once

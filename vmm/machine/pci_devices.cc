@@ -1,0 +1,55 @@
+// PCI wiring: the host bridge, one virtio-blk-pci function per --disk, then virtio-rng (--rng)
+// and virtio-console (--console). Each virtio device is a VirtioDevice wrapped in the same
+// virtio-pci transport.
+#include "machine/machine.h"
+#include "pci/pci_bus.h"
+#include "virtio/blk/blk_pci.h"
+#include "virtio/console/console_device.h"
+#include "virtio/rng/rng_device.h"
+#include "virtio/virtio_pci.h"
+
+namespace vmm {
+
+img::Status Machine::setup_pci_devices(const MachineConfig& c) {
+  auto pci = std::make_shared<PciBus>(mmio_, kPciHoleStart, kPciHoleEnd);
+  RETURN_IF_ERROR(pio_.insert(0xcf8, 8, pci));
+  devices_.push_back(pci);
+  for (size_t i = 0; i < c.disks.size(); ++i) {
+    const DiskSpec& d = c.disks[i];
+    BlkConfig bc;
+    bc.path = d.path;
+    bc.format = d.format;
+    bc.read_only = d.read_only;
+    bc.direct = d.direct;
+    bc.serial = img::strfmt("vmm-disk%zu", i);
+    auto dev = make_virtio_blk_pci(bc, ram_.memory(), *irq_, *ioevents_);
+    if (!dev) return img::Unexpected(dev.error().prepend("--disk " + d.path));
+    RETURN_IF_ERROR(pci->add_device(*dev));
+  }
+  if (c.rng) {
+    virtio::rng::RngOptions o;
+    o.rate = c.rng->rate;
+    o.max_request = c.rng->max_request;
+    auto dev = virtio::rng::RngDevice::create(o);
+    if (!dev) return img::Unexpected(dev.error().prepend("--rng"));
+    ASSIGN_OR_RETURN(
+        auto p, virtio::VirtioPciDevice::create(std::move(*dev), ram_.memory(), *irq_, *ioevents_));
+    RETURN_IF_ERROR(pci->add_device(std::move(p)));
+  }
+  if (c.console) {
+    using Kind = virtio::console::ConsoleHostSpec::Kind;
+    virtio::console::ConsoleOptions o;
+    o.host.kind = c.console->kind == ConsoleSpec::Kind::kStdio  ? Kind::kStdio
+                  : c.console->kind == ConsoleSpec::Kind::kFile ? Kind::kFile
+                                                                : Kind::kSocket;
+    o.host.path = c.console->path;
+    auto dev = virtio::console::ConsoleDevice::create(o);
+    if (!dev) return img::Unexpected(dev.error().prepend("--console"));
+    ASSIGN_OR_RETURN(
+        auto p, virtio::VirtioPciDevice::create(std::move(*dev), ram_.memory(), *irq_, *ioevents_));
+    RETURN_IF_ERROR(pci->add_device(std::move(p)));
+  }
+  return {};
+}
+
+}  // namespace vmm

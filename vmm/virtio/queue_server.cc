@@ -1,0 +1,210 @@
+#include "virtio/queue_server.h"
+
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+
+namespace vmm::virtio {
+
+void LoopEvent::notify() {
+  if (waiter_) {
+    auto h = waiter_;
+    waiter_ = nullptr;
+    pending_ = true;  // consumed by await_resume
+    loop_.post(h);
+  } else {
+    pending_ = true;
+  }
+}
+
+QueueServer::QueueServer(std::string name, img::IoLoop& loop, std::vector<ActiveQueue> queues,
+                         VirtioInterrupt& irq, ChainHandler& handler)
+    : name_(std::move(name)), loop_(loop), irq_(irq), handler_(handler) {
+  for (auto& aq : queues) {
+    queues_.push_back(std::make_unique<QueueCtx>(QueueCtx{std::move(aq)}));
+    uint16_t i = queues_.back()->aq.index;
+    if (by_index_.size() <= i) by_index_.resize(i + 1u, nullptr);
+    by_index_[i] = queues_.back().get();
+  }
+}
+
+QueueServer::~QueueServer() {
+  stop();
+  if (stop_fd_ >= 0) ::close(stop_fd_);
+}
+
+img::Status QueueServer::start() {
+  if (thread_.joinable()) return {};
+  if (stop_fd_ < 0) {
+    stop_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (stop_fd_ < 0) return img::io_error(errno, name_ + ": eventfd");
+  }
+  stopping_.store(false);
+  thread_ = std::thread([this] { thread_main(); });
+  return {};
+}
+
+void QueueServer::stop() {
+  if (!thread_.joinable()) return;
+  stopping_.store(true, std::memory_order_release);
+  uint64_t one = 1;
+  // The stop eventfd stays readable from now on: every wait() and watch_stop() sees it. The queue
+  // eventfds are what the queue coroutines sleep on; a kick wakes them to see the flag.
+  (void)!::write(stop_fd_, &one, sizeof one);
+  for (auto& q : queues_) (void)!::write(q->aq.kick_fd, &one, sizeof one);
+  loop_.wake();
+  thread_.join();
+}
+
+void QueueServer::thread_main() {
+  handler_.started(*this);  // before the first chain: spawn() runs a coroutine at once
+  loop_.spawn(watch_stop());
+  for (auto& q : queues_) loop_.spawn(serve_queue(*q));
+  // Runs until every coroutine (queue servers, handler coroutines, requests in flight) is done.
+  while (loop_.spawned_running() > 0) loop_.run_once(true);
+}
+
+img::Task<void> QueueServer::watch_stop() {
+  while (!stopping()) {
+    int r = co_await loop_.poll(stop_fd_, POLLIN);
+    if (r < 0) break;
+  }
+  handler_.stopping();
+}
+
+img::Task<void> QueueServer::serve_queue(QueueCtx& q) {
+  drain_avail(q);  // buffers made available before the first notification
+  while (!stopping()) {
+    int r = co_await loop_.poll(q.aq.kick_fd, POLLIN);
+    if (r < 0) {
+      log_guest_error("queue %u: poll on notification eventfd: %s", q.aq.index, strerror(-r));
+      break;
+    }
+    uint64_t count;
+    (void)!::read(q.aq.kick_fd, &count, sizeof count);
+    if (stopping()) break;
+    drain_avail(q);
+  }
+}
+
+void QueueServer::drain_avail(QueueCtx& q) {
+  Virtqueue& vq = q.aq.queue;
+  while (!q.broken && !stopping()) {
+    vq.disable_notifications();
+    while (!q.broken) {
+      auto head = vq.pop_avail();
+      if (!head) {
+        fail_queue(q.aq.index, head.error().to_string());
+        return;
+      }
+      if (!*head) break;
+      handle_head(q, **head);
+    }
+    if (!vq.enable_notifications()) return;
+  }
+}
+
+void QueueServer::handle_head(QueueCtx& q, uint16_t head) {
+  ++in_flight_;  // complete() takes it back, whichever path completes the chain
+  auto chain = q.aq.queue.read_chain(head);
+  if (!chain) {
+    log_guest_error("queue %u: chain %u dropped: %s", q.aq.index, head,
+                    chain.error().to_string().c_str());
+    complete(q.aq.index, head, 0);
+    return;
+  }
+  img::Status s = handler_.handle_chain(q.aq.index, std::move(*chain));
+  if (!s) {
+    log_guest_error("queue %u: chain %u refused: %s", q.aq.index, head,
+                    s.error().to_string().c_str());
+    complete(q.aq.index, head, 0);
+  }
+}
+
+QueueServer::QueueCtx* QueueServer::find(uint16_t queue) {
+  return queue < by_index_.size() ? by_index_[queue] : nullptr;
+}
+
+void QueueServer::complete(uint16_t queue, uint16_t head, uint32_t len) {
+  QueueCtx* q = find(queue);
+  if (!q) return;
+  if (in_flight_ > 0) --in_flight_;
+  if (q->broken) return;  // the driver must reset; the ring is not ours to write any more
+  q->aq.queue.add_used(head, len);
+  if (!q->publish_scheduled) {
+    q->publish_scheduled = true;
+    loop_.spawn(publish_later(*q));
+  }
+}
+
+img::Task<void> QueueServer::publish_later(QueueCtx& q) {
+  // Runs on the next turn of the loop, after every completion that arrived with this one.
+  co_await loop_.yield();
+  q.publish_scheduled = false;
+  if (q.broken) co_return;
+  if (q.aq.queue.publish_used()) irq_.signal_used(q.aq.index);
+}
+
+void QueueServer::fail_queue(uint16_t queue, const std::string& why) {
+  QueueCtx* q = find(queue);
+  if (!q || q->broken) return;
+  q->broken = true;
+  irq_.device_error(img::strfmt("%s queue %u: %s", name_.c_str(), queue, why.c_str()));
+}
+
+img::Task<bool> QueueServer::wait(int fd, unsigned events) {
+  if (stopping()) co_return false;
+  // One epoll set over fd and the stop eventfd: loop.poll waits on one descriptor, and a wait on
+  // a console's input must end when the device resets.
+  int ep = ::epoll_create1(EPOLL_CLOEXEC);
+  if (ep < 0) co_return false;
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = stop_fd_;
+  ::epoll_ctl(ep, EPOLL_CTL_ADD, stop_fd_, &ev);
+  if (fd >= 0) {
+    ev.events = events;
+    ev.data.fd = fd;
+    if (::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0 && errno == EPERM) {
+      ::close(ep);  // a regular file: always ready
+      co_return true;
+    }
+  }
+  int r = co_await loop_.poll(ep, POLLIN);
+  ::close(ep);
+  co_return r >= 0 && !stopping();
+}
+
+img::Task<bool> QueueServer::sleep_for(std::chrono::nanoseconds d) {
+  if (d.count() <= 0) co_return !stopping();
+  int tfd = ::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  if (tfd < 0) co_return false;
+  itimerspec its{};
+  its.it_value.tv_sec = static_cast<time_t>(d.count() / 1000000000);
+  its.it_value.tv_nsec = static_cast<long>(d.count() % 1000000000);
+  ::timerfd_settime(tfd, 0, &its, nullptr);
+  bool ok = co_await wait(tfd, POLLIN);
+  ::close(tfd);
+  co_return ok;
+}
+
+void QueueServer::log_guest_error(const char* fmt, ...) {
+  // The first 100 lines, then one in 10000: a hostile guest must not flood the log.
+  uint64_t n = logged_.fetch_add(1);
+  if (n >= 100 && n % 10000 != 0) return;
+  char buf[512];
+  va_list ap;
+  va_start(ap, fmt);
+  std::vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  std::fprintf(stderr, "%s: %s%s\n", name_.c_str(), buf, n >= 100 ? " (rate limited)" : "");
+}
+
+}  // namespace vmm::virtio
