@@ -23,6 +23,11 @@ Task<Status> BlockDriver::write_compressed(uint64_t, const void*, uint64_t) {
       strfmt("compressed writes are not supported by the %s format", format_name()));
 }
 
+Task<Status> BlockDriver::copy_range_to(uint64_t, BlockDriver&, uint64_t, uint64_t) {
+  co_return not_supported(
+      strfmt("copy offloading is not supported by the %s format", format_name()));
+}
+
 Task<Status> BlockDriver::resize(uint64_t new_size, const ResizeOptions& opts) {
   (void)new_size;
   (void)opts;

@@ -51,6 +51,7 @@ Task<Result<std::unique_ptr<BlockDriver>>> open_image(IoLoop& loop, const std::s
   fo.direct = opts.direct;
   // The caller asked for read-write where it did not say read-only; say why it cannot have it.
   CO_ASSIGN_OR_RETURN(auto file, opener.open(loop, path, fo));
+  file = apply_cache_mode(std::move(file), opts.no_flush, opts.writethrough);
   co_return co_await open_image_file(loop, std::move(file), opts);
 }
 

@@ -34,7 +34,10 @@ TEST(ImgErrors, BadSize) {
 TEST(ImgErrors, UnknownFormatAndOptions) {
   TempDir d;
   expect_error("create -f foo x.img 1M", "x.img: Unknown file format 'foo'", d.path());
+  // As qemu-img, convert looks at -O after the sources opened.
+  ASSERT_EQ(sh("truncate -s 1M a", d.path()).rc, 0);
   expect_error("convert -O foo a b", "Unknown file format 'foo'", d.path());
+  EXPECT_FALSE(std::filesystem::exists(d.file("b")));
   expect_error("create -f qcow2 -o bogus=1 x.qcow2 1M", "x.qcow2: Invalid parameter 'bogus'",
                d.path());
   expect_error("create -f qcow2 -o cluster_size=3000 x.qcow2 1M",

@@ -76,9 +76,19 @@ class BlockDriver {
   virtual Task<Status> discard(uint64_t off, uint64_t len) = 0;
   // The range reads as zeros afterwards.
   virtual Task<Status> write_zeroes(uint64_t off, uint64_t len, WriteZeroesFlags flags) = 0;
-  // The status of [off, off+len) from off on: one run of one kind (length <= len). A caller never
-  // needs to look inside a format: kUnallocated and kZero read as zeros, kBacking does not.
+  // The status of [off, off+len) from off on: one run of one kind, 0 < length <= len (never
+  // more than asked, so a caller may ask for the rest of the image). Drivers answer with runs as
+  // long as they can see cheaply: qcow2 merges entries of one kind across L2 tables and answers
+  // for a whole missing L2 table at once, raw asks the host file system for its holes. A run may
+  // still be shorter than the true one (qcow2 reads at most a few L2 tables a call); ask again
+  // from its end. A caller never needs to look inside a format: kUnallocated and kZero read as
+  // zeros, kBacking does not.
   virtual Task<Result<BlockStatus>> block_status(uint64_t off, uint64_t len) = 0;
+  // Copies [off, off+len) of this image into dst at dst_off without the data passing through
+  // the caller (qemu-img convert -C): raw onto raw host files, by copy_file_range. kNotSupported
+  // elsewhere (the default); the caller then reads and writes the data itself.
+  virtual Task<Status> copy_range_to(uint64_t off, BlockDriver& dst, uint64_t dst_off,
+                                     uint64_t len);
   // Changes size() to new_size; new space reads as zeros. REQUIRES: no other request in flight
   // (QEMU drains the device around a truncate too). A format that cannot resize returns
   // kNotSupported (the default, so a driver without resize still builds).

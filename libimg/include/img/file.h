@@ -42,6 +42,21 @@ class File {
   // For messages: the path, or a description.
   virtual const std::string& name() const = 0;
 
+  // Whether [off, off+len) starts with data or with a hole, and for how many bytes (at most len):
+  // SEEK_DATA / SEEK_HOLE on a host file. A hole reads as zeros. A file that cannot tell reports
+  // data (the default), which is always correct, only slower to copy.
+  struct Extent {
+    bool data = true;
+    uint64_t length = 0;
+  };
+  virtual Result<Extent> extent_at(uint64_t /*off*/, uint64_t len) { return Extent{true, len}; }
+  // Copies [off, off+len) of this file to dst at dst_off inside the kernel (copy_file_range),
+  // without the data passing through the caller. kNotSupported where either file cannot (then the
+  // caller reads and writes the data itself, as qemu-img convert -C falls back).
+  virtual Task<Status> copy_range(uint64_t off, File& dst, uint64_t dst_off, uint64_t len);
+  // The host file descriptor behind this file, or -1 (for copy_range).
+  virtual int host_fd() const { return -1; }
+
   // Convenience forms over a single buffer.
   Task<Result<uint64_t>> read(uint64_t off, void* buf, uint64_t len);
   Task<Status> write(uint64_t off, const void* buf, uint64_t len);

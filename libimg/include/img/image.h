@@ -41,6 +41,11 @@ struct OpenOptions {
   std::string format;  // "raw", "qcow2", or "" to probe the file's magic
   bool read_only = false;
   bool direct = false;  // O_DIRECT on the host file (qemu's cache=none)
+  // The rest of qemu's cache modes (parse_cache_mode): no_flush makes flushes of the host file
+  // no-ops (cache=unsafe: what qemu-img convert writes its target with); writethrough makes each
+  // write durable before it completes (cache=writethrough, directsync).
+  bool no_flush = false;
+  bool writethrough = false;
   // qcow2 metadata caches, in bytes; 0 picks the default. The default L2 cache covers a 256 GiB
   // image with 64 KiB clusters (32 MiB of L2 tables at most, like QEMU's l2-cache-size).
   uint64_t l2_cache_size = 0;
@@ -49,6 +54,23 @@ struct OpenOptions {
   unsigned max_chain_depth = 64;       // images below the top one, at most
   const FileOpener* opener = nullptr;  // nullptr: host files
 };
+
+// qemu's -t / -T cache mode names (bdrv_parse_cache_mode): "none" or "off" (O_DIRECT),
+// "directsync" (O_DIRECT, writethrough), "writeback", "writethrough", "unsafe" (no flushes).
+struct CacheMode {
+  bool direct = false;
+  bool no_flush = false;
+  bool writethrough = false;
+  void apply_to(OpenOptions& o) const {
+    o.direct = direct;
+    o.no_flush = no_flush;
+    o.writethrough = writethrough;
+  }
+};
+Result<CacheMode> parse_cache_mode(const std::string& name);
+
+// Wraps f so that it follows no_flush / writethrough (returns f itself when neither is set).
+std::unique_ptr<File> apply_cache_mode(std::unique_ptr<File> f, bool no_flush, bool writethrough);
 
 // qemu's path_combine: a relative backing name is relative to the overlay's folder.
 std::string combine_backing_path(const std::string& overlay, const std::string& backing);

@@ -1,8 +1,9 @@
 // ops: whole-image operations shared by the img tool and the VMM, on top of BlockDriver.
 //
-//   convert        copies one image into another: many chunk coroutines in flight on one loop,
-//                  skipping what reads as zeros (qemu-img convert's behaviour, -S 4k by default),
-//                  optionally compressing every data cluster (-c) on a thread pool.
+//   convert        copies images (one, or several concatenated) into another, walking the
+//                  sources' runs (block_status) with many chunk coroutines in flight on one
+//                  loop, skipping what reads as zeros (qemu-img convert's behaviour, -S 4k by
+//                  default), optionally compressing every data cluster (-c) on a thread pool.
 //   create_image   makes a new raw or qcow2 file.
 //   resize_image   qemu-img resize's checks, then BlockDriver::resize.
 //   parse_size, parse_create_options
@@ -13,6 +14,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -30,30 +32,53 @@ namespace img {
 struct ConvertOptions {
   // Called on the loop thread after each chunk completes (bytes done, bytes total).
   std::function<void(uint64_t done, uint64_t total)> progress;
-  // Chunks processed at once (qemu-img convert -m; it allows 1..16).
-  unsigned in_flight = 16;
-  // Bytes per chunk; a multiple of 4096.
+  // Chunks processed at once (qemu-img convert -m: 1..16, default 8).
+  unsigned in_flight = 8;
+  // Most bytes of data one chunk reads and writes; a multiple of 4096. Runs that need no data
+  // moved (zeros on a destination that reads as zeros) are one chunk whatever their length.
   uint64_t chunk_size = 2 << 20;
-  // Runs of zeros at least this long (aligned to it) are not written; 0 writes everything
-  // (qemu-img convert -S; its default is 4 KiB).
+  // Sparse detection (qemu-img convert -S, default 4 KiB; a multiple of 512): data read from the
+  // source is scanned, and runs of zeros at least this long are not written as data; 0 writes
+  // everything as data, zero ranges of the source included (a fully allocated destination).
   uint64_t min_sparse = 4096;
-  // The destination is fresh and reads as zeros, so zero ranges need no write at all; otherwise
-  // they are written with write_zeroes (qemu-img convert -n clears this).
+  // The destination reads as zeros already (a fresh image, or --target-is-zero), so zero ranges
+  // need no write at all; otherwise they are written with write_zeroes.
   bool target_is_zero = true;
   // Write every data cluster compressed (qemu-img convert -c): the destination must support
   // write_compressed; clusters that read as zeros are left unwritten like any zero range, and
   // chunks are rounded up to whole destination clusters.
   bool compress = false;
+  // Writes reach the destination in the order of their offsets (qemu-img convert's default;
+  // -W clears it): a qcow2 destination then lays its clusters out in guest order. Reads still
+  // run in parallel.
+  bool in_order = true;
+  // Copy data ranges with BlockDriver::copy_range_to where the two sides allow it (qemu-img
+  // convert -C); where they do not, the convert falls back to reading and writing for good.
+  // Data ranges are copied whole, without sparse detection (qemu-img refuses -C with -S).
+  bool copy_range = false;
+  // The destination has a backing file (qemu-img convert -B): ranges that the source's top
+  // image does not hold (kBacking) are left unwritten so that the backing file shows through,
+  // and zero ranges are written as zeros below target_backing_size (past it they read as zeros
+  // already). target_is_zero must then be false.
+  bool target_has_backing = false;
+  uint64_t target_backing_size = 0;
 };
 
 struct ConvertStats {
-  uint64_t bytes_read = 0;     // data read from the source
-  uint64_t bytes_written = 0;  // data written to the destination
-  uint64_t bytes_zero = 0;     // bytes skipped or written as zeros
+  uint64_t bytes_read = 0;          // data read from the sources
+  uint64_t bytes_written = 0;       // data written to the destination
+  uint64_t bytes_zero = 0;          // bytes skipped or written as zeros
+  uint64_t bytes_offloaded = 0;     // data copied by copy_range_to
+  uint64_t bytes_backing = 0;       // bytes left to the destination's backing file
+  uint64_t block_status_calls = 0;  // what the walk cost: one call per run of the sources
 };
 
-// Copies src's [0, src.size()) into dst (which must be at least that large) and flushes dst.
-// The first error stops the copy; chunks already in flight finish first.
+// Copies the concatenation of sources (each one's [0, size()), in order) into dst, which must be
+// at least as large as their total, and flushes dst. The first error stops the copy; chunks
+// already in flight finish first. Errors say where: "error while reading at byte N: ...".
+Task<Result<ConvertStats>> convert(IoLoop& loop, std::span<BlockDriver* const> sources,
+                                   BlockDriver& dst, const ConvertOptions& opts);
+// One source.
 Task<Result<ConvertStats>> convert(IoLoop& loop, BlockDriver& src, BlockDriver& dst,
                                    const ConvertOptions& opts);
 

@@ -205,6 +205,24 @@ Result<uint64_t> HostFile::allocated_size() {
   return static_cast<uint64_t>(st.st_blocks) * 512;
 }
 
+// SEEK_DATA / SEEK_HOLE (lseek(2)): the kernel answers from the file system's extent map,
+// dirty page cache included. A file system without them reports the whole file as data, and so
+// do we (EINVAL, or ENXIO past the end read as a hole by lseek's definition).
+Result<File::Extent> HostFile::extent_at(uint64_t off, uint64_t len) {
+  if (len == 0) return Extent{true, 0};
+  off_t at = static_cast<off_t>(off);
+  off_t data = ::lseek(fd_, at, SEEK_DATA);
+  if (data < 0) {
+    // ENXIO: no data at or after off; the rest up to the end of the file is a hole.
+    if (errno == ENXIO) return Extent{false, len};
+    return Extent{true, len};
+  }
+  if (data > at) return Extent{false, std::min<uint64_t>(len, static_cast<uint64_t>(data - at))};
+  off_t hole = ::lseek(fd_, at, SEEK_HOLE);
+  if (hole <= at) return Extent{true, len};
+  return Extent{true, std::min<uint64_t>(len, static_cast<uint64_t>(hole - at))};
+}
+
 Task<Status> HostFile::write_zero_bytes(uint64_t off, uint64_t len) {
   constexpr uint64_t kChunk = 1 << 20;
   std::vector<char> zeros(std::min(len, kChunk), 0);

@@ -48,6 +48,10 @@ class HostFile final : public File {
   Task<Status> truncate(uint64_t size) override;
   Result<uint64_t> size() override;
   Result<uint64_t> allocated_size() override;
+  Result<Extent> extent_at(uint64_t off, uint64_t len) override;
+  // The buffered descriptor where there is one: copy_file_range on an O_DIRECT one fails for
+  // unaligned ranges on some file systems.
+  int host_fd() const override { return buffered_fd_ >= 0 ? buffered_fd_ : fd_; }
   bool read_only() const override { return ro_; }
   const std::string& name() const override { return path_; }
 

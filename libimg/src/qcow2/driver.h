@@ -5,7 +5,8 @@
 //   refcount.cc      refcount access, the cluster allocator, refcount table growth
 //   cluster_map.cc   L1/L2 lookup, L2 table allocation, the metadata overlap check
 //   rw.cc            read and write
-//   zero_discard.cc  write_zeroes, discard, block_status
+//   zero_discard.cc  write_zeroes, discard
+//   block_status.cc  block_status: whole runs of one kind, across L2 tables
 //   compressed.cc    compressed clusters: reading (decompression) and write_compressed, with
 //                    the codecs (compress.cc) running on a thread pool
 //   resize.cc        grow (L1 table growth, preallocation) and shrink

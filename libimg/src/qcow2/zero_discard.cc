@@ -1,4 +1,4 @@
-// write_zeroes, discard and block_status.
+// write_zeroes and discard.
 //
 // Whole clusters change their mapping: discard makes them unallocated (their host clusters are
 // hole-punched, then freed); write_zeroes on version 3 sets the zero flag (keeping the host
@@ -142,52 +142,6 @@ Task<Status> Qcow2Image::zero_or_discard(uint64_t off, uint64_t len, bool discar
     }
   }
   co_return Status{};
-}
-
-Task<Result<BlockStatus>> Qcow2Image::block_status(uint64_t off, uint64_t len) {
-  if (closed_) co_return invalid_argument("block-status after close");
-  CO_RETURN_IF_ERROR(check_range("block-status", off, len));
-  BlockStatus st;
-  if (len == 0) co_return st;
-  uint64_t gc = cluster_index(off);
-  uint64_t in = off & (cluster_size_ - 1);
-  uint64_t n = std::min(div_round_up(in + len, cluster_size_), l2_entries_ - l2_index(gc));
-  std::vector<uint64_t> entries;
-  CO_RETURN_IF_ERROR(co_await lookup(gc, n, entries));
-  // Unallocated clusters read from the backing image up to its end: the run stops there.
-  const uint64_t backing_end = backing_ ? backing_->size() : 0;
-  auto kind_of = [&](const L2Entry& e, uint64_t at) {
-    switch (e.kind) {
-      case ClusterKind::kUnallocated:
-        return at < backing_end ? BlockStatus::Kind::kBacking : BlockStatus::Kind::kUnallocated;
-      case ClusterKind::kZeroPlain:
-      case ClusterKind::kZeroAlloc:
-        return BlockStatus::Kind::kZero;
-      case ClusterKind::kNormal:
-      case ClusterKind::kCompressed:
-        break;
-    }
-    return BlockStatus::Kind::kData;
-  };
-  CO_ASSIGN_OR_RETURN(L2Entry first, decode_entry(gc, entries[0]));
-  st.kind = kind_of(first, off);
-  st.compressed = first.kind == ClusterKind::kCompressed;
-  uint64_t host = first.host_offset;
-  if (first.kind == ClusterKind::kNormal) st.host_offset = host + in;
-  uint64_t k = 1;
-  for (; k < n && !st.compressed; ++k) {
-    CO_ASSIGN_OR_RETURN(L2Entry e, decode_entry(gc + k, entries[k]));
-    if (kind_of(e, (gc + k) << cluster_bits_) != st.kind || e.kind == ClusterKind::kCompressed) {
-      break;
-    }
-    if (st.host_offset && e.host_offset != host + k * cluster_size_) break;
-  }
-  st.length = std::min(len, k * cluster_size_ - in);
-  // The backing image may end inside a cluster: what lies past its end reads as zeros.
-  if (off < backing_end && st.kind == BlockStatus::Kind::kBacking) {
-    st.length = std::min(st.length, backing_end - off);
-  }
-  co_return st;
 }
 
 }  // namespace img::qcow2
