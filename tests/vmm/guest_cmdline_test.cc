@@ -30,6 +30,18 @@ TEST(GuestCmdlineTest, LeavesCmdlineAloneUnlessLinuxUnderPvmWithWorkaroundsOn) {
   }
 }
 
+// KVM's TSC frequency becomes tsc_early_khz= (no PIT, HPET or PM timer to calibrate against);
+// the user's own value wins, and without a known frequency nothing is added.
+TEST(GuestCmdlineTest, AddsTheTscFrequencyUnlessTheUserGaveOne) {
+  GuestCmdline r = compose_guest_cmdline("console=ttyS0 -- init-arg", true, true, true, 2445400);
+  EXPECT_EQ(r.cmdline, std::string("console=ttyS0 ") + kAll + " tsc_early_khz=2445400 -- init-arg");
+  EXPECT_EQ(r.added, std::string(kAll) + " tsc_early_khz=2445400");
+  r = compose_guest_cmdline("tsc_early_khz=1000 " + std::string(kAll), true, true, true, 2445400);
+  EXPECT_EQ(r.added, "");
+  EXPECT_EQ(compose_guest_cmdline("", true, false, true, 2445400).cmdline, "");
+  EXPECT_EQ(compose_guest_cmdline("", true, true, false, 2445400).cmdline, "");
+}
+
 TEST(GuestCmdlineTest, DoesNotRepeatWhatTheUserGave) {
   GuestCmdline r = pvm_linux("nosmap console=ttyS0 noxsave nosmep clearcpuid=smep,cx16,popcnt,smap");
   EXPECT_EQ(r.cmdline, "nosmap console=ttyS0 noxsave nosmep clearcpuid=smep,cx16,popcnt,smap");

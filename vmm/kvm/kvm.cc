@@ -136,4 +136,9 @@ img::Status Vm::add_memory(uint64_t gpa, uint64_t size, void* host) {
   return {};
 }
 
+uint32_t Vm::tsc_khz() const {
+  int r = ::ioctl(fd_.get(), KVM_GET_TSC_KHZ, 0);
+  return r > 0 ? static_cast<uint32_t>(r) : 0;
+}
+
 }  // namespace vmm

@@ -72,6 +72,8 @@ class Vm {
 
   int fd() const { return fd_.get(); }
   bool has_pit() const { return has_pit_; }
+  // The guest's TSC frequency (KVM_GET_TSC_KHZ on the VM, Linux 6.0+), 0 if KVM cannot say.
+  uint32_t tsc_khz() const;
   // KVM_SET_USER_MEMORY_REGION; slots are numbered from 0 in call order.
   img::Status add_memory(uint64_t gpa, uint64_t size, void* host);
 

@@ -45,7 +45,7 @@ std::string pvm_workaround_params() {
 }
 
 GuestCmdline compose_guest_cmdline(std::string_view user, bool linux_guest, bool kvm_pvm,
-                                   bool workarounds) {
+                                   bool workarounds, uint32_t tsc_khz) {
   GuestCmdline r{std::string(user), ""};
   if (!linux_guest || !kvm_pvm || !workarounds) return r;
 
@@ -94,6 +94,11 @@ GuestCmdline compose_guest_cmdline(std::string_view user, bool linux_guest, bool
       add.push_back(std::string(kKey) + missing);
     }
   }
+
+  constexpr std::string_view kTscKey = "tsc_early_khz=";
+  bool user_tsc = false;
+  for (size_t i = 0; i < ntok; ++i) user_tsc = user_tsc || word(i).starts_with(kTscKey);
+  if (tsc_khz != 0 && !user_tsc) add.push_back(std::string(kTscKey) + std::to_string(tsc_khz));
 
   std::string appended;
   for (const std::string& a : add) appended += (appended.empty() ? "" : " ") + a;

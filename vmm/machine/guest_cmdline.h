@@ -8,6 +8,7 @@
 // Thread-safety: pure functions.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -29,7 +30,12 @@ struct GuestCmdline {
 // "noxsave nosmap nosmep clearcpuid=cx16,popcnt,smap,smep", for messages.
 std::string pvm_workaround_params();
 
+//
+// tsc_khz (KVM_GET_TSC_KHZ, 0 = unknown) adds tsc_early_khz=: our ACPI is hardware-reduced, so
+// Linux starts no PIT and finds no HPET or PM timer to calibrate the TSC against, and the host's
+// CPUID (which the guest sees here) has no TSC frequency leaf on AMD; an uncalibrated TSC leaves
+// the test kernel waiting forever for its first tick (measured). A user's own value wins.
 GuestCmdline compose_guest_cmdline(std::string_view user, bool linux_guest, bool kvm_pvm,
-                                   bool workarounds);
+                                   bool workarounds, uint32_t tsc_khz = 0);
 
 }  // namespace vmm

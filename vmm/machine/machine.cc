@@ -73,7 +73,7 @@ img::Status Machine::load_and_boot(const MachineConfig& c) {
   BootInfo info;
   // A bzImage or a PVH vmlinux is Linux; a plain ELF64 is a freestanding guest with its own flags.
   GuestCmdline cmd = compose_guest_cmdline(c.cmdline, k.bzimage || k.pvh, host_is_kvm_pvm(),
-                                           c.pvm_workarounds);
+                                           c.pvm_workarounds, vm_.tsc_khz());
   if (!cmd.added.empty()) {
     std::fprintf(stderr, "vmm: kvm_pvm: adding '%s' to the kernel command line "
                          "(--no-pvm-workarounds turns this off)\n", cmd.added.c_str());

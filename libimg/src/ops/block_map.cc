@@ -128,13 +128,17 @@ Task<Result<ChainStatus>> ChainMapper::status(uint64_t off, uint64_t len) {
     st.depth = static_cast<unsigned>(depth);
     st.layer = &layers_[depth];
     if (bs.kind == BlockStatus::Kind::kBacking && depth + 1 < drivers_.size()) continue;
+    // A raw layer answers from the file system itself, holes with their offset as qemu prints
+    // them (the raw driver reports a hole as kZero without one).
+    const bool raw_layer = hole_fds_[depth] >= 0 &&
+                           (bs.kind == BlockStatus::Kind::kData || bs.kind == BlockStatus::Kind::kZero);
+    if (raw_layer) {
+      raw_extent(hole_fds_[depth], off, len, st);
+      len = st.length;
+      break;
+    }
     switch (bs.kind) {
       case BlockStatus::Kind::kData:
-        if (hole_fds_[depth] >= 0) {
-          raw_extent(hole_fds_[depth], off, len, st);
-          len = st.length;
-          break;
-        }
         st.data = st.allocated = true;
         if (bs.host_offset) {
           st.offset_valid = true;
