@@ -11,6 +11,7 @@
 #include "img/block_driver.h"
 #include "img/file.h"
 #include "img/io_loop.h"
+#include "img/snapshot.h"
 #include "img/status.h"
 
 namespace imgcli {
@@ -30,6 +31,7 @@ int run_info(const std::vector<std::string>& args);
 int run_check(const std::vector<std::string>& args);
 int run_convert(const std::vector<std::string>& args);
 int run_resize(const std::vector<std::string>& args);
+int run_snapshot(const std::vector<std::string>& args);
 
 // Parses args into app. Returns -1 to go on, or the exit code (0 after --help, 1 on a bad flag,
 // with CLI11's message printed).
@@ -44,6 +46,9 @@ std::string reason(const img::Error& e);
 
 // qemu's size_to_str: "196 KiB", "1.5 GiB", "0 B".
 std::string human_size(uint64_t bytes);
+
+// qemu-img's "Snapshot list:" table (snapshot -l, info), snapshot.cc.
+void print_snapshot_table(const std::vector<img::SnapshotInfo>& snapshots);
 
 // A loop for one command; prints why on failure.
 std::unique_ptr<img::IoLoop> make_loop();

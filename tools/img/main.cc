@@ -14,6 +14,7 @@ constexpr imgcli::Command kCommands[] = {
     {"create", "create a new image", imgcli::run_create},
     {"info", "show facts about an image", imgcli::run_info},
     {"resize", "change the virtual size of an image", imgcli::run_resize},
+    {"snapshot", "list, create, apply or delete internal snapshots", imgcli::run_snapshot},
 };
 
 void usage(FILE* out) {
