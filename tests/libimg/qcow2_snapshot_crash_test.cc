@@ -34,7 +34,8 @@ std::vector<uint8_t> pattern(uint8_t seed) {
 std::vector<std::string> names(const BlockDriver& d) {
   std::vector<std::string> out;
   auto l = list_snapshots(d);
-  if (l) for (auto& s : *l) out.push_back(s.id + ":" + s.name);
+  if (l)
+    for (auto& s : *l) out.push_back(s.id + ":" + s.name);
   return out;
 }
 
@@ -71,8 +72,10 @@ Status run(IoLoop& loop, BlockDriver& d, Op op) {
       if (!r) return Unexpected(r.error());
       return {};
     }
-    case Op::kApply: return loop.run(apply_snapshot(d, "s1"));
-    default: return loop.run(delete_snapshot(d, "1"));
+    case Op::kApply:
+      return loop.run(apply_snapshot(d, "s1"));
+    default:
+      return loop.run(delete_snapshot(d, "1"));
   }
 }
 

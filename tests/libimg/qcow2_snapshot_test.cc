@@ -37,7 +37,8 @@ std::vector<std::string> ids(const BlockDriver& d) {
   std::vector<std::string> out;
   auto l = list_snapshots(d);
   EXPECT_TRUE(l.has_value());
-  if (l) for (auto& s : *l) out.push_back(s.id);
+  if (l)
+    for (auto& s : *l) out.push_back(s.id);
   return out;
 }
 
@@ -123,11 +124,11 @@ TEST_P(SnapshotTest, IdsAreAssignedAsQemuAssignsThem) {
 
 INSTANTIATE_TEST_SUITE_P(
     Configs, SnapshotTest,
-    ::testing::Values(Qcow2CreateOptions{.size = kSize},
-                      Qcow2CreateOptions{.size = kSize, .version = 2},
-                      Qcow2CreateOptions{.size = kSize, .cluster_size = 512, .refcount_bits = 4},
-                      Qcow2CreateOptions{.size = kSize, .cluster_size = 4096,
-                                         .refcount_bits = 64, .lazy_refcounts = true}),
+    ::testing::Values(
+        Qcow2CreateOptions{.size = kSize}, Qcow2CreateOptions{.size = kSize, .version = 2},
+        Qcow2CreateOptions{.size = kSize, .cluster_size = 512, .refcount_bits = 4},
+        Qcow2CreateOptions{
+            .size = kSize, .cluster_size = 4096, .refcount_bits = 64, .lazy_refcounts = true}),
     [](const auto& info) {
       const auto& o = info.param;
       return "v" + std::to_string(o.version) + "_c" + std::to_string(o.cluster_size) + "_rc" +

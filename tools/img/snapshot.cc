@@ -3,6 +3,8 @@
 // --output (its snapshot command has neither); -l on an image without snapshots (or a raw one)
 // prints nothing; -a takes an id or else a name, -d a name only (qemu-img looks it up with
 // bdrv_snapshot_find, which matches names); no action at all opens the image and does nothing.
+#include "img/snapshot.h"
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -11,7 +13,6 @@
 
 #include "common.h"
 #include "img/image.h"
-#include "img/snapshot.h"
 
 namespace imgcli {
 
@@ -21,13 +22,20 @@ namespace {
 int errno_of(const img::Error& e) {
   if (e.sys_errno()) return e.sys_errno();
   switch (e.code()) {
-    case img::ErrorCode::kNotSupported: return ENOTSUP;
-    case img::ErrorCode::kNotFound: return ENOENT;
-    case img::ErrorCode::kNoSpace: return ENOSPC;
-    case img::ErrorCode::kReadOnly: return EACCES;
-    case img::ErrorCode::kPermission: return EPERM;
-    case img::ErrorCode::kInvalidArgument: return EINVAL;
-    default: return EIO;
+    case img::ErrorCode::kNotSupported:
+      return ENOTSUP;
+    case img::ErrorCode::kNotFound:
+      return ENOENT;
+    case img::ErrorCode::kNoSpace:
+      return ENOSPC;
+    case img::ErrorCode::kReadOnly:
+      return EACCES;
+    case img::ErrorCode::kPermission:
+      return EPERM;
+    case img::ErrorCode::kInvalidArgument:
+      return EINVAL;
+    default:
+      return EIO;
   }
 }
 
@@ -44,8 +52,7 @@ int usage_error(const std::string& msg) {
 // icount empty when the entry records none.
 void print_snapshot_table(const std::vector<img::SnapshotInfo>& sns) {
   std::printf("Snapshot list:\n");
-  std::printf("%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK",
-              "ICOUNT");
+  std::printf("%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK", "ICOUNT");
   for (const auto& s : sns) {
     char date[128], clock[128], icount[64] = "";
     time_t t = s.date_sec;
@@ -54,8 +61,7 @@ void print_snapshot_table(const std::vector<img::SnapshotInfo>& sns) {
     std::strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S", &tm);
     uint64_t secs = s.vm_clock_nsec / 1000000000;
     std::snprintf(clock, sizeof clock, "%02d:%02d:%02d.%03d", int(secs / 3600),
-                  int((secs / 60) % 60), int(secs % 60),
-                  int((s.vm_clock_nsec / 1000000) % 1000));
+                  int((secs / 60) % 60), int(secs % 60), int((s.vm_clock_nsec / 1000000) % 1000));
     if (s.icount) std::snprintf(icount, sizeof icount, "%lld", (long long)*s.icount);
     std::printf("%-9s %-16s %8s%20s%13s%11s\n", s.id.c_str(), s.name.c_str(),
                 human_size(s.vm_state_size).c_str(), date, clock, icount);
@@ -85,7 +91,12 @@ int run_snapshot(const std::vector<std::string>& args) {
   // As qemu-img: only -l (and no action) open read-only.
   bool writes = actions == 1 && !list;
   auto drv = loop->run(img::open_image(*loop, file, {.read_only = !writes}));
-  if (!drv) return fail(open_error(file, drv.error()));
+  if (!drv) {
+    // qemu-img names the file twice for an OS error: its open, then the file layer's.
+    std::string msg = open_error(file, drv.error());
+    if (drv.error().sys_errno()) msg = "Could not open '" + file + "': " + msg;
+    return fail(msg);
+  }
   img::BlockDriver& d = **drv;
   int rc = kExitOk;
   if (list) {

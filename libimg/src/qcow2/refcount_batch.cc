@@ -14,21 +14,17 @@ namespace {
 constexpr uint64_t kMaxRunBytes = 16ull << 20;  // one read or write of contiguous tables
 }  // namespace
 
-RefcountBatch::RefcountBatch(File& f, const std::vector<uint64_t>& reftable,
-                             uint32_t cluster_bits, uint32_t order)
+RefcountBatch::RefcountBatch(File& f, const std::vector<uint64_t>& reftable, uint32_t cluster_bits,
+                             uint32_t order)
     : f_(f),
       reftable_(reftable),
       cluster_bits_(cluster_bits),
       cs_(1ull << cluster_bits),
       order_(order),
       per_block_(refcount_block_entries(cluster_bits, order)),
+      per_block_bits_(cluster_bits + 3 - order),
       max_(max_refcount(order)),
       by_index_(reftable.size(), nullptr) {}
-
-RefcountBatch::Block* RefcountBatch::block_of(uint64_t c) const {
-  uint64_t b = c / per_block_;
-  return b < by_index_.size() ? by_index_[b] : nullptr;
-}
 
 Task<Status> RefcountBatch::load(std::vector<uint64_t> clusters) {
   // Neighbouring clusters share a block: skip repeats of the last one, so what is sorted is
@@ -67,8 +63,8 @@ Task<Status> RefcountBatch::load(std::vector<uint64_t> clusters) {
       ++j;
     }
     run.resize((j - i) * cs_);
-    CO_RETURN_IF_ERROR(co_await f_.read_exact(todo[i].first, run.data(), run.size(),
-                                              "refcount blocks"));
+    CO_RETURN_IF_ERROR(
+        co_await f_.read_exact(todo[i].first, run.data(), run.size(), "refcount blocks"));
     for (size_t k = i; k < j; ++k) {
       auto blk = std::make_unique<Block>();
       blk->index = todo[k].second;
@@ -83,28 +79,14 @@ Task<Status> RefcountBatch::load(std::vector<uint64_t> clusters) {
   co_return Status{};
 }
 
-Status RefcountBatch::add(uint64_t c, int64_t delta) {
-  Block* b = block_of(c);
-  uint64_t i = c % per_block_;
-  uint64_t v = get_refcount(b->data.get(), i, order_);
-  if (delta < 0 && v < uint64_t(-delta)) {
-    return corruption(strfmt("%s: refcount of cluster %" PRIu64 " would drop below zero",
-                             f_.name().c_str(), c));
+Status RefcountBatch::out_of_range(uint64_t c, int64_t delta) const {
+  if (delta < 0) {
+    return corruption(
+        strfmt("%s: refcount of cluster %" PRIu64 " would drop below zero", f_.name().c_str(), c));
   }
-  if (delta > 0 && max_ - v < uint64_t(delta)) {
-    return invalid_argument(strfmt("%s: refcount of cluster %" PRIu64 " would exceed %" PRIu64
-                                   " (refcount_bits=%u)",
-                                   f_.name().c_str(), c, max_, 1u << order_));
-  }
-  v += delta;
-  set_refcount(b->data.get(), i, order_, v);
-  b->dirty = true;
-  if (v == 0) lowest_freed_ = std::min(lowest_freed_, c);
-  return {};
-}
-
-uint64_t RefcountBatch::get(uint64_t c) const {
-  return get_refcount(block_of(c)->data.get(), c % per_block_, order_);
+  return invalid_argument(strfmt("%s: refcount of cluster %" PRIu64 " would exceed %" PRIu64
+                                 " (refcount_bits=%u)",
+                                 f_.name().c_str(), c, max_, 1u << order_));
 }
 
 Task<Status> RefcountBatch::write_dirty() {
@@ -121,7 +103,8 @@ Task<Status> RefcountBatch::write_dirty() {
       ++j;
     }
     run.resize((j - i) * cs_);
-    for (size_t k = i; k < j; ++k) std::copy_n(dirty[k]->data.get(), cs_, run.data() + (k - i) * cs_);
+    for (size_t k = i; k < j; ++k)
+      std::copy_n(dirty[k]->data.get(), cs_, run.data() + (k - i) * cs_);
     CO_RETURN_IF_ERROR(co_await f_.write(dirty[i]->offset, run.data(), run.size()));
     for (size_t k = i; k < j; ++k) dirty[k]->dirty = false;
     i = j;
@@ -174,8 +157,8 @@ Task<Result<bool>> L2Stream::next() {
            (j - i) * cs_ < kMaxRunBytes) {
       ++j;
     }
-    CO_RETURN_IF_ERROR(co_await f_->read_exact(items_[i].offset, table(i - begin_),
-                                               (j - i) * cs_, "L2 tables"));
+    CO_RETURN_IF_ERROR(
+        co_await f_->read_exact(items_[i].offset, table(i - begin_), (j - i) * cs_, "L2 tables"));
     i = j;
   }
   co_return true;

@@ -20,12 +20,13 @@
 // references the cluster), or, cut before a create commits, stay clear where the refcount is
 // really 1 (a needless copy-on-write). Never does a flag say "1" of a cluster a committed
 // snapshot shares.
+#include "img/snapshot.h"
+
 #include <algorithm>
 #include <cinttypes>
 #include <cstdlib>
 #include <ctime>
 
-#include "img/snapshot.h"
 #include "qcow2/driver.h"
 #include "qcow2/refcount_batch.h"
 
@@ -147,7 +148,9 @@ Task<Status> Qcow2Image::refcount_tree(RefcountBatch& rb, const std::vector<uint
       for (uint64_t i = 0; i < l2_entries_; ++i) {
         uint64_t raw = load_be64(p + i * 8);
         if (raw == 0) continue;
-        CO_ASSIGN_OR_RETURN(L2Entry e, decode_entry(0, raw));
+        L2Decoded dec = decode_l2(raw, cluster_bits_, h_.version);
+        if (dec.defect != L2Defect::kNone) CO_RETURN_IF_ERROR(decode_entry(0, raw));
+        const L2Entry& e = dec.entry;
         if (e.has_host_cluster()) {
           CO_RETURN_IF_ERROR(change(e.host_offset >> cluster_bits_, d));
         } else if (e.kind == ClusterKind::kCompressed) {
@@ -192,7 +195,9 @@ Task<Status> Qcow2Image::fix_copied(RefcountBatch& rb) {
     for (uint64_t i = 0; i < l2_entries_; ++i) {
       uint64_t raw = load_be64(p + i * 8);
       if (raw == 0) continue;
-      ASSIGN_OR_RETURN(L2Entry e, decode_entry(0, raw));
+      L2Decoded dec = decode_l2(raw, cluster_bits_, h_.version);
+      if (dec.defect != L2Defect::kNone) RETURN_IF_ERROR(decode_entry(0, raw));
+      const L2Entry& e = dec.entry;
       if (!e.has_host_cluster()) continue;
       const uint64_t c = e.host_offset >> cluster_bits_;
       if (!rb.loaded(c)) {
@@ -244,13 +249,14 @@ Task<Result<SnapshotEntry>> Qcow2Image::snapshot_create(SnapshotEntry sn) {
   if (sn.id.empty()) {
     // As QEMU's find_new_snapshot_id: one more than the largest numeric id.
     unsigned long max_id = 0;
-    for (const auto& s : snapshots_) max_id = std::max(max_id, std::strtoul(s.id.c_str(), nullptr, 10));
+    for (const auto& s : snapshots_)
+      max_id = std::max(max_id, std::strtoul(s.id.c_str(), nullptr, 10));
     sn.id = std::to_string(max_id + 1);
   }
   for (const auto& s : snapshots_) {
     if (s.id == sn.id) {
-      co_return invalid_argument(strfmt("%s: a snapshot with id '%s' exists",
-                                        file_->name().c_str(), sn.id.c_str()));
+      co_return invalid_argument(
+          strfmt("%s: a snapshot with id '%s' exists", file_->name().c_str(), sn.id.c_str()));
     }
   }
   sn.disk_size = h_.size;
@@ -302,10 +308,10 @@ Task<Status> Qcow2Image::snapshot_apply(size_t index) {
                                 file_->name().c_str(), sn.name.c_str(), sn.disk_size));
   }
   if (sn.l1_size < l1_entries_for(h_, sn.disk_size)) {
-    co_return corruption(strfmt("%s: snapshot '%s' has an L1 table of %u entries, too small "
-                                "for its disk size %" PRIu64,
-                                file_->name().c_str(), sn.name.c_str(), sn.l1_size,
-                                sn.disk_size));
+    co_return corruption(
+        strfmt("%s: snapshot '%s' has an L1 table of %u entries, too small "
+               "for its disk size %" PRIu64,
+               file_->name().c_str(), sn.name.c_str(), sn.l1_size, sn.disk_size));
   }
   CO_ASSIGN_OR_RETURN(std::vector<uint64_t> new_l1, co_await load_snapshot_l1(sn));
   for (auto& e : new_l1) e &= ~kOflagCopied;  // fix_copied sets what is right
@@ -461,7 +467,8 @@ Task<Status> apply_snapshot(BlockDriver& d, const std::string& key) {
   if (it == sns.end()) {
     it = std::find_if(sns.begin(), sns.end(), [&](const auto& s) { return s.name == key; });
   }
-  if (it == sns.end()) co_return make_error(ErrorCode::kNotFound, "snapshot '" + key + "' not found", ENOENT);
+  if (it == sns.end())
+    co_return make_error(ErrorCode::kNotFound, "snapshot '" + key + "' not found", ENOENT);
   co_return co_await q->snapshot_apply(it - sns.begin());
 }
 

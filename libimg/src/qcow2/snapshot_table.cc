@@ -9,8 +9,8 @@
 
 namespace img::qcow2 {
 
-Result<std::vector<SnapshotEntry>> decode_snapshot_table(std::span<const uint8_t> buf,
-                                                         uint32_t nb, uint64_t image_size,
+Result<std::vector<SnapshotEntry>> decode_snapshot_table(std::span<const uint8_t> buf, uint32_t nb,
+                                                         uint64_t image_size,
                                                          uint64_t* table_bytes) {
   if (nb > kMaxSnapshots) {
     return corruption(strfmt("nb_snapshots %u exceeds %" PRIu64, nb, kMaxSnapshots));
@@ -27,8 +27,7 @@ Result<std::vector<SnapshotEntry>> decode_snapshot_table(std::span<const uint8_t
     off = align_up(off, 8);
     uint8_t fixed[kSnapshotEntryFixed];
     if (off + kSnapshotEntryFixed > kMaxSnapshotTableBytes) {
-      return corruption(strfmt("snapshot table is too big (entry %u starts past %" PRIu64
-                               " MiB)",
+      return corruption(strfmt("snapshot table is too big (entry %u starts past %" PRIu64 " MiB)",
                                i, kMaxSnapshotTableBytes >> 20));
     }
     copy(off, fixed, sizeof fixed);
@@ -51,8 +50,8 @@ Result<std::vector<SnapshotEntry>> decode_snapshot_table(std::span<const uint8_t
     // still usable: it gets the image's size, and the next table write completes it.
     const uint64_t end = off + kSnapshotEntryFixed + extra + id_size + name_size;
     if (end > kMaxSnapshotTableBytes) {
-      return corruption(strfmt("snapshot table is too big (entry %u ends past %" PRIu64 " MiB)",
-                               i, kMaxSnapshotTableBytes >> 20));
+      return corruption(strfmt("snapshot table is too big (entry %u ends past %" PRIu64 " MiB)", i,
+                               kMaxSnapshotTableBytes >> 20));
     }
     uint8_t ex[kMaxSnapshotExtraData];
     const uint64_t ex_off = off + kSnapshotEntryFixed;
@@ -82,7 +81,8 @@ Task<Result<std::vector<SnapshotEntry>>> read_snapshot_table(File& f, const Head
   // decode_header checked that the table starts inside the file. Its length is bounded by the
   // file and by the 64 MiB limit, and also by what nb entries can use at most (each at most
   // 40 + 1024 + 2 * 65535 bytes plus padding), so a few entries never read 64 MiB.
-  const uint64_t per_entry_max = align_up(kSnapshotEntryFixed + kMaxSnapshotExtraData + 2 * 65535, 8);
+  const uint64_t per_entry_max =
+      align_up(kSnapshotEntryFixed + kMaxSnapshotExtraData + 2 * 65535, 8);
   uint64_t want = std::min({kMaxSnapshotTableBytes, file_size - h.snapshots_offset,
                             uint64_t{h.nb_snapshots} * per_entry_max});
   std::vector<uint8_t> buf(want);
@@ -106,8 +106,8 @@ Result<std::vector<uint8_t>> encode_snapshot_table(const std::vector<SnapshotEnt
            s.unknown_extra.size() + s.id.size() + s.name.size();
   }
   if (size > kMaxSnapshotTableBytes) {
-    return invalid_argument(strfmt("the snapshot table would exceed %" PRIu64 " MiB",
-                                   kMaxSnapshotTableBytes >> 20));
+    return invalid_argument(
+        strfmt("the snapshot table would exceed %" PRIu64 " MiB", kMaxSnapshotTableBytes >> 20));
   }
   std::vector<uint8_t> out(size, 0);
   uint64_t off = 0;
@@ -143,9 +143,10 @@ Result<std::vector<uint8_t>> encode_snapshot_table(const std::vector<SnapshotEnt
 Status check_snapshot_l1(const SnapshotEntry& s, uint64_t cs, uint64_t file_size) {
   const uint64_t bytes = uint64_t{s.l1_size} * 8;
   if (bytes > kMaxL1Bytes) {
-    return corruption(strfmt("snapshot '%s' (id %s): L1 table of %u entries exceeds the 32 MiB "
-                             "limit",
-                             s.name.c_str(), s.id.c_str(), s.l1_size));
+    return corruption(
+        strfmt("snapshot '%s' (id %s): L1 table of %u entries exceeds the 32 MiB "
+               "limit",
+               s.name.c_str(), s.id.c_str(), s.l1_size));
   }
   if (s.l1_size == 0) return {};
   if (!is_aligned(s.l1_table_offset, cs) || s.l1_table_offset < cs ||

@@ -28,8 +28,8 @@ namespace img::qcow2 {
 constexpr uint64_t kSnapshotEntryFixed = 40;
 constexpr uint64_t kMaxSnapshotTableBytes = 64ull << 20;  // QEMU's QCOW_MAX_SNAPSHOTS_SIZE
 constexpr uint64_t kMaxSnapshotExtraData = 1024;          // QCOW_MAX_SNAPSHOT_EXTRA_DATA
-constexpr uint64_t kSnapshotExtraWritten = 24;  // vm_state_size_large, disk_size, icount
-constexpr uint64_t kNoIcount = UINT64_MAX;      // "not recorded" (extra data too short)
+constexpr uint64_t kSnapshotExtraWritten = 24;            // vm_state_size_large, disk_size, icount
+constexpr uint64_t kNoIcount = UINT64_MAX;                // "not recorded" (extra data too short)
 
 struct SnapshotEntry {
   uint64_t l1_table_offset = 0;
@@ -48,8 +48,8 @@ struct SnapshotEntry {
 // Decodes nb entries from buf (the bytes from snapshots_offset on; bytes the file does not have
 // are zeros). image_size fills disk_size for entries without one. *table_bytes receives the
 // table's length (to the end of the last name). Errors are kCorruption and name the entry.
-Result<std::vector<SnapshotEntry>> decode_snapshot_table(std::span<const uint8_t> buf,
-                                                         uint32_t nb, uint64_t image_size,
+Result<std::vector<SnapshotEntry>> decode_snapshot_table(std::span<const uint8_t> buf, uint32_t nb,
+                                                         uint64_t image_size,
                                                          uint64_t* table_bytes);
 
 // Reads and decodes the table the header names (none: empty).
