@@ -12,6 +12,7 @@
 #include "img/block_driver.h"
 #include "img/file.h"
 #include "img/io_loop.h"
+#include "img/snapshot.h"
 #include "img/status.h"
 
 namespace imgcli {
@@ -35,6 +36,7 @@ int run_map(const std::vector<std::string>& args);
 int run_compare(const std::vector<std::string>& args);
 int run_measure(const std::vector<std::string>& args);
 int run_dd(const std::vector<std::string>& args);
+int run_snapshot(const std::vector<std::string>& args);
 
 // Parses args into app. Returns -1 to go on, or the exit code (0 after --help, 1 on a bad flag,
 // with CLI11's message printed).
@@ -60,6 +62,8 @@ std::string human_size(uint64_t bytes);
 // M, G, ...") printed and nullopt.
 std::optional<uint64_t> cvtnum(const std::string& name, const std::string& value, uint64_t min = 0,
                                uint64_t max = INT64_MAX);
+// qemu-img's "Snapshot list:" table (snapshot -l, info), snapshot.cc.
+void print_snapshot_table(const std::vector<img::SnapshotInfo>& snapshots);
 
 // A loop for one command; prints why on failure.
 std::unique_ptr<img::IoLoop> make_loop();

@@ -33,6 +33,23 @@ Json to_json(const ImageFacts& f) {
   o.set("dirty-flag", f.qcow2 ? f.qcow2->dirty : false);
   if (!f.qcow2) return o;
   const img::Qcow2Info& q = *f.qcow2;
+  if (!q.snapshots.empty()) {
+    // QAPI's SnapshotInfo: icount only when the entry records one.
+    Json::Array list;
+    for (const auto& s : q.snapshots) {
+      Json j = Json::object();
+      if (s.icount) j.set("icount", *s.icount);
+      j.set("vm-clock-nsec", s.vm_clock_nsec % 1000000000);
+      j.set("name", s.name);
+      j.set("date-sec", s.date_sec);
+      j.set("date-nsec", s.date_nsec);
+      j.set("vm-clock-sec", s.vm_clock_nsec / 1000000000);
+      j.set("id", s.id);
+      j.set("vm-state-size", s.vm_state_size);
+      list.push_back(std::move(j));
+    }
+    o.set("snapshots", Json::array(std::move(list)));
+  }
   if (!q.backing_file.empty()) {
     o.set("backing-filename", q.backing_file);
     o.set("full-backing-filename", f.full_backing);
@@ -69,6 +86,7 @@ void print_human(const ImageFacts& f) {
     if (!q.backing_format.empty())
       std::printf("backing file format: %s\n", q.backing_format.c_str());
   }
+  if (!q.snapshots.empty()) print_snapshot_table(q.snapshots);
   std::printf("Format specific information:\n");
   std::printf("    compat: %s\n", compat_of(q));
   std::printf("    compression type: %s\n",

@@ -18,6 +18,7 @@ constexpr imgcli::Command kCommands[] = {
     {"map", "show where the data of an image lies, through its backing chain", imgcli::run_map},
     {"measure", "compute the file size a new image needs", imgcli::run_measure},
     {"resize", "change the virtual size of an image", imgcli::run_resize},
+    {"snapshot", "list, create, apply or delete internal snapshots", imgcli::run_snapshot},
 };
 
 void usage(FILE* out) {

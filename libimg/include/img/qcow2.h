@@ -10,6 +10,7 @@
 
 #include "img/block_driver.h"
 #include "img/file.h"
+#include "img/snapshot.h"
 #include "img/status.h"
 #include "img/task.h"
 
@@ -68,6 +69,7 @@ struct Qcow2Info {
   std::string backing_file;
   std::string backing_format;
   uint32_t nb_snapshots = 0;
+  std::vector<SnapshotInfo> snapshots;  // the snapshot table, in order
 };
 Task<Result<Qcow2Info>> read_qcow2_info(File& f);
 

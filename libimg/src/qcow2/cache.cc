@@ -62,6 +62,18 @@ bool TableCache::has_dirty() const {
   return false;
 }
 
+Status TableCache::drop_all() {
+  for (auto& [off, e] : map_) {
+    if (e->dirty || e->pins || e->loading || e->writing) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        strfmt("%s at 0x%llx is in use; cannot drop the cache", what_,
+                               (unsigned long long)off));
+    }
+  }
+  map_.clear();
+  return {};
+}
+
 Task<Status> TableCache::make_room() {
   while (map_.size() >= capacity_) {
     Entry* victim = nullptr;

@@ -76,6 +76,10 @@ class TableCache {
   // Writes every dirty table (after its dependency); does not flush the file.
   Task<Status> flush();
   bool has_dirty() const;
+  // Forgets every table, so the next get reads the file again: for whole-image passes that
+  // rewrite tables in the file directly (snapshots). Fails, keeping everything, if a table is
+  // dirty, pinned, loading or being written.
+  Status drop_all();
   // Tables written by this cache are counted; a caller that flushed the file after reading
   // written_count() reports it back, so needs_sync() knows what is durable.
   uint64_t written_count() const { return written_; }

@@ -76,11 +76,9 @@ Task<Status> Qcow2Image::lookup(uint64_t first, uint64_t count, std::vector<uint
 Task<Result<TableCache::Ref>> Qcow2Image::get_l2(uint64_t l1i, bool allocate) {
   for (;;) {
     CO_ASSIGN_OR_RETURN(uint64_t off, l2_offset_from_l1(l1i));
-    if (off != 0) {
-      if (allocate && !(l1_[l1i] & kOflagCopied)) {
-        co_return not_supported(file_->name() + ": writing to an L2 table shared with a "
-                                                "snapshot is not supported yet");
-      }
+    // A table shared with a snapshot (no COPIED in its L1 entry) is copied before a writer
+    // changes it; readers use it as it is.
+    if (off != 0 && (!allocate || (l1_[l1i] & kOflagCopied))) {
       co_return co_await l2_cache_->get(off);
     }
     if (!allocate) co_return TableCache::Ref();
@@ -90,7 +88,13 @@ Task<Result<TableCache::Ref>> Qcow2Image::get_l2(uint64_t l1i, bool allocate) {
       continue;
     }
     l2_allocating_.emplace(l1i, std::make_unique<WaitList>(loop_));
-    Status s = co_await l2_allocate(l1i);
+    // (Two statements: GCC 12 mis-destroys temporaries of co_await inside ?:.)
+    Status s;
+    if (off) {
+      s = co_await l2_copy(l1i, off);
+    } else {
+      s = co_await l2_allocate(l1i);
+    }
     auto node = l2_allocating_.extract(l1i);
     node.mapped()->notify_all();
     CO_RETURN_IF_ERROR(s);
@@ -117,6 +121,38 @@ Task<Status> Qcow2Image::l2_allocate(uint64_t l1i) {
   CO_RETURN_IF_ERROR(co_await file_->write(h_.l1_table_offset + l1i * 8, e, 8));
   l1_[l1i] = entry;
   co_return Status{};
+}
+
+Task<Status> Qcow2Image::l2_copy(uint64_t l1i, uint64_t old_off) {
+  // As l2_allocate, with the shared table's entries as the content. Their data clusters keep
+  // their refcounts (each is still reached once through the active L1 and once through the
+  // snapshot's), and their COPIED flags (clear: the refcounts are above one).
+  std::vector<uint8_t> copy(cluster_size_);
+  {
+    CO_ASSIGN_OR_RETURN(auto old, co_await l2_cache_->get(old_off));
+    std::copy_n(old.data(), cluster_size_, copy.data());
+  }
+  uint64_t off;
+  {
+    auto guard = co_await alloc_mu_.lock();
+    CO_ASSIGN_OR_RETURN(off, co_await alloc_clusters(1));
+  }
+  metadata_clusters_.insert(off >> cluster_bits_);
+  CO_RETURN_IF_ERROR(co_await file_->write(off, copy.data(), copy.size()));
+  CO_RETURN_IF_ERROR(co_await refcount_cache_->flush());
+  uint64_t rcn = refcount_cache_->written_count();
+  CO_RETURN_IF_ERROR(co_await file_->flush());
+  refcount_cache_->synced_up_to(rcn);
+  uint64_t entry = off | kOflagCopied;
+  uint8_t e[8];
+  store_be64(e, entry);
+  CO_RETURN_IF_ERROR(co_await file_->write(h_.l1_table_offset + l1i * 8, e, 8));
+  // The old table loses the active L1's reference only once the new entry is durable: its
+  // refcount must never fall below the references on disk.
+  CO_RETURN_IF_ERROR(co_await file_->flush());
+  l1_[l1i] = entry;
+  auto guard = co_await alloc_mu_.lock();
+  co_return co_await update_refcounts(old_off >> cluster_bits_, 1, -1);
 }
 
 }  // namespace img::qcow2

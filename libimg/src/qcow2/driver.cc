@@ -56,10 +56,6 @@ Task<Result<std::unique_ptr<BlockDriver>>> Qcow2Image::open(IoLoop& loop,
   if (h.has(kIncompatExtendedL2)) {
     co_return not_supported(name + ": extended L2 entries (subclusters) are not supported yet");
   }
-  if (h.nb_snapshots > 0 && !ro) {
-    co_return not_supported(name + ": writing images with internal snapshots is not supported "
-                                   "yet; open it read-only");
-  }
   if (h.has(kIncompatCorrupt) && !ro) {
     co_return read_only_error(name + ": image is corrupt; cannot be opened read/write (run "
                                      "'img check -r all' to repair it)");
@@ -121,15 +117,10 @@ Task<Status> Qcow2Image::load_tables(const OpenOptions& opts) {
                                                   raw.size(), "refcount table"));
     for (uint64_t i = 0; i < reftable_.size(); ++i) reftable_[i] = load_be64(&raw[i * 8]);
   }
+  // The snapshot table (validated against hostile lengths as it is decoded).
+  CO_ASSIGN_OR_RETURN(snapshots_, co_await read_snapshot_table(*file_, h_, &snapshots_size_));
   // Known metadata clusters, for the overlap check.
-  for (uint64_t i = 0; i < reftable_.size(); ++i) {
-    uint64_t off = reftable_[i] & kRefTableOffsetMask;
-    if (off) metadata_clusters_.insert(off >> cluster_bits_);
-  }
-  for (uint64_t i = 0; i < l1_.size(); ++i) {
-    uint64_t off = l1_[i] & kL1OffsetMask;
-    if (off) metadata_clusters_.insert(off >> cluster_bits_);
-  }
+  refresh_metadata_clusters();
 
   uint64_t l2_bytes = opts.l2_cache_size;
   if (l2_bytes == 0) {

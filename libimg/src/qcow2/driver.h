@@ -10,6 +10,8 @@
 //   compressed.cc    compressed clusters: reading (decompression) and write_compressed, with
 //                    the codecs (compress.cc) running on a thread pool
 //   resize.cc        grow (L1 table growth, preallocation) and shrink
+//   snapshot.cc      internal snapshots: create, apply, delete (snapshot_table.cc holds the
+//                    table codec, refcount_batch.cc the streaming whole-tree passes)
 //
 // Crash safety (qcow2.rst "Host cluster management" and QEMU's ordering): data is written before
 // the L2 entry that maps it is updated; refcount increases reach the file before the L2 entries
@@ -39,6 +41,7 @@
 #include "qcow2/format.h"
 #include "qcow2/l2_entry.h"
 #include "qcow2/layout.h"
+#include "qcow2/snapshot_table.h"
 #include "util/async.h"
 #include "util/iov.h"
 
@@ -47,6 +50,8 @@ class IovCursor;
 }
 
 namespace img::qcow2 {
+
+class RefcountBatch;
 
 class Qcow2Image final : public BlockDriver {
  public:
@@ -73,6 +78,13 @@ class Qcow2Image final : public BlockDriver {
   BlockDriver* backing() const override { return backing_.get(); }
   void set_backing(std::unique_ptr<BlockDriver> b) { backing_ = std::move(b); }
 
+  // --- snapshot.cc (REQUIRES for the three: no other request in flight) ---
+  const std::vector<SnapshotEntry>& snapshots() const { return snapshots_; }
+  // Adds a snapshot of the active tables. sn carries name, id (empty: assigned), dates, clock.
+  Task<Result<SnapshotEntry>> snapshot_create(SnapshotEntry sn);
+  Task<Status> snapshot_apply(size_t index);
+  Task<Status> snapshot_delete(size_t index);
+
  private:
   Qcow2Image(IoLoop& loop, std::unique_ptr<File> file, Header h, bool read_only);
 
@@ -87,6 +99,27 @@ class Qcow2Image final : public BlockDriver {
   // Marks the image corrupt (header bit set, no further writes) and returns the error.
   Task<Status> mark_corrupt(std::string why);
   Status check_writable(const char* op) const;
+
+  // --- snapshot.cc ---
+  // Writes back and drops both table caches, so whole-tree passes may read and write tables in
+  // the file directly.
+  Task<Status> quiesce(const char* op);
+  // Adds delta to the refcount of every L2 table that l1 names and of every host cluster their
+  // entries map (a cluster counts once per L1 table that reaches it, as qcow2 counts them).
+  Task<Status> refcount_tree(RefcountBatch& rb, const std::vector<uint64_t>& l1, int64_t delta);
+  // Sets OFLAG_COPIED on the active L1 and L2 entries exactly where the refcount (as rb holds
+  // it) is 1, writing back what changed.
+  Task<Status> fix_copied(RefcountBatch& rb);
+  // Allocates clusters for and writes an encoded table or L1 copy; returns its offset (0 if
+  // empty). Not referenced by anything until a header write commits it.
+  Task<Result<uint64_t>> write_new(const std::vector<uint8_t>& bytes);
+  // Writes n header bytes at off, then flushes: the commit point of a snapshot operation.
+  Task<Status> commit_header(uint64_t off, const uint8_t* p, size_t n);
+  void refresh_metadata_clusters();
+  Task<Result<std::vector<uint64_t>>> load_snapshot_l1(const SnapshotEntry& s);
+  // Allocation is done through the refcount cache; make it durable and drop the cache before
+  // a RefcountBatch reads the blocks.
+  Task<Status> settle_refcounts();
 
   // --- refcount.cc (REQUIRES alloc_mu_ held for everything that changes refcounts) ---
   Task<Result<uint64_t>> refcount_of(uint64_t cluster);
@@ -126,6 +159,8 @@ class Qcow2Image final : public BlockDriver {
   // The L2 table for l1_index, allocated if missing (only for writers).
   Task<Result<TableCache::Ref>> get_l2(uint64_t l1_index, bool allocate);
   Task<Status> l2_allocate(uint64_t l1_index);
+  // Copy-on-write of an L2 table shared with a snapshot: the active L1 entry gets a copy.
+  Task<Status> l2_copy(uint64_t l1_index, uint64_t old_offset);
   // Validates an L1 entry; returns the L2 table offset (0 if none).
   Result<uint64_t> l2_offset_from_l1(uint64_t l1_index) const;
   // Decodes the raw L2 entry of guest cluster gc; an entry the spec forbids is a corruption
@@ -225,7 +260,11 @@ class Qcow2Image final : public BlockDriver {
   WaitList packed_done_{loop_};
   // L2 tables being allocated, per L1 index: later writers wait instead of allocating twice.
   std::unordered_map<uint64_t, std::unique_ptr<WaitList>> l2_allocating_;
-  // Host clusters holding refcount blocks and L2 tables (for the overlap check).
+  // The snapshot table (snapshot_table.h) and its length in bytes.
+  std::vector<SnapshotEntry> snapshots_;
+  uint64_t snapshots_size_ = 0;
+  // Host clusters holding refcount blocks, L2 tables, snapshot L1 tables and the snapshot
+  // table (for the overlap check).
   std::unordered_set<uint64_t> metadata_clusters_;
 };
 

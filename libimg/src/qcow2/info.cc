@@ -4,6 +4,7 @@
 
 #include "img/qcow2.h"
 #include "qcow2/format.h"
+#include "qcow2/snapshot_table.h"
 
 namespace img {
 
@@ -22,6 +23,19 @@ Task<Result<Qcow2Info>> read_qcow2_info(File& f) {
   info.backing_file = h.backing_file;
   info.backing_format = h.backing_format;
   info.nb_snapshots = h.nb_snapshots;
+  uint64_t table_bytes = 0;
+  CO_ASSIGN_OR_RETURN(auto sns, co_await qcow2::read_snapshot_table(f, h, &table_bytes));
+  for (const auto& s : sns) {
+    SnapshotInfo i{.id = s.id,
+                   .name = s.name,
+                   .vm_state_size = s.vm_state_size,
+                   .date_sec = s.date_sec,
+                   .date_nsec = s.date_nsec,
+                   .vm_clock_nsec = s.vm_clock_nsec,
+                   .disk_size = s.disk_size};
+    if (s.icount != qcow2::kNoIcount) i.icount = s.icount;
+    info.snapshots.push_back(std::move(i));
+  }
   co_return info;
 }
 

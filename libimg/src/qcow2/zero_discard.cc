@@ -68,9 +68,7 @@ Task<Status> Qcow2Image::zero_or_discard(uint64_t off, uint64_t len, bool discar
         gc += n;
         continue;
       }
-      co_return not_supported(file_->name() +
-                              ": write-zeroes to an L2 table shared with a "
-                              "snapshot is not supported yet");
+      CO_ASSIGN_OR_RETURN(l2, co_await get_l2(l1_index(gc), /*allocate=*/true));
     }
     freed.clear();
     bool changed = false;
