@@ -4,7 +4,7 @@
 # and img check of it; then boot the freestanding test guest with vmm on a second qcow2 image made
 # with img (the guest checks the host's pattern and writes its own through virtio-blk), and check
 # that image with img check and qemu-img check after the guest's writes; then boot a real Linux
-# (the test kernel, built once and cached) off an ext4 qcow2 image made by img,
+# (the test kernel, built once and cached) with two vCPUs off an ext4 qcow2 image made by img,
 # and check its writes with img check, e2fsck and debugfs. Without /dev/kvm the guest steps are
 # skipped with a message (exit 0).
 set -euo pipefail
@@ -84,11 +84,11 @@ INITRD="$BUILD_DIR/tests/vmm/linux_guest/initrd.cpio"
 mkdir -p ext4-src && echo "written by the host with mke2fs -d" > ext4-src/host.txt
 step mke2fs -q -t ext4 -L demo -d ext4-src -F linux.raw 32M
 step "$IMG" convert -f raw -O qcow2 linux.raw linux.qcow2
-CMDLINE="console=ttyS0 reboot=k panic=-1 vdso32=0 quiet ext4dev=vda then=poweroff check=ext4,smp ncpus=1"
-printf '\n$ %s\n' "$VMM run --kernel $KDIR/vmlinux --initrd $INITRD --memory 64M --cpus 1 --disk linux.qcow2,format=qcow2 --cmdline '$CMDLINE'"
+CMDLINE="console=ttyS0 reboot=k panic=-1 vdso32=0 quiet ext4dev=vda then=poweroff check=ext4,smp ncpus=2"
+printf '\n$ %s\n' "$VMM run --kernel $KDIR/vmlinux --initrd $INITRD --memory 64M --cpus 2 --disk linux.qcow2,format=qcow2 --cmdline '$CMDLINE'"
 lrc=0
 start=$SECONDS
-timeout 900 "$VMM" run --kernel "$KDIR/vmlinux" --initrd "$INITRD" --memory 64M --cpus 1 \
+timeout 900 "$VMM" run --kernel "$KDIR/vmlinux" --initrd "$INITRD" --memory 64M --cpus 2 \
   --disk linux.qcow2,format=qcow2 --cmdline "$CMDLINE" || lrc=$?
 echo "vmm exit code: $lrc ($((SECONDS - start)) s)"
 step "$IMG" check linux.qcow2

@@ -34,10 +34,13 @@ TEST(GuestCmdlineTest, LeavesCmdlineAloneUnlessLinuxUnderPvmWithWorkaroundsOn) {
 // the user's own value wins, and without a known frequency nothing is added.
 TEST(GuestCmdlineTest, AddsTheTscFrequencyUnlessTheUserGaveOne) {
   GuestCmdline r = compose_guest_cmdline("console=ttyS0 -- init-arg", true, true, true, 2445400);
-  EXPECT_EQ(r.cmdline, std::string("console=ttyS0 ") + kAll + " tsc_early_khz=2445400 -- init-arg");
-  EXPECT_EQ(r.added, std::string(kAll) + " tsc_early_khz=2445400");
-  r = compose_guest_cmdline("tsc_early_khz=1000 " + std::string(kAll), true, true, true, 2445400);
+  EXPECT_EQ(r.cmdline,
+            std::string("console=ttyS0 ") + kAll + " tsc_early_khz=2445400 tsc=unstable -- init-arg");
+  EXPECT_EQ(r.added, std::string(kAll) + " tsc_early_khz=2445400 tsc=unstable");
+  r = compose_guest_cmdline("tsc_early_khz=1000 tsc=reliable " + std::string(kAll), true, true, true,
+                            2445400);
   EXPECT_EQ(r.added, "");
+  EXPECT_EQ(compose_guest_cmdline("", true, true, true, 0).added, kAll);  // frequency unknown
   EXPECT_EQ(compose_guest_cmdline("", true, false, true, 2445400).cmdline, "");
   EXPECT_EQ(compose_guest_cmdline("", true, true, false, 2445400).cmdline, "");
 }

@@ -99,6 +99,11 @@ GuestCmdline compose_guest_cmdline(std::string_view user, bool linux_guest, bool
   bool user_tsc = false;
   for (size_t i = 0; i < ntok; ++i) user_tsc = user_tsc || word(i).starts_with(kTscKey);
   if (tsc_khz != 0 && !user_tsc) add.push_back(std::string(kTscKey) + std::to_string(tsc_khz));
+  // tsc=unstable: keep the TSC out of the clocksource list (see the header); the user's own
+  // tsc= option wins.
+  bool user_tsc_opt = false;
+  for (size_t i = 0; i < ntok; ++i) user_tsc_opt = user_tsc_opt || word(i).starts_with("tsc=");
+  if (tsc_khz != 0 && !user_tsc_opt) add.emplace_back("tsc=unstable");
 
   std::string appended;
   for (const std::string& a : add) appended += (appended.empty() ? "" : " ") + a;

@@ -34,7 +34,11 @@ std::string pvm_workaround_params();
 // tsc_khz (KVM_GET_TSC_KHZ, 0 = unknown) adds tsc_early_khz=: our ACPI is hardware-reduced, so
 // Linux starts no PIT and finds no HPET or PM timer to calibrate the TSC against, and the host's
 // CPUID (which the guest sees here) has no TSC frequency leaf on AMD; an uncalibrated TSC leaves
-// the test kernel waiting forever for its first tick (measured). A user's own value wins.
+// the test kernel waiting forever for its first tick (measured). With it, tsc=unstable too: once
+// Linux switched its clocksource to the TSC (tsc-early) at boot, guests with two vCPUs or two
+// virtio disks stopped making progress under kvm_pvm (measured, cause unknown); with the TSC
+// kept out of the clocksources (jiffies) they boot, run their checks and power off. The
+// LAPIC timer still calibrates against the known TSC frequency. A user's own value wins.
 GuestCmdline compose_guest_cmdline(std::string_view user, bool linux_guest, bool kvm_pvm,
                                    bool workarounds, uint32_t tsc_khz = 0);
 
