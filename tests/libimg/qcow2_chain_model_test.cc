@@ -335,8 +335,10 @@ void ChainRun::run(const ChainOp& op) {
       if (new_size > size) ro.preallocation = modes[op.seed % 6];
       log(new_size, static_cast<uint64_t>(ro.preallocation));
       auto s = loop_->run(top_->resize(new_size, ro));
-      if (version_ < 3 && new_size > size && below_.size() > size) {
-        // The grown part would have to hide the backing data with zero clusters.
+      const uint64_t size_up = (size + top_cs_ - 1) / top_cs_ * top_cs_;
+      if (version_ < 3 && new_size > size_up && below_.size() > size) {
+        // The grown part past the old last cluster would have to hide the backing data with
+        // zero clusters (v3 only); within that cluster it is written as zeros, as QEMU does.
         if (s.has_value() || s.error().code() != ErrorCode::kNotSupported) {
           fail("a version 2 grow over a larger backing file must be refused");
         }
