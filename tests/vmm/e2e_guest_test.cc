@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "img/bytes.h"
+#include "run_shell.h"
 
 namespace {
 
@@ -34,30 +35,9 @@ std::string tmpdir() {
   return p;
 }
 
-std::string slurp(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-struct RunResult {
-  int rc;
-  std::string out, err;
-  double seconds;
-};
-
-RunResult run_shell(const std::string& cmd, const std::string& dir) {
-  auto t0 = std::chrono::steady_clock::now();
-  std::string full = cmd + " >" + dir + "/out.txt 2>" + dir + "/err.txt </dev/null";
-  int st = std::system(full.c_str());
-  RunResult r;
-  r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  r.out = slurp(dir + "/out.txt");
-  r.err = slurp(dir + "/err.txt");
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return r;
-}
+using vmm_test::RunResult;
+using vmm_test::run_shell;
+using vmm_test::slurp;
 
 class VmmE2eTest : public ::testing::Test {
  public:  // used by run_guest_on_qcow2 below

@@ -24,35 +24,15 @@
 #include <vector>
 
 #include "plan.h"
+#include "../run_shell.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-std::string slurp(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-struct RunResult {
-  int rc;
-  std::string out, err;
-  double seconds;
-};
-
-RunResult run_shell(const std::string& cmd, const std::string& dir) {
-  auto t0 = std::chrono::steady_clock::now();
-  std::string full = cmd + " >" + dir + "/out.txt 2>" + dir + "/err.txt </dev/null";
-  int st = std::system(full.c_str());
-  RunResult r;
-  r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  r.out = slurp(dir + "/out.txt");
-  r.err = slurp(dir + "/err.txt");
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return r;
-}
+using vmm_test::RunResult;
+using vmm_test::run_shell;
+using vmm_test::slurp;
 
 bool host_is_kvm_pvm() { return access("/sys/module/kvm_pvm", F_OK) == 0; }
 
