@@ -10,8 +10,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
 PACKAGES=(zlib1g-dev libzstd-dev liburing-dev libcli11-dev googletest librapidcheck-dev
           qemu-utils ninja-build cmake g++ pkg-config fio clang-19 libclang-rt-19-dev lz4 python3
-          gcc-multilib e2fsprogs cpio nlohmann-json3-dev libseccomp-dev libnbd-dev libnbd-bin nbdkit)
-# gcc-multilib: the Linux test guest's 32-bit /init; e2fsprogs: its ext4 disk.
+          e2fsprogs cpio nlohmann-json3-dev libseccomp-dev libnbd-dev libnbd-bin nbdkit)
+# e2fsprogs: the Linux test guest's ext4 disk.
 # nlohmann-json3-dev: vmm's control-socket JSON (header-only, the most used C++ JSON library);
 # libseccomp-dev: vmm's per-thread syscall filters; libnbd-dev/libnbd-bin/nbdkit: the nbd://
 # client (libnbd, from the NBD maintainers) and the real NBD peers the img-nbd tests run against. The test kernel's

@@ -88,4 +88,10 @@ static inline unsigned char ext4_data(unsigned long o) {
   return (unsigned char)((o >> 10) * 7u + o * 13u + 5u);
 }
 
+/* check=console (/dev/hvc0, vmm --console socket=PATH): the guest writes CONSOLE_HELLO and a
+ * newline; the host, having read it from its end of the socket, writes CONSOLE_REPLY and a
+ * newline, which the guest must read back. */
+#define CONSOLE_HELLO "hello from Linux on hvc0"
+#define CONSOLE_REPLY "hello from the host"
+
 #endif

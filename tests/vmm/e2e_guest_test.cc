@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "console_peer.h"
 #include "img/bytes.h"
 #include "run_shell.h"
 
@@ -35,6 +36,7 @@ std::string tmpdir() {
   return p;
 }
 
+using vmm_test::ConsolePeer;
 using vmm_test::RunResult;
 using vmm_test::run_shell;
 using vmm_test::slurp;
@@ -62,51 +64,11 @@ TEST_F(VmmE2eTest, GuestBootsAndResetsWithoutDisk) {
   EXPECT_LT(r.seconds, 60);
 }
 
-// The host end of --console socket=PATH: accepts the VMM's connection, waits for the guest's
-// hello, answers one line and collects everything the guest sends until it closes.
-struct ConsolePeer {
-  int listen_fd = -1;
-  std::string got;
-  std::thread t;
-  bool listen_on(const std::string& path) {
-    listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un a{};
-    a.sun_family = AF_UNIX;
-    std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
-    return bind(listen_fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 && listen(listen_fd, 1) == 0;
-  }
-  void serve(const std::string& answer) {
-    t = std::thread([this, answer] {
-      pollfd p{listen_fd, POLLIN, 0};
-      if (poll(&p, 1, 240000) <= 0) return;
-      int c = accept(listen_fd, nullptr, nullptr);
-      if (c < 0) return;
-      bool answered = false;
-      char b[512];
-      for (;;) {
-        pollfd q{c, POLLIN, 0};
-        if (poll(&q, 1, 240000) <= 0) break;
-        ssize_t n = read(c, b, sizeof b);
-        if (n <= 0) break;
-        got.append(b, static_cast<size_t>(n));
-        if (!answered && got.find("hello host\n") != std::string::npos) {
-          answered = write(c, answer.data(), answer.size()) == static_cast<ssize_t>(answer.size());
-        }
-      }
-      close(c);
-    });
-  }
-  ~ConsolePeer() {
-    if (t.joinable()) t.join();
-    if (listen_fd >= 0) close(listen_fd);
-  }
-};
-
 TEST_F(VmmE2eTest, GuestReadsRngAndTalksOverTheConsoleSocket) {
   std::string sock = dir_ + "/con.sock";
   ConsolePeer peer;
   ASSERT_TRUE(peer.listen_on(sock)) << strerror(errno);
-  peer.serve("ping-from-host\n");
+  peer.serve("hello host\n", "ping-from-host\n");
   auto r = vmm(std::string("run --kernel ") + VMM_TEST_GUEST +
                " --memory 64M --cmdline 'nodisk rng console' --rng --console socket=" + sock);
   peer.t.join();

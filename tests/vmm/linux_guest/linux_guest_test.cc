@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -23,13 +24,15 @@
 #include <string>
 #include <vector>
 
-#include "plan.h"
+#include "../console_peer.h"
 #include "../run_shell.h"
+#include "plan.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 
+using vmm_test::ConsolePeer;
 using vmm_test::RunResult;
 using vmm_test::run_shell;
 using vmm_test::slurp;
@@ -37,7 +40,7 @@ using vmm_test::slurp;
 bool host_is_kvm_pvm() { return access("/sys/module/kvm_pvm", F_OK) == 0; }
 
 // The kernel command line of every boot; vmm itself adds the kvm_pvm workarounds.
-constexpr const char* kCmdline = "console=ttyS0 reboot=k panic=-1 vdso32=0 quiet";
+constexpr const char* kCmdline = "console=ttyS0 reboot=k panic=-1 quiet";
 constexpr const char* kPvmParams = "noxsave nosmap nosmep clearcpuid=cx16,popcnt,smap,smep";
 
 class LinuxGuestTest : public ::testing::Test {
@@ -144,10 +147,18 @@ class LinuxGuestTest : public ::testing::Test {
     }
   }
 
-  // The whole blk round trip on one image (plus, with_ext4, the ext4 check on a second disk).
-  // smp: two vCPUs and the smp check; power_off: the init powers off (ACPI S5), not reboots.
-  void blk_round_trip(const std::string& format, const std::string& cache, const std::string& kernel,
-                      bool with_ext4 = false, bool smp = false, bool power_off = false) {
+  // One boot: the blk round trip on one image and the rng check on every boot, plus what the
+  // flags ask for: ext4, the ext4 check on a second disk; smp, two vCPUs and the smp check;
+  // power_off, the init powers off (ACPI S5) rather than reboots; console, the console check
+  // with the host on a --console socket.
+  struct Boot {
+    std::string format, cache, kernel;
+    bool ext4 = false, smp = false, power_off = false, console = false;
+  };
+  void blk_round_trip(const Boot& b) {
+    const std::string& format = b.format;
+    const std::string& cache = b.cache;
+    const bool with_ext4 = b.ext4, smp = b.smp, power_off = b.power_off;
     std::string raw = write_pattern_raw();
     std::string image = raw;
     if (format == "qcow2") {
@@ -161,17 +172,37 @@ class LinuxGuestTest : public ::testing::Test {
       ext4 = make_ext4_qcow2();
       disks += " --disk " + ext4 + ",format=qcow2,cache=" + cache;
     }
+    disks += " --rng";
     std::string checks = with_ext4 ? "blk,ext4,rng" : "blk,rng";
     if (smp || power_off) checks += ",smp";
+    ConsolePeer peer;
+    if (b.console) {
+      std::string sock = dir_ + "/con.sock";
+      ASSERT_TRUE(peer.listen_on(sock)) << strerror(errno);
+      peer.serve(CONSOLE_HELLO "\n", CONSOLE_REPLY "\n", 900000);
+      disks += " --console socket=" + sock;
+      checks += ",console";
+    }
     const int cpus = smp ? 2 : 1;
     std::string extra = "ncpus=" + std::to_string(cpus) + (power_off ? " then=poweroff" : "");
-    RunResult r = boot(kernel, disks, checks, cpus, extra);
+    RunResult r = boot(b.kernel, disks, checks, cpus, extra);
+    if (b.console) {
+      peer.t.join();
+      // The guest's line as the tty sends it (ONLCR: "\r\n"), and the guest read the answer.
+      EXPECT_NE(peer.got.find(CONSOLE_HELLO "\r\n"), std::string::npos) << peer.got;
+      EXPECT_NE(r.out.find("CHECK console PASS wrote '" CONSOLE_HELLO "' to /dev/hvc0, read '" CONSOLE_REPLY
+                           "' back"),
+                std::string::npos)
+          << r.out;
+    }
     // The verdicts, then the documented exit code: the init's reboot is an i8042 reset, its
     // power-off an ACPI S5; both end vmm with 0, and a power-off says so.
     EXPECT_NE(r.out.find("INIT: userspace up at "), std::string::npos) << r.out << r.err;
     EXPECT_NE(r.out.find("CHECK blk PASS "), std::string::npos) << r.out << r.err;
     EXPECT_EQ(r.out.find("CHECK blk FAIL"), std::string::npos) << r.out;
-    EXPECT_NE(r.out.find("CHECK rng NOTBUILT not built yet"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("CHECK rng PASS virtio_rng.0: two 64-byte reads from /dev/hwrng, different"),
+              std::string::npos)
+        << r.out;
     if (smp) {
       EXPECT_NE(r.out.find("CHECK smp PASS online CPUs 0-1"), std::string::npos) << r.out;
     } else if (power_off) {
@@ -226,24 +257,27 @@ std::string LinuxGuestTest::skip_, LinuxGuestTest::kernel_error_, LinuxGuestTest
 
 // Two disks: the blk plan on vda, an ext4 file system made by mke2fs on vdb.
 TEST_F(LinuxGuestTest, BlkAndExt4OnQcow2Writeback) {
-  blk_round_trip("qcow2", "writeback", "vmlinux", /*with_ext4=*/true);
+  blk_round_trip({.format = "qcow2", .cache = "writeback", .kernel = "vmlinux", .ext4 = true});
 }
-TEST_F(LinuxGuestTest, BlkOnQcow2CacheNone) { blk_round_trip("qcow2", "none", "vmlinux"); }
+// With the console check: hvc0 against a socket the test listens on.
+TEST_F(LinuxGuestTest, BlkOnQcow2CacheNoneAndConsole) {
+  blk_round_trip({.format = "qcow2", .cache = "none", .kernel = "vmlinux", .console = true});
+}
 // The disk found through the DSDT's PCI root bridge (every boot here: ACPI on, no pci= flag),
 // and `poweroff` reaching vmm through the FADT's sleep control register.
 TEST_F(LinuxGuestTest, BlkOnRawWritebackThenPowerOff) {
-  blk_round_trip("raw", "writeback", "vmlinux", /*with_ext4=*/false, /*smp=*/false,
-                 /*power_off=*/true);
+  blk_round_trip({.format = "raw", .cache = "writeback", .kernel = "vmlinux", .power_off = true});
 }
-// Two vCPUs from the MADT. Disabled until seen green with its blk check: without tsc=unstable
-// (which vmm now adds under kvm_pvm) the guest stalled at its clocksource switch; with it, a
-// two-vCPU boot passes smp and power-off (docs/vmm.md "Status"). --gtest_also_run_disabled_tests.
-TEST_F(LinuxGuestTest, DISABLED_BlkOnRawWritebackTwoCpusThenPowerOff) {
-  blk_round_trip("raw", "writeback", "vmlinux", /*with_ext4=*/false, /*smp=*/true,
-                 /*power_off=*/true);
+// Two vCPUs from the MADT (without the tsc=unstable that vmm adds under kvm_pvm, the guest
+// stalled at its clocksource switch: docs/vmm.md "Status").
+TEST_F(LinuxGuestTest, BlkOnRawWritebackTwoCpusThenPowerOff) {
+  blk_round_trip(
+      {.format = "raw", .cache = "writeback", .kernel = "vmlinux", .smp = true, .power_off = true});
 }
 // The bzImage loader path (64-bit boot protocol entry, LZ4 decompressor) with the same checks.
-TEST_F(LinuxGuestTest, BlkOnRawCacheNoneFromBzImage) { blk_round_trip("raw", "none", "bzImage"); }
+TEST_F(LinuxGuestTest, BlkOnRawCacheNoneFromBzImage) {
+  blk_round_trip({.format = "raw", .cache = "none", .kernel = "bzImage"});
+}
 
 TEST_F(LinuxGuestTest, VmmCheckNamesThePvmWorkarounds) {
   RunResult r = sh(std::string(VMM_BINARY) + " check");
