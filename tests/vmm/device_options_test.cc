@@ -1,4 +1,4 @@
-// `vmm run --rng`, `--console` and `--net` option parsing (machine/config.h): what a user types, the values
+// `vmm run --rng`, `--console`, `--net` and `--balloon` option parsing (machine/config.h): what a user types, the values
 // the devices get, and the messages for what is refused.
 #include <gtest/gtest.h>
 
@@ -91,6 +91,27 @@ TEST(NetOption, RefusesNonsenseWithAMessage) {
   expect_error("tap,mac=02-00-00-00-00-01", "must look like");
   expect_error("tap,mac=0g:00:00:00:00:01", "must look like");
   expect_error("tap,vhost=on", "unknown option 'vhost=on'");
+}
+
+TEST(BalloonOption, TargetAndStats) {
+  auto b = parse_balloon_spec("");
+  ASSERT_TRUE(b);
+  EXPECT_FALSE(b->target);
+  EXPECT_EQ(b->stats_seconds, 0u);
+  b = parse_balloon_spec("target=256M,stats=5");
+  ASSERT_TRUE(b);
+  EXPECT_EQ(*b->target, 256u << 20);
+  EXPECT_EQ(b->stats_seconds, 5u);
+  for (const char* bad : {"target=", "target=1000", "stats=-1", "stats=x", "stats=9999", "size=1G"}) {
+    EXPECT_FALSE(parse_balloon_spec(bad)) << bad;
+  }
+  MachineConfig c;
+  c.kernel = "k";
+  c.memory = 64 << 20;
+  c.balloon = BalloonSpec{uint64_t{128} << 20, 0};
+  auto s = validate(c);
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.error().message().find("--balloon target is larger than --memory"), std::string::npos);
 }
 
 }  // namespace

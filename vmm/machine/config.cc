@@ -1,6 +1,7 @@
 #include "machine/config.h"
 
 #include <cctype>
+#include <cstdlib>
 
 #include "x86/mptable.h"
 
@@ -159,6 +160,36 @@ img::Result<NetSpec> parse_net_spec(const std::string& s) {
   return n;
 }
 
+img::Result<BalloonSpec> parse_balloon_spec(const std::string& s) {
+  BalloonSpec b;
+  if (s.empty() || s == "on") return b;
+  size_t pos = 0;
+  while (pos <= s.size()) {
+    size_t next = s.find(',', pos);
+    std::string kv = s.substr(pos, next == std::string::npos ? std::string::npos : next - pos);
+    pos = next == std::string::npos ? s.size() + 1 : next + 1;
+    size_t eq = kv.find('=');
+    std::string k = kv.substr(0, eq), v = eq == std::string::npos ? "" : kv.substr(eq + 1);
+    if (k == "target") {
+      auto n = parse_size(v);
+      if (!n) return img::invalid_argument("--balloon target: " + n.error().message());
+      if (*n % 4096 != 0) return img::invalid_argument("--balloon target must be a multiple of 4K");
+      b.target = *n;
+    } else if (k == "stats") {
+      char* end = nullptr;
+      unsigned long n = std::strtoul(v.c_str(), &end, 10);
+      if (v.empty() || *end != 0 || n > 3600) {
+        return img::invalid_argument("--balloon stats must be 0 to 3600 seconds, not '" + v + "'");
+      }
+      b.stats_seconds = static_cast<uint32_t>(n);
+    } else {
+      return img::invalid_argument("--balloon: unknown option '" + kv +
+                                   "' (target=SIZE, stats=SECONDS)");
+    }
+  }
+  return b;
+}
+
 img::Status validate(const MachineConfig& c) {
   constexpr uint64_t kMin = 16ull << 20;
   constexpr uint64_t kMax = 1ull << 40;
@@ -171,6 +202,9 @@ img::Status validate(const MachineConfig& c) {
     return img::invalid_argument(img::strfmt("--cpus must be 1..%u", kMaxCpus));
   }
   if (c.kernel.empty()) return img::invalid_argument("--kernel is required");
+  if (c.balloon && c.balloon->target && *c.balloon->target > c.memory) {
+    return img::invalid_argument("--balloon target is larger than --memory");
+  }
   return {};
 }
 

@@ -53,6 +53,13 @@ struct NetSpec {
   std::optional<std::array<uint8_t, 6>> mac;
 };
 
+// --balloon [target=SIZE][,stats=SECONDS]: a virtio-balloon device. target is the guest memory
+// to leave the guest (QEMU's balloon command): the balloon asks for --memory minus target.
+struct BalloonSpec {
+  std::optional<uint64_t> target;  // bytes; none = ask for nothing yet
+  uint32_t stats_seconds = 0;      // 0 = never ask for fresh statistics
+};
+
 struct MachineConfig {
   std::string kernel;
   std::string initrd;
@@ -64,6 +71,7 @@ struct MachineConfig {
   std::optional<RngSpec> rng;
   std::optional<ConsoleSpec> console;
   std::vector<NetSpec> nets;
+  std::optional<BalloonSpec> balloon;
   bool hugepages = false;
   // Under kvm_pvm, add the parameters Linux needs there (guest_cmdline.h); --no-pvm-workarounds.
   bool pvm_workarounds = true;
@@ -79,7 +87,9 @@ img::Result<RngSpec> parse_rng_spec(const std::string& s);
 img::Result<ConsoleSpec> parse_console_spec(const std::string& s);
 // "tap", "tap=NAME", either followed by ",mac=02:00:00:00:00:01"
 img::Result<NetSpec> parse_net_spec(const std::string& s);
-// Cross-field checks: memory range, CPU count.
+// "", "on", or "target=SIZE[,stats=SECONDS]"
+img::Result<BalloonSpec> parse_balloon_spec(const std::string& s);
+// Cross-field checks: memory range, CPU count, balloon target within memory.
 img::Status validate(const MachineConfig& c);
 
 }  // namespace vmm
