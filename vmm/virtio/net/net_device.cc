@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <deque>
 #include <vector>
@@ -99,14 +100,14 @@ class NetWorker final : public ChainHandler {
   // One writev: our validated copy of the header, then the guest's buffers. 0, -EAGAIN, or
   // another error, logged (the frame is dropped, as a NIC drops what the wire refuses).
   long send(const TxPacket& p) {
-    iovec iov[1 + kMaxQueueSize];
-    size_t n = 0;
-    iov[n++] = {const_cast<uint8_t*>(p.header.data()), p.header.size()};
+    iov_.clear();
+    iov_.push_back({const_cast<uint8_t*>(p.header.data()), p.header.size()});
     for (std::span<const uint8_t> s : p.frame) {
-      iov[n++] = {const_cast<uint8_t*>(s.data()), s.size()};
+      iov_.push_back({const_cast<uint8_t*>(s.data()), s.size()});
     }
+    int n = static_cast<int>(iov_.size());  // at most queue size + 1 <= IOV_MAX (create())
     for (;;) {
-      ssize_t r = ::writev(tap_.fd(), iov, static_cast<int>(n));
+      ssize_t r = ::writev(tap_.fd(), iov_.data(), n);
       if (r >= 0) return 0;
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return -EAGAIN;
@@ -187,12 +188,12 @@ class NetWorker final : public ChainHandler {
         co_await rx_ready_.wait();  // the packet waits for more buffers
         continue;
       }
-      const Buffers* bufs[kMaxQueueSize];
-      uint32_t used[kMaxQueueSize];
-      for (size_t i = 0; i < need; ++i) bufs[i] = &rx_[i].bufs;
-      scatter_packet(std::span(pkt.data(), len), std::span(bufs, need), std::span(used, need));
+      bufs_.resize(need);
+      used_.resize(need);
+      for (size_t i = 0; i < need; ++i) bufs_[i] = &rx_[i].bufs;
+      scatter_packet(std::span(pkt.data(), len), bufs_, used_);
       for (size_t i = 0; i < need; ++i) {
-        server_.complete(kRxQueue, rx_.front().head, used[i]);
+        server_.complete(kRxQueue, rx_.front().head, used_[i]);
         rx_.pop_front();
       }
       len = 0;
@@ -206,12 +207,17 @@ class NetWorker final : public ChainHandler {
   std::deque<PendingTx> tx_;
   std::deque<PendingRx> rx_;
   LoopEvent tx_ready_, rx_ready_;
+  std::vector<iovec> iov_;            // reused by send()
+  std::vector<const Buffers*> bufs_;  // reused by reader()
+  std::vector<uint32_t> used_;
   QueueServer server_;  // last: stopped before the members above go
 };
 
 img::Result<std::unique_ptr<NetDevice>> NetDevice::create(const NetOptions& opts,
                                                           img::IoLoop::Options loop_opts) {
-  if (opts.queue_size < 2 || opts.queue_size > kMaxQueueSize) {
+  // A chain is at most the queue size (queue.cc), and writev takes IOV_MAX (1024) buffers, one of
+  // them our header copy.
+  if (opts.queue_size < 2 || opts.queue_size > IOV_MAX - 1) {
     return img::invalid_argument(img::strfmt("virtio-net: queue size %u", opts.queue_size));
   }
   if (opts.mac && ((*opts.mac)[0] & 1)) {
