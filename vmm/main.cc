@@ -48,6 +48,18 @@ int main(int argc, char** argv) {
                   "add a virtio-console (the guest's hvc0) on stdio | file=PATH | socket=PATH  "
                   "e.g. --console socket=/tmp/con.sock (connects to a listener), with "
                   "--cmdline console=hvc0");
+  std::vector<std::string> nets;
+  run->add_option("--net", nets,
+                  "add a virtio-net device on a tap: tap (create one; its name is printed) | "
+                  "tap=NAME (an existing tap), optionally ,mac=XX:XX:XX:XX:XX:XX (default: "
+                  "derived from the tap name)  e.g. --net tap=tap0,mac=02:00:00:00:00:01 "
+                  "(repeatable)");
+  std::string balloon;
+  run->add_option("--balloon", balloon,
+                  "add a virtio-balloon device; target=SIZE asks the guest to shrink to SIZE "
+                  "(pages it gives back are returned to the host), stats=SECONDS polls its memory "
+                  "statistics  e.g. --balloon, --balloon target=256M,stats=5")
+      ->expected(0, 1);
   run->add_flag("--hugepages", cfg.hugepages, "back guest memory with 2 MiB huge pages");
   bool no_pvm_workarounds = false;
   run->add_flag("--no-pvm-workarounds", no_pvm_workarounds,
@@ -93,6 +105,22 @@ int main(int argc, char** argv) {
       return vmm::kExitBadArguments;
     }
     cfg.console = *spec;
+  }
+  for (const std::string& n : nets) {
+    auto spec = vmm::parse_net_spec(n);
+    if (!spec) {
+      std::fprintf(stderr, "vmm: %s\n", spec.error().message().c_str());
+      return vmm::kExitBadArguments;
+    }
+    cfg.nets.push_back(*spec);
+  }
+  if (run->count("--balloon") > 0) {
+    auto spec = vmm::parse_balloon_spec(balloon);
+    if (!spec) {
+      std::fprintf(stderr, "vmm: %s\n", spec.error().message().c_str());
+      return vmm::kExitBadArguments;
+    }
+    cfg.balloon = *spec;
   }
   if (auto s = vmm::validate(cfg); !s) {
     std::fprintf(stderr, "vmm: %s\n", s.error().message().c_str());

@@ -1,4 +1,4 @@
-// `vmm run --rng` and `--console` option parsing (machine/config.h): what a user types, the values
+// `vmm run --rng`, `--console`, `--net` and `--balloon` option parsing (machine/config.h): what a user types, the values
 // the devices get, and the messages for what is refused.
 #include <gtest/gtest.h>
 
@@ -55,6 +55,63 @@ TEST(ConsoleOption, StdioFileAndSocket) {
     ASSERT_FALSE(b) << bad;
     EXPECT_NE(b.error().message().find("stdio, file=PATH or socket=PATH"), std::string::npos);
   }
+}
+
+TEST(NetOption, TapCreatesOrAttachesWithAnOptionalMac) {
+  auto n = parse_net_spec("tap");
+  ASSERT_TRUE(n);
+  EXPECT_EQ(n->tap, "");
+  EXPECT_FALSE(n->mac);
+  n = parse_net_spec("tap=tap0");
+  ASSERT_TRUE(n);
+  EXPECT_EQ(n->tap, "tap0");
+  n = parse_net_spec("tap=vm1,mac=02:AB:00:00:00:ff");
+  ASSERT_TRUE(n);
+  EXPECT_EQ(n->tap, "vm1");
+  ASSERT_TRUE(n->mac);
+  EXPECT_EQ(*n->mac, (std::array<uint8_t, 6>{0x02, 0xab, 0, 0, 0, 0xff}));
+  n = parse_net_spec("tap,mac=52:54:00:12:34:56");
+  ASSERT_TRUE(n);
+  EXPECT_EQ(n->tap, "");
+  EXPECT_EQ((*n->mac)[5], 0x56);
+}
+
+TEST(NetOption, RefusesNonsenseWithAMessage) {
+  auto expect_error = [](const char* s, const char* msg) {
+    auto n = parse_net_spec(s);
+    ASSERT_FALSE(n) << s;
+    EXPECT_NE(n.error().message().find(msg), std::string::npos) << s << ": " << n.error().message();
+  };
+  expect_error("", "--net must be tap or tap=NAME");
+  expect_error("user", "--net must be tap or tap=NAME");
+  expect_error("tap=", "--net must be tap or tap=NAME");
+  expect_error("tap=averyveryverylongname", "longer than 15 characters");
+  expect_error("tap,mac=01:00:5e:00:00:01", "multicast");
+  expect_error("tap,mac=02:00:00:00:00", "must look like 02:00:00:00:00:01");
+  expect_error("tap,mac=02-00-00-00-00-01", "must look like");
+  expect_error("tap,mac=0g:00:00:00:00:01", "must look like");
+  expect_error("tap,vhost=on", "unknown option 'vhost=on'");
+}
+
+TEST(BalloonOption, TargetAndStats) {
+  auto b = parse_balloon_spec("");
+  ASSERT_TRUE(b);
+  EXPECT_FALSE(b->target);
+  EXPECT_EQ(b->stats_seconds, 0u);
+  b = parse_balloon_spec("target=256M,stats=5");
+  ASSERT_TRUE(b);
+  EXPECT_EQ(*b->target, 256u << 20);
+  EXPECT_EQ(b->stats_seconds, 5u);
+  for (const char* bad : {"target=", "target=1000", "stats=-1", "stats=x", "stats=9999", "size=1G"}) {
+    EXPECT_FALSE(parse_balloon_spec(bad)) << bad;
+  }
+  MachineConfig c;
+  c.kernel = "k";
+  c.memory = 64 << 20;
+  c.balloon = BalloonSpec{uint64_t{128} << 20, 0};
+  auto s = validate(c);
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.error().message().find("--balloon target is larger than --memory"), std::string::npos);
 }
 
 }  // namespace

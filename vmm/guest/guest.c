@@ -2,7 +2,7 @@
  * and virtio-console checks when those devices are there, prints a verdict ("GUEST: PASS" /
  * "GUEST: FAIL <reason>") and returns to start.S, which resets via port 0x64. Kernel command
  * line word "nodisk" makes a missing virtio-blk device a pass; "rng" and "console" make a missing
- * virtio-rng / virtio-console device a failure. */
+ * virtio-rng / virtio-console device a failure, "net" a missing virtio-net device. */
 #include "guest.h"
 
 #define COM1 0x3f8
@@ -96,6 +96,10 @@ void guest_main(const u8* boot_params) {
   if (!err) {
     err = virtio_console_test(&found);
     if (!found && !has_word(cmdline, "console")) err = 0;
+  }
+  if (!err) {
+    err = virtio_net_test(&found);
+    if (!found && !has_word(cmdline, "net")) err = 0;
   }
   if (err) {
     puts("GUEST: FAIL ");

@@ -45,3 +45,4 @@ u16 pci_read16(u32 bdf, u32 off);
 const char* virtio_blk_test(int* found);
 const char* virtio_rng_test(int* found);
 const char* virtio_console_test(int* found);
+const char* virtio_net_test(int* found);

@@ -51,6 +51,11 @@ class GuestMemory {
     std::memcpy(p, src, len);
     return true;
   }
+  // Gives the pages of [gpa, gpa+len) back to the host (madvise MADV_DONTNEED: they read as zeros
+  // afterwards, and cost no host memory until touched). The range must be page-aligned and lie
+  // inside one region, so nothing outside guest RAM is ever dropped; false (and nothing done)
+  // otherwise, or if the kernel refuses (a hugetlb mapping takes only whole huge pages).
+  bool discard(uint64_t gpa, uint64_t len) const;
   template <class T>
   std::optional<T> read_obj(uint64_t gpa) const {
     T v;

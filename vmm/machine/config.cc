@@ -1,6 +1,7 @@
 #include "machine/config.h"
 
 #include <cctype>
+#include <cstdlib>
 
 #include "x86/mptable.h"
 
@@ -107,6 +108,88 @@ img::Result<ConsoleSpec> parse_console_spec(const std::string& s) {
   return img::invalid_argument("--console must be stdio, file=PATH or socket=PATH, not '" + s + "'");
 }
 
+namespace {
+
+img::Result<std::array<uint8_t, 6>> parse_mac(const std::string& v) {
+  std::array<uint8_t, 6> m{};
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+  };
+  bool ok = v.size() == 17;
+  for (size_t i = 0; ok && i < 6; ++i) {
+    int hi = hex(v[3 * i]), lo = hex(v[3 * i + 1]);
+    ok = hi >= 0 && lo >= 0 && (i == 5 || v[3 * i + 2] == ':');
+    m[i] = static_cast<uint8_t>(hi << 4 | lo);
+  }
+  if (!ok) return img::invalid_argument("--net mac '" + v + "' must look like 02:00:00:00:00:01");
+  // IEEE 802: bit 0 of the first byte marks a group address, which no NIC may own.
+  if (m[0] & 1) return img::invalid_argument("--net mac " + v + " is a multicast address");
+  return m;
+}
+
+}  // namespace
+
+img::Result<NetSpec> parse_net_spec(const std::string& s) {
+  NetSpec n;
+  size_t comma = s.find(',');
+  std::string backend = s.substr(0, comma);
+  if (backend == "tap") {
+    // create one
+  } else if (backend.starts_with("tap=") && backend.size() > 4) {
+    n.tap = backend.substr(4);
+    if (n.tap.size() > 15) {
+      return img::invalid_argument("--net tap name '" + n.tap + "' is longer than 15 characters");
+    }
+  } else {
+    return img::invalid_argument("--net must be tap or tap=NAME[,mac=XX:XX:XX:XX:XX:XX], not '" +
+                                 s + "'");
+  }
+  while (comma != std::string::npos) {
+    size_t next = s.find(',', comma + 1);
+    std::string kv = s.substr(comma + 1, next == std::string::npos ? std::string::npos : next - comma - 1);
+    comma = next;
+    if (kv.starts_with("mac=")) {
+      ASSIGN_OR_RETURN(auto m, parse_mac(kv.substr(4)));
+      n.mac = m;
+    } else {
+      return img::invalid_argument("--net: unknown option '" + kv + "' (mac=XX:XX:XX:XX:XX:XX)");
+    }
+  }
+  return n;
+}
+
+img::Result<BalloonSpec> parse_balloon_spec(const std::string& s) {
+  BalloonSpec b;
+  if (s.empty() || s == "on") return b;
+  size_t pos = 0;
+  while (pos <= s.size()) {
+    size_t next = s.find(',', pos);
+    std::string kv = s.substr(pos, next == std::string::npos ? std::string::npos : next - pos);
+    pos = next == std::string::npos ? s.size() + 1 : next + 1;
+    size_t eq = kv.find('=');
+    std::string k = kv.substr(0, eq), v = eq == std::string::npos ? "" : kv.substr(eq + 1);
+    if (k == "target") {
+      auto n = parse_size(v);
+      if (!n) return img::invalid_argument("--balloon target: " + n.error().message());
+      if (*n % 4096 != 0) return img::invalid_argument("--balloon target must be a multiple of 4K");
+      b.target = *n;
+    } else if (k == "stats") {
+      char* end = nullptr;
+      unsigned long n = std::strtoul(v.c_str(), &end, 10);
+      if (v.empty() || *end != 0 || n > 3600) {
+        return img::invalid_argument("--balloon stats must be 0 to 3600 seconds, not '" + v + "'");
+      }
+      b.stats_seconds = static_cast<uint32_t>(n);
+    } else {
+      return img::invalid_argument("--balloon: unknown option '" + kv +
+                                   "' (target=SIZE, stats=SECONDS)");
+    }
+  }
+  return b;
+}
+
 img::Status validate(const MachineConfig& c) {
   constexpr uint64_t kMin = 16ull << 20;
   constexpr uint64_t kMax = 1ull << 40;
@@ -119,6 +202,9 @@ img::Status validate(const MachineConfig& c) {
     return img::invalid_argument(img::strfmt("--cpus must be 1..%u", kMaxCpus));
   }
   if (c.kernel.empty()) return img::invalid_argument("--kernel is required");
+  if (c.balloon && c.balloon->target && *c.balloon->target > c.memory) {
+    return img::invalid_argument("--balloon target is larger than --memory");
+  }
   return {};
 }
 

@@ -4,6 +4,7 @@
 // Thread-safety: plain values and pure functions.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -45,6 +46,20 @@ struct ConsoleSpec {
   std::string path;
 };
 
+// --net tap[=NAME][,mac=XX:XX:XX:XX:XX:XX]: a virtio-net device on a tap. Without NAME the VMM
+// creates a tap (and prints its name); with it, it attaches to that existing tap.
+struct NetSpec {
+  std::string tap;  // "" = create one
+  std::optional<std::array<uint8_t, 6>> mac;
+};
+
+// --balloon [target=SIZE][,stats=SECONDS]: a virtio-balloon device. target is the guest memory
+// to leave the guest (QEMU's balloon command): the balloon asks for --memory minus target.
+struct BalloonSpec {
+  std::optional<uint64_t> target;  // bytes; none = ask for nothing yet
+  uint32_t stats_seconds = 0;      // 0 = never ask for fresh statistics
+};
+
 struct MachineConfig {
   std::string kernel;
   std::string initrd;
@@ -55,6 +70,8 @@ struct MachineConfig {
   std::string serial = "stdio";
   std::optional<RngSpec> rng;
   std::optional<ConsoleSpec> console;
+  std::vector<NetSpec> nets;
+  std::optional<BalloonSpec> balloon;
   bool hugepages = false;
   // Under kvm_pvm, add the parameters Linux needs there (guest_cmdline.h); --no-pvm-workarounds.
   bool pvm_workarounds = true;
@@ -68,7 +85,11 @@ img::Result<DiskSpec> parse_disk_spec(const std::string& s);
 img::Result<RngSpec> parse_rng_spec(const std::string& s);
 // "stdio", "file=PATH" or "socket=PATH"
 img::Result<ConsoleSpec> parse_console_spec(const std::string& s);
-// Cross-field checks: memory range, CPU count.
+// "tap", "tap=NAME", either followed by ",mac=02:00:00:00:00:01"
+img::Result<NetSpec> parse_net_spec(const std::string& s);
+// "", "on", or "target=SIZE[,stats=SECONDS]"
+img::Result<BalloonSpec> parse_balloon_spec(const std::string& s);
+// Cross-field checks: memory range, CPU count, balloon target within memory.
 img::Status validate(const MachineConfig& c);
 
 }  // namespace vmm

@@ -1,10 +1,15 @@
 // PCI wiring: the host bridge, one virtio-blk-pci function per --disk, then virtio-rng (--rng)
-// and virtio-console (--console). Each virtio device is a VirtioDevice wrapped in the same
+// and virtio-console (--console), one virtio-net per --net,
+// then virtio-balloon (--balloon). Each virtio device is a VirtioDevice wrapped in the same
 // virtio-pci transport.
+#include <cstdio>
+
 #include "machine/machine.h"
 #include "pci/pci_bus.h"
+#include "virtio/balloon/balloon_device.h"
 #include "virtio/blk/blk_pci.h"
 #include "virtio/console/console_device.h"
+#include "virtio/net/net_device.h"
 #include "virtio/rng/rng_device.h"
 #include "virtio/virtio_pci.h"
 
@@ -45,6 +50,33 @@ img::Status Machine::setup_pci_devices(const MachineConfig& c) {
     o.host.path = c.console->path;
     auto dev = virtio::console::ConsoleDevice::create(o);
     if (!dev) return img::Unexpected(dev.error().prepend("--console"));
+    ASSIGN_OR_RETURN(
+        auto p, virtio::VirtioPciDevice::create(std::move(*dev), ram_.memory(), *irq_, *ioevents_));
+    RETURN_IF_ERROR(pci->add_device(std::move(p)));
+  }
+  for (const NetSpec& n : c.nets) {
+    namespace vn = virtio::net;
+    vn::NetOptions o;
+    o.tap.kind = n.tap.empty() ? vn::TapSpec::Kind::kCreate : vn::TapSpec::Kind::kExisting;
+    o.tap.name = n.tap;
+    o.mac = n.mac;
+    auto dev = vn::NetDevice::create(o);
+    if (!dev) return img::Unexpected(dev.error().prepend("--net"));
+    // A tap we made has a name only the kernel knew: the user needs it to wire the host side.
+    std::fprintf(stderr, "vmm: --net: %s tap %s, guest MAC %s\n",
+                 n.tap.empty() ? "created" : "attached to", (*dev)->tap_name().c_str(),
+                 vn::format_mac((*dev)->mac()).c_str());
+    ASSIGN_OR_RETURN(
+        auto p, virtio::VirtioPciDevice::create(std::move(*dev), ram_.memory(), *irq_, *ioevents_));
+    RETURN_IF_ERROR(pci->add_device(std::move(p)));
+  }
+  if (c.balloon) {
+    namespace vb = virtio::balloon;
+    vb::BalloonOptions o;
+    if (c.balloon->target) o.num_pages = (c.memory - *c.balloon->target) / vb::kPageSize;
+    o.stats_interval = std::chrono::seconds(c.balloon->stats_seconds);
+    auto dev = vb::BalloonDevice::create(o);
+    if (!dev) return img::Unexpected(dev.error().prepend("--balloon"));
     ASSIGN_OR_RETURN(
         auto p, virtio::VirtioPciDevice::create(std::move(*dev), ram_.memory(), *irq_, *ioevents_));
     RETURN_IF_ERROR(pci->add_device(std::move(p)));
