@@ -1,0 +1,192 @@
+// img-nbd against the real clients: qemu-img (info, map, compare, convert), qemu-io (reads,
+// writes, discards, zero writes), nbdinfo and nbdcopy from libnbd. The reference is always the
+// real peer: the image file as qemu-img reads it, or the same client run against qemu-nbd.
+#include <gtest/gtest.h>
+
+#include "nbd_server_util.h"
+
+namespace {
+
+using imgtest::sh;
+using nbdtest::kImgNbd;
+using nbdtest::NbdServer;
+
+// A two-image chain: base with data at [0, 1M), the overlay with data at [2M, 3M) and a zero
+// cluster at 4M; the rest unallocated.
+void make_chain(const imgtest::TempDir& d) {
+  ASSERT_EQ(sh("qemu-img create -q -f qcow2 base.qcow2 8M && "
+               "qemu-io -f qcow2 -c 'write -P 1 0 1M' base.qcow2 && "
+               "qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2 8M && "
+               "qemu-io -f qcow2 -c 'write -P 2 2M 1M' -c 'write -z 4M 64k' top.qcow2",
+               d.path())
+                .rc,
+            0);
+}
+
+TEST(NbdInterop, QemuImgReadsAChainThroughImgNbd) {
+  REQUIRE_QEMU_IMG();
+  imgtest::TempDir d;
+  make_chain(d);
+  NbdServer s(d, "s", kImgNbd, "-t -r -f qcow2 '" + d.file("top.qcow2") + "'");
+  auto info = sh("qemu-img info --output=json '" + s.uri() + "'");
+  ASSERT_EQ(info.rc, 0) << info.err;
+  EXPECT_EQ(imgtest::flat_json(info.out)["virtual-size"], "8388608");
+  auto cmp = sh("qemu-img compare -f raw -F qcow2 '" + s.uri() + "' '" + d.file("top.qcow2") + "'");
+  EXPECT_EQ(cmp.rc, 0) << cmp.out << cmp.err;
+  // Block status through the chain: the same data/zero runs as qemu-img map of the file.
+  auto nmap = sh("qemu-img map --output=json -f raw '" + s.uri() + "'");
+  auto fmap = sh("qemu-img map --output=json '" + d.file("top.qcow2") + "'");
+  ASSERT_EQ(nmap.rc, 0) << nmap.err;
+  EXPECT_EQ(nbdtest::map_runs(nmap.out), nbdtest::map_runs(fmap.out));
+  // A sparse copy: convert reads the holes as holes, so the copy maps like the source.
+  auto cv = sh("qemu-img convert -f raw -O qcow2 '" + s.uri() + "' copy.qcow2", d.path());
+  ASSERT_EQ(cv.rc, 0) << cv.err;
+  EXPECT_EQ(sh("qemu-img compare copy.qcow2 top.qcow2", d.path()).rc, 0);
+  auto cmap = sh("qemu-img map --output=json copy.qcow2", d.path());
+  std::vector<nbdtest::Run> data_runs;
+  for (auto r : nbdtest::map_runs(cmap.out)) {
+    if (r.data) data_runs.push_back(r);
+  }
+  EXPECT_EQ(data_runs, (std::vector<nbdtest::Run>{{0, 1 << 20, true, false},
+                                                  {2 << 20, 1 << 20, true, false}}));
+}
+
+// nbdinfo --map (base:allocation) and the allocation depth match what qemu-nbd says for the
+// same chain.
+TEST(NbdInterop, NbdinfoMapsMatchQemuNbd) {
+  REQUIRE_TOOL("nbdinfo");
+  REQUIRE_TOOL("qemu-nbd");
+  imgtest::TempDir d;
+  make_chain(d);
+  NbdServer ours(d, "ours", kImgNbd, "-t -r -A '" + d.file("top.qcow2") + "'");
+  NbdServer ref(d, "ref", "qemu-nbd", "-t -r -A '" + d.file("top.qcow2") + "'");
+  for (const char* ctx : {"base:allocation", "qemu:allocation-depth"}) {
+    auto a = sh(std::string("nbdinfo --map=") + ctx + " '" + ours.uri() + "'");
+    auto b = sh(std::string("nbdinfo --map=") + ctx + " '" + ref.uri() + "'");
+    ASSERT_EQ(a.rc, 0) << a.err;
+    ASSERT_EQ(b.rc, 0) << b.err;
+    EXPECT_EQ(a.out, b.out) << ctx;
+  }
+  auto info = sh("nbdinfo --json '" + ours.uri() + "'");
+  auto m = imgtest::flat_json(info.out);
+  EXPECT_EQ(m["exports.0.is_read_only"], "true");
+  EXPECT_EQ(m["exports.0.can_multi_conn"], "true");  // read-only: always safe
+  EXPECT_EQ(m["exports.0.block_size_maximum"], "33554432");
+}
+
+// The same qemu-io writes, zero writes and discards through img-nbd and through qemu-nbd, on
+// two copies of one image: afterwards both read the same, and ours checks clean.
+TEST(NbdInterop, QemuIoWritesLandAsThroughQemuNbd) {
+  REQUIRE_QEMU_IO();
+  REQUIRE_TOOL("qemu-nbd");
+  imgtest::TempDir d;
+  ASSERT_EQ(sh("qemu-img create -q -f qcow2 a.qcow2 16M && "
+               "qemu-io -f qcow2 -c 'write -P 9 0 16M' a.qcow2 && cp a.qcow2 b.qcow2",
+               d.path())
+                .rc,
+            0);
+  const std::string script =
+      "-c 'write -P 3 0 64k' -c 'write -P 4 100000 5000' -c 'write -z 1M 1M' "
+      "-c 'write -z -u 3M 256k' -c 'discard 4M 1M' -c 'write -P 5 -f 6M 8k' "
+      "-c 'aio_write -P 6 8M 64k' -c 'aio_write -P 7 9M 64k' -c aio_flush -c flush "
+      "-c 'read -P 4 100000 5000' -c 'read -P 0 1M 1M' -c 'read -P 5 6M 8k'";
+  {
+    NbdServer ours(d, "ours", kImgNbd, "-t --discard=unmap '" + d.file("a.qcow2") + "'");
+    NbdServer ref(d, "ref", "qemu-nbd", "-t --discard=unmap '" + d.file("b.qcow2") + "'");
+    auto a = sh("qemu-io -f raw " + script + " '" + ours.uri() + "'");
+    auto b = sh("qemu-io -f raw " + script + " '" + ref.uri() + "'");
+    EXPECT_EQ(a.rc, 0) << a.err;
+    EXPECT_EQ(a.out.find("Pattern verification failed"), std::string::npos) << a.out;
+    EXPECT_EQ(b.rc, 0) << b.err;
+    EXPECT_TRUE(ours.stop());
+  }
+  auto cmp = sh("qemu-img compare a.qcow2 b.qcow2", d.path());
+  EXPECT_EQ(cmp.rc, 0) << cmp.out << cmp.err;
+  auto chk = sh("qemu-img check a.qcow2", d.path());
+  EXPECT_EQ(chk.rc, 0) << chk.out << chk.err;
+  // The discarded and unmapped ranges were freed, as qemu-nbd freed them.
+  auto am = nbdtest::map_runs(sh("qemu-img map --output=json a.qcow2", d.path()).out);
+  auto bm = nbdtest::map_runs(sh("qemu-img map --output=json b.qcow2", d.path()).out);
+  EXPECT_EQ(am, bm);
+}
+
+// nbdcopy out of img-nbd (multi-conn with -e 4) and back into it: data as the file has it.
+TEST(NbdInterop, NbdcopyBothWays) {
+  REQUIRE_TOOL("nbdcopy");
+  REQUIRE_QEMU_IMG();
+  imgtest::TempDir d;
+  make_chain(d);
+  ASSERT_EQ(sh("qemu-img create -q -f qcow2 dst.qcow2 8M", d.path()).rc, 0);
+  {
+    NbdServer src(d, "src", kImgNbd, "-t -e 4 -r '" + d.file("top.qcow2") + "'");
+    NbdServer dst(d, "dst", kImgNbd, "-t -e 4 '" + d.file("dst.qcow2") + "'");
+    auto r = sh("nbdcopy '" + src.uri() + "' out.raw && nbdcopy '" + src.uri() + "' '" +
+                    dst.uri() + "'",
+                d.path());
+    ASSERT_EQ(r.rc, 0) << r.err;
+    EXPECT_TRUE(dst.stop());
+  }
+  EXPECT_EQ(sh("qemu-img compare -f raw -F qcow2 out.raw top.qcow2", d.path()).rc, 0);
+  EXPECT_EQ(sh("qemu-img compare dst.qcow2 top.qcow2", d.path()).rc, 0);
+  EXPECT_EQ(sh("qemu-img check dst.qcow2", d.path()).rc, 0);
+}
+
+TEST(NbdInterop, ReadOnlyAndSnapshotLeaveTheFileAlone) {
+  REQUIRE_QEMU_IO();
+  imgtest::TempDir d;
+  ASSERT_EQ(sh("qemu-img create -q -f qcow2 a.qcow2 4M && "
+               "qemu-io -f qcow2 -c 'write -P 1 0 4M' a.qcow2 && cp a.qcow2 orig.qcow2",
+               d.path())
+                .rc,
+            0);
+  {
+    NbdServer ro(d, "ro", kImgNbd, "-t -r '" + d.file("a.qcow2") + "'");
+    auto w = sh("qemu-io -f raw -c 'write -P 2 0 4k' '" + ro.uri() + "'");
+    // qemu-io opens read-write and is refused, as by qemu-nbd -r.
+    EXPECT_NE((w.out + w.err).find("Permission denied"), std::string::npos) << w.out << w.err;
+  }
+  {
+    // -s: the writes go to a temporary overlay and are read back from it.
+    NbdServer snap(d, "snap", kImgNbd, "-t -s '" + d.file("a.qcow2") + "'");
+    auto w = sh("qemu-io -f raw -c 'write -P 2 0 64k' -c 'read -P 2 0 64k' -c 'read -P 1 64k 4k' '" +
+                snap.uri() + "'");
+    EXPECT_EQ(w.rc, 0) << w.err;
+    EXPECT_EQ(w.out.find("verification failed"), std::string::npos) << w.out;
+  }
+  EXPECT_EQ(sh("qemu-img compare a.qcow2 orig.qcow2", d.path()).rc, 0);
+  EXPECT_EQ(sh("ls img-nbd-snapshot-* 2>/dev/null | wc -l", d.path()).out, "0\n");
+}
+
+// kill -9 in the middle of a write load: the image keeps every write that was flushed before,
+// and qemu-img check finds leaked clusters at worst (exit code 3), never corruption.
+TEST(NbdInterop, KillDuringWritesKeepsFlushedData) {
+  REQUIRE_QEMU_IO();
+  imgtest::TempDir d;
+  ASSERT_EQ(sh("qemu-img create -q -f qcow2 a.qcow2 64M", d.path()).rc, 0);
+  NbdServer s(d, "s", kImgNbd, "-t -e 2 '" + d.file("a.qcow2") + "'");
+  ASSERT_EQ(sh("qemu-io -f raw -c 'write -P 7 0 4M' -c flush '" + s.uri() + "'").rc, 0);
+  std::string load;
+  for (int i = 0; i < 200; ++i) load += " -c 'aio_write -P 8 " + std::to_string(8 + i % 48) + "M 256k'";
+  sh("(qemu-io -f raw" + load + " -c aio_flush '" + s.uri() + "' >/dev/null 2>&1 &) ; sleep 0.3");
+  EXPECT_TRUE(s.stop(SIGKILL));
+  auto chk = sh("qemu-img check a.qcow2", d.path());
+  EXPECT_TRUE(chk.rc == 0 || chk.rc == 3) << chk.rc << chk.out << chk.err;
+  auto rd = sh("qemu-io -f qcow2 -r -c 'read -P 7 0 4M' a.qcow2", d.path());
+  EXPECT_EQ(rd.rc, 0) << rd.err;
+  EXPECT_EQ(rd.out.find("verification failed"), std::string::npos) << rd.out;
+}
+
+TEST(NbdInterop, BadFlagsAndFilesSayWhy) {
+  imgtest::TempDir d;
+  auto r = sh("'" + kImgNbd + "' --discard=foo x.qcow2");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_EQ(r.err, "img-nbd: Invalid discard mode `foo'\n");
+  r = sh("'" + kImgNbd + "' -k '" + d.file("s") + "' '" + d.file("missing.qcow2") + "'");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("No such file or directory"), std::string::npos) << r.err;
+  r = sh("'" + kImgNbd + "' --detect-zeroes=unmap x.qcow2");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("without setting discard operation to unmap"), std::string::npos);
+}
+
+}  // namespace

@@ -1,0 +1,170 @@
+// img-nbd's listener: see server.h.
+#include "server.h"
+
+#include <netdb.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+namespace imgnbd {
+
+namespace {
+
+int g_stop_fd = -1;  // the signal handler's only state
+
+void on_signal(int) {
+  uint64_t one = 1;
+  ssize_t r = ::write(g_stop_fd, &one, sizeof one);
+  (void)r;
+}
+
+}  // namespace
+
+img::Result<int> listen_on(const ListenSpec& spec) {
+  if (!spec.unix_path.empty()) {
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    if (spec.unix_path.size() >= sizeof sa.sun_path) {
+      return img::invalid_argument("socket path '" + spec.unix_path + "' is too long");
+    }
+    std::memcpy(sa.sun_path, spec.unix_path.c_str(), spec.unix_path.size() + 1);
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return img::io_error(errno, "socket");
+    ::unlink(spec.unix_path.c_str());  // qemu-nbd replaces a stale socket too
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0 || ::listen(fd, 16) < 0) {
+      int e = errno;
+      ::close(fd);
+      return img::io_error(e, "Failed to bind socket to " + spec.unix_path);
+    }
+    return fd;
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* res = nullptr;
+  int g = ::getaddrinfo(spec.bind_addr.c_str(), spec.port.c_str(), &hints, &res);
+  if (g != 0) {
+    return img::invalid_argument("address resolution failed for " + spec.bind_addr + ":" +
+                                 spec.port + ": " + gai_strerror(g));
+  }
+  int err = 0;
+  for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+    int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) {
+      err = errno;
+      continue;
+    }
+    int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(fd, 16) == 0) {
+      ::freeaddrinfo(res);
+      return fd;
+    }
+    err = errno;
+    ::close(fd);
+  }
+  ::freeaddrinfo(res);
+  return img::io_error(err, "Failed to bind socket to " + spec.bind_addr + ":" + spec.port);
+}
+
+Server::Server(img::IoLoop& loop, int listen_fd, const img::nbd::ExportConfig& exp,
+               unsigned shared, bool persistent, bool verbose)
+    : loop_(loop),
+      listen_fd_(listen_fd),
+      exp_(exp),
+      shared_(shared),
+      persistent_(persistent),
+      verbose_(verbose),
+      changed_(loop) {}
+
+Server::~Server() {
+  if (stop_fd_ >= 0) {
+    g_stop_fd = -1;
+    ::close(stop_fd_);
+  }
+}
+
+img::Status Server::install_signals() {
+  stop_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (stop_fd_ < 0) return img::io_error(errno, "eventfd");
+  g_stop_fd = stop_fd_;
+  struct sigaction sa{};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP}) ::sigaction(sig, &sa, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  return {};
+}
+
+void Server::request_stop() {
+  uint64_t one = 1;
+  ssize_t r = ::write(stop_fd_, &one, sizeof one);
+  (void)r;
+}
+
+img::Task<void> Server::stop_watch() {
+  for (;;) {
+    uint64_t v;
+    if (::read(stop_fd_, &v, sizeof v) == sizeof v) break;
+    (void)co_await loop_.poll(stop_fd_, POLLIN);
+  }
+  stopping_ = true;
+  ::shutdown(listen_fd_, SHUT_RDWR);  // wakes the accept loop's poll
+  for (auto* c : conns_) c->close();
+  changed_.notify_all();
+}
+
+img::Task<void> Server::accept_loop() {
+  while (!stopping_) {
+    if (shared_ != 0 && clients_ >= shared_) {
+      // qemu-nbd stops accepting at -e clients; the next one waits in the backlog.
+      co_await changed_.wait();
+      continue;
+    }
+    int ev = co_await loop_.poll(listen_fd_, POLLIN);
+    if (stopping_) break;
+    if (ev < 0 && ev != -EINTR) {
+      std::fprintf(stderr, "img-nbd: waiting for clients: %s\n", std::strerror(-ev));
+      request_stop();
+      break;
+    }
+    int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) continue;  // EAGAIN, or a client that left before we took it
+    loop_.spawn(client(fd, next_id_++));
+  }
+}
+
+img::Task<void> Server::client(int fd, unsigned id) {
+  ++clients_;
+  img::nbd::SocketConn conn(loop_, fd);
+  conns_.insert(&conn);
+  if (verbose_) std::fprintf(stderr, "img-nbd: client %u connected\n", id);
+  auto st = co_await img::nbd::serve_client(loop_, conn, exp_);
+  if (!st && !img::nbd::is_end_of_stream(st.error()) && !stopping_) {
+    std::fprintf(stderr, "img-nbd: client %u: %s\n", id, st.error().message().c_str());
+  } else if (verbose_) {
+    std::fprintf(stderr, "img-nbd: client %u disconnected\n", id);
+  }
+  conns_.erase(&conn);
+  --clients_;
+  changed_.notify_all();
+  // Without -t, qemu-nbd exits once the last client has gone.
+  if (!persistent_ && clients_ == 0 && !stopping_) request_stop();
+}
+
+img::Task<void> Server::run() {
+  loop_.spawn(stop_watch());
+  co_await accept_loop();
+  while (clients_ > 0) co_await changed_.wait();
+  ::close(listen_fd_);
+}
+
+}  // namespace imgnbd
