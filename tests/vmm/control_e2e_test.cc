@@ -42,7 +42,11 @@ class ControlE2eTest : public ::testing::Test {
     dir_ = std::string((d && *d) ? d : "/tmp") + "/vmm_ctl_e2e_" + std::to_string(getpid()) + "_" +
            ::testing::UnitTest::GetInstance()->current_test_info()->name();
     fs::create_directories(dir_);
-    sock_ = dir_ + "/ctl.sock";
+    // A unix socket path has at most 107 bytes: the socket lives in a short folder of its own.
+    char tmpl[] = "/tmp/vmmctl.XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    sock_dir_ = tmpl;
+    sock_ = sock_dir_ + "/ctl.sock";
     serial_ = dir_ + "/serial.txt";
   }
   void TearDown() override {
@@ -51,6 +55,7 @@ class ControlE2eTest : public ::testing::Test {
       kill(pid_, SIGKILL);
       waitpid(pid_, nullptr, 0);
     }
+    if (!sock_dir_.empty()) fs::remove_all(sock_dir_);
     if (!dir_.empty() && !HasFailure()) fs::remove_all(dir_);
   }
 
@@ -143,7 +148,7 @@ class ControlE2eTest : public ::testing::Test {
   }
   std::string err() { return slurp(dir_ + "/err.txt"); }
 
-  std::string dir_, sock_, serial_;
+  std::string dir_, sock_dir_, sock_, serial_;
   pid_t pid_ = -1;
   int fd_ = -1;
 };
@@ -157,7 +162,8 @@ TEST_F(ControlE2eTest, PauseStopsTheGuestResumeRestartsItInfoAndStatsAreSane) {
   // The pattern the guest's virtio-blk checks expect to find (as in e2e_guest_test.cc).
   ASSERT_EQ(
       0, std::system(("qemu-io -f qcow2 -c 'write -P 0x5a 0 1M' " + img + " >/dev/null").c_str()));
-  start({"--kernel", VMM_TEST_GUEST, "--cpus", "2", "--cmdline", "counter", "--disk", img});
+  ASSERT_NO_FATAL_FAILURE(
+      start({"--kernel", VMM_TEST_GUEST, "--cpus", "2", "--cmdline", "counter", "--disk", img}));
   ASSERT_TRUE(wait_ticks_above(5, 60)) << slurp(serial_) << err();
   ASSERT_NE(slurp(serial_).find("GUEST: PASS"), std::string::npos) << slurp(serial_);
 
@@ -205,7 +211,7 @@ TEST_F(ControlE2eTest, PauseStopsTheGuestResumeRestartsItInfoAndStatsAreSane) {
 }
 
 TEST_F(ControlE2eTest, ShutdownReachesTheGuestWhichPowersOff) {
-  start({"--kernel", VMM_TEST_GUEST, "--cmdline", "nodisk counter"});
+  ASSERT_NO_FATAL_FAILURE(start({"--kernel", VMM_TEST_GUEST, "--cmdline", "nodisk counter"}));
   ASSERT_TRUE(wait_ticks_above(2, 60)) << slurp(serial_) << err();
   EXPECT_EQ(cmd("shutdown", {{"timeout", 30}}), Json({{"return", Json::object()}}));
   EXPECT_EQ(wait_exit(30), 0) << err();
@@ -237,7 +243,7 @@ TEST_F(ControlE2eTest, ShutdownTimeoutDestroysAndVanishingClientsDoNotKillTheVm)
   f[0x801] = 0xfe;
   std::string spin = dir_ + "/spin.elf";
   std::ofstream(spin, std::ios::binary).write(reinterpret_cast<char*>(f.data()), f.size());
-  start({"--kernel", spin});
+  ASSERT_NO_FATAL_FAILURE(start({"--kernel", spin}));
 
   // Many requests, then gone without reading: vmm writes into a dead socket (EPIPE, no SIGPIPE).
   std::string many;
@@ -272,7 +278,7 @@ TEST_F(ControlE2eTest, ShutdownTimeoutDestroysAndVanishingClientsDoNotKillTheVm)
 }
 
 TEST_F(ControlE2eTest, SigtermStopsAPausedVmCleanly) {
-  start({"--kernel", VMM_TEST_GUEST, "--cmdline", "nodisk counter"});
+  ASSERT_NO_FATAL_FAILURE(start({"--kernel", VMM_TEST_GUEST, "--cmdline", "nodisk counter"}));
   ASSERT_TRUE(wait_ticks_above(1, 60)) << slurp(serial_) << err();
   EXPECT_EQ(cmd("pause"), Json({{"return", Json::object()}}));
   kill(pid_, SIGTERM);
