@@ -64,6 +64,9 @@ int main(int argc, char** argv) {
   bool no_pvm_workarounds = false;
   run->add_flag("--no-pvm-workarounds", no_pvm_workarounds,
                 "under kvm_pvm, do not add noxsave nosmap nosmep clearcpuid=... to a Linux cmdline");
+  run->add_option("--control", cfg.control,
+                  "serve the control socket (JSON lines: info, pause, resume, shutdown, reboot, "
+                  "destroy, disk-stats) on this unix socket path; see docs/vmm-control.md");
   CLI::App* check = app.add_subcommand("check", "check that this host can run guests");
 
   try {

@@ -91,7 +91,8 @@ TEST(SerialTest, ReceiveQueueIsBounded) {
 
 struct Kbd {
   int resets = 0;
-  I8042 k{[this] { ++resets; }};
+  std::vector<bool> irq;
+  I8042 k{[this] { ++resets; }, [this](bool l) { irq.push_back(l); }};
   void wr(uint64_t off, uint8_t v) { k.bus_write(off, std::span<const uint8_t>(&v, 1)); }
   uint8_t rd(uint64_t off) {
     uint8_t v = 0;
@@ -128,6 +129,51 @@ TEST(I8042Test, SelfTestAndCommandByte) {
   EXPECT_EQ(k.rd(0), 0x61);
   k.wr(4, 0xad);  // other commands never reset
   EXPECT_EQ(k.resets, 0);
+}
+
+// Reads the output buffer while OBF says a byte waits.
+std::vector<uint8_t> drain(Kbd& k) {
+  std::vector<uint8_t> got;
+  for (int i = 0; i < 100 && (k.rd(4) & 1); ++i) got.push_back(k.rd(0));
+  return got;
+}
+
+TEST(I8042Test, CtrlAltDelInSet1WithTranslationOneIrqPulsePerByte) {
+  Kbd k;  // the default configuration byte 0x45: translation on, keyboard interrupt on
+  k.k.press_ctrl_alt_del();
+  EXPECT_EQ(drain(k), (std::vector<uint8_t>{0x1d, 0x38, 0xe0, 0x53, 0xe0, 0xd3, 0xb8, 0x9d}));
+  ASSERT_EQ(k.irq.size(), 16u);
+  for (size_t i = 0; i < k.irq.size(); ++i) EXPECT_EQ(k.irq[i], i % 2 == 0) << i;
+  EXPECT_EQ(k.resets, 0);
+}
+
+TEST(I8042Test, CtrlAltDelInSet2WithoutTranslationAndNoIrqWhenMasked) {
+  Kbd k;
+  k.wr(4, 0x60);
+  k.wr(0, 0x04);  // no translation, keyboard interrupt off
+  k.k.press_ctrl_alt_del();
+  EXPECT_EQ(drain(k), (std::vector<uint8_t>{0x14, 0x11, 0xe0, 0x71, 0xe0, 0xf0, 0x71, 0xf0, 0x11,
+                                            0xf0, 0x14}));
+  EXPECT_TRUE(k.irq.empty());
+}
+
+// What Linux's atkbd_probe and atkbd_activate send: a keyboard answers, so the driver binds.
+TEST(I8042Test, KeyboardAnswersTheAtkbdProbe) {
+  Kbd k;
+  k.wr(0, 0xf2);  // get ID
+  EXPECT_EQ(drain(k), (std::vector<uint8_t>{0xfa, 0xab, 0x41}));
+  k.wr(0, 0xff);  // reset
+  EXPECT_EQ(drain(k), (std::vector<uint8_t>{0xfa, 0xaa}));
+  k.wr(0, 0xed);  // LEDs + parameter
+  k.wr(0, 0x00);
+  k.wr(0, 0xf4);  // enable
+  EXPECT_EQ(drain(k), (std::vector<uint8_t>{0xfa, 0xfa, 0xfa}));
+  k.wr(4, 0xd4);  // a byte for the (absent) aux device is swallowed
+  k.wr(0, 0xf2);
+  EXPECT_TRUE(drain(k).empty());
+  // A guest that never reads cannot grow the queue without bound.
+  for (int i = 0; i < 1000; ++i) k.wr(0, 0xf4);
+  EXPECT_LE(drain(k).size(), I8042::kMaxQueued + 1);
 }
 
 // Linux's acpi_hw_extended_sleep(5): clears WAK_STS in the status register, writes

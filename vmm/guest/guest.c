@@ -2,7 +2,10 @@
  * and virtio-console checks when those devices are there, prints a verdict ("GUEST: PASS" /
  * "GUEST: FAIL <reason>") and returns to start.S, which resets via port 0x64. Kernel command
  * line word "nodisk" makes a missing virtio-blk device a pass; "rng" and "console" make a missing
- * virtio-rng / virtio-console device a failure, "net" a missing virtio-net device. */
+ * virtio-rng / virtio-console device a failure, "net" a missing virtio-net device. With
+ * "counter" the guest then prints "GUEST: tick N" forever (so a pause shows: the count stops)
+ * while it polls the i8042 keyboard; Ctrl-Alt-Del (the VMM's shutdown) makes it power off
+ * through the ACPI sleep register. */
 #include "guest.h"
 
 #define COM1 0x3f8
@@ -76,6 +79,38 @@ void pci_write32(u32 bdf, u32 off, u32 v) {
 u8 pci_read8(u32 bdf, u32 off) { return (u8)(pci_read32(bdf, off) >> (8 * (off & 3))); }
 u16 pci_read16(u32 bdf, u32 off) { return (u16)(pci_read32(bdf, off) >> (8 * (off & 2))); }
 
+/* Set-1 scancodes (the i8042 translates by default): Ctrl 1D, Alt 38, Del E0 53; a break code
+ * is the make code | 0x80. Returns 1 once Ctrl and Alt are down and Del is pressed. */
+static int ctrl_alt_del_seen(u8 code) {
+  static int ctrl, alt, e0;
+  int ext = e0;
+  e0 = code == 0xe0;
+  if (e0) return 0;
+  u8 key = code & 0x7f;
+  int down = !(code & 0x80);
+  if (key == 0x1d) ctrl = down;
+  if (key == 0x38) alt = down;
+  return ext && key == 0x53 && down && ctrl && alt;
+}
+
+static void counter_loop(void) {
+  for (u64 n = 0;; ++n) {
+    puts("GUEST: tick ");
+    putdec(n);
+    puts("\n");
+    /* About 20 ms per tick here (each port read is a VM exit), the keyboard polled meanwhile. */
+    for (int i = 0; i < 2000; ++i) {
+      if (!(inb(0x64) & 1)) continue;
+      if (ctrl_alt_del_seen(inb(0x60))) {
+        puts("GUEST: ctrl-alt-del, powering off\n");
+        outb(0x600, 0x34); /* SLP_TYP 5 << 2 | SLP_EN: ACPI S5 (vmm/devices/acpi_sleep.h) */
+        for (;;) {
+        }
+      }
+    }
+  }
+}
+
 void guest_main(const u8* boot_params) {
   puts("GUEST: hello from the test guest\n");
   const char* cmdline = "";
@@ -108,4 +143,5 @@ void guest_main(const u8* boot_params) {
   } else {
     puts("GUEST: PASS\n");
   }
+  if (has_word(cmdline, "counter")) counter_loop();
 }

@@ -123,15 +123,51 @@ void Vcpu::start(Bus* pio, Bus* mmio, std::function<void(const VcpuStop&)> on_st
   started_ = true;
   thread_ = std::thread([this, pio, mmio, on_stop = std::move(on_stop)] {
     VcpuStop s = run_loop(pio, mmio);
+    {
+      std::lock_guard lock(park_mu_);
+      ended_ = true;
+    }
+    park_cv_.notify_all();
     on_stop(s);
   });
 }
 
-void Vcpu::kick() {
-  stop_ = true;
-  // immediate_exit covers the window between the stop_ check and the next KVM_RUN.
+void Vcpu::interrupt() {
+  // immediate_exit covers the window between the flag check and the next KVM_RUN.
   __atomic_store_n(&run_->immediate_exit, 1, __ATOMIC_SEQ_CST);
   if (started_ && thread_.joinable()) pthread_kill(thread_.native_handle(), kick_signal());
+}
+
+void Vcpu::kick() {
+  stop_ = true;
+  {
+    std::lock_guard lock(park_mu_);  // a parked loop wakes and sees stop_
+  }
+  park_cv_.notify_all();
+  interrupt();
+}
+
+void Vcpu::pause() {
+  pause_ = true;
+  interrupt();
+  std::unique_lock lock(park_mu_);
+  park_cv_.wait(lock, [this] { return parked_ || ended_; });
+}
+
+void Vcpu::resume() {
+  {
+    std::lock_guard lock(park_mu_);
+    pause_ = false;
+  }
+  park_cv_.notify_all();
+}
+
+void Vcpu::park() {
+  std::unique_lock lock(park_mu_);
+  parked_ = true;
+  park_cv_.notify_all();
+  park_cv_.wait(lock, [this] { return !pause_.load() || stop_.load(); });
+  parked_ = false;
 }
 
 void Vcpu::join() {
@@ -169,12 +205,15 @@ void Vcpu::handle_mmio(Bus* mmio) {
 VcpuStop Vcpu::run_loop(Bus* pio, Bus* mmio) {
   using R = VcpuStop::Reason;
   while (!stop_.load()) {
+    if (pause_.load()) {
+      park();
+      continue;
+    }
     if (::ioctl(fd(), KVM_RUN, 0) < 0) {
       int e = errno;
       if (e == EINTR || e == EAGAIN) {
         __atomic_store_n(&run_->immediate_exit, 0, __ATOMIC_SEQ_CST);
-        if (stop_.load()) break;
-        continue;
+        continue;  // the loop head looks at stop_ and pause_
       }
       return {R::kInternalError, img::strfmt("KVM_RUN on vCPU %u: %s", id_, std::strerror(e))};
     }

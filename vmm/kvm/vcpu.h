@@ -3,13 +3,19 @@
 // thread with immediate_exit plus a signal whose handler was installed without SA_RESTART, so
 // a KVM_RUN blocked in a guest `hlt` returns EINTR.
 //
-// Thread-safety: setters are called before start(); kick() and stop requests are thread-safe.
+// pause() parks the loop outside KVM_RUN the same way (immediate_exit plus the signal) and returns
+// once the vCPU is parked; resume() lets it enter KVM_RUN again. Register state is untouched.
+//
+// Thread-safety: setters are called before start() or while parked; kick(), pause() and resume()
+// are thread-safe.
 #pragma once
 
 #include <linux/kvm.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <functional>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -60,6 +66,9 @@ class Vcpu {
   // Makes the loop end soon with kStopped. Safe to call many times, from any thread.
   void kick();
   void join();
+  // Parks the loop and returns when it is parked (or has ended). REQUIRES: start() was called.
+  void pause();
+  void resume();
 
  private:
   Vcpu(uint32_t id, Fd fd, kvm_run* run, size_t run_size)
@@ -67,6 +76,9 @@ class Vcpu {
   VcpuStop run_loop(Bus* pio, Bus* mmio);
   void handle_io(Bus* pio);
   void handle_mmio(Bus* mmio);
+  // Called by the loop when pause_ is set: waits until resume() or kick().
+  void park();
+  void interrupt();  // immediate_exit plus the kick signal
 
   uint32_t id_;
   Fd fd_;
@@ -74,6 +86,11 @@ class Vcpu {
   size_t run_size_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> started_{false};
+  std::atomic<bool> pause_{false};
+  std::mutex park_mu_;
+  std::condition_variable park_cv_;
+  bool parked_ = false;  // guarded by park_mu_
+  bool ended_ = false;   // guarded by park_mu_
   std::thread thread_;
 };
 

@@ -23,6 +23,7 @@ enum ExitCode : int {
   kExitTripleFault = 3,    // KVM_EXIT_SHUTDOWN
   kExitInternalError = 4,  // KVM internal error, emulation failure, failed entry
   kExitGuestCrash = 5,     // guest reported a crash (pvpanic-style system event)
+  kExitDestroyed = 6,      // destroyed over the control socket (or a shutdown timeout ran out)
   kExitInterrupted = 130,  // SIGINT/SIGTERM
 };
 
@@ -75,6 +76,8 @@ struct MachineConfig {
   bool hugepages = false;
   // Under kvm_pvm, add the parameters Linux needs there (guest_cmdline.h); --no-pvm-workarounds.
   bool pvm_workarounds = true;
+  // --control PATH: the control socket (docs/vmm-control.md); empty = none.
+  std::string control;
 };
 
 // "512M", "2G", "1048576", "64K", "1T" (binary units; optional trailing "iB"/"B").

@@ -2,6 +2,9 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -29,19 +32,35 @@ namespace {
 
 constexpr const char* kPowerOffWhy = "guest powered off (ACPI S5)";
 
-std::atomic<int> g_signal{0};
-
-void on_terminate_signal(int sig) { g_signal = sig; }
+// SIGINT and SIGTERM are read from a signalfd by the main loop, so every thread must have them
+// blocked: done before the first thread starts. SIGPIPE is ignored: a control or console client
+// that vanishes makes a write fail with EPIPE instead of killing the VM.
+sigset_t terminate_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  return set;
+}
 
 }  // namespace
 
 img::Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& c) {
   RETURN_IF_ERROR(validate(c));
+  sigset_t set = terminate_signals();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
   ASSIGN_OR_RETURN(Kvm kvm, Kvm::open());
   RETURN_IF_ERROR(kvm.check_required_caps());
   ASSIGN_OR_RETURN(Vm vm, Vm::create(kvm));
   ASSIGN_OR_RETURN(GuestRam ram, GuestRam::create(c.memory, c.hugepages));
   std::unique_ptr<Machine> m(new Machine(std::move(kvm), std::move(vm), std::move(ram)));
+  m->cpus_ = c.cpus;
+  m->memory_ = c.memory;
+  m->add_commands();
+  if (!c.control.empty()) {
+    ASSIGN_OR_RETURN(m->control_, api::ControlServer::listen(c.control, m->dispatcher_));
+  }
   for (const GuestMemory::Region& r : m->ram_.memory().regions()) {
     RETURN_IF_ERROR(m->vm_.add_memory(r.gpa, r.size, r.host));
   }
@@ -111,10 +130,13 @@ img::Status Machine::setup_devices(const MachineConfig& c) {
   serial_ = std::make_shared<Serial>([con](uint8_t b) { con->write(b); },
                                      [irq](bool level) { irq->set_irq_line(Serial::kCom1Irq, level); });
   RETURN_IF_ERROR(pio_.insert(Serial::kCom1Base, 8, serial_));
-  auto i8042 = std::make_shared<I8042>([this] { request_exit(kExitGuestReset, "guest reset (i8042)"); });
+  auto i8042 = std::make_shared<I8042>(
+      [this] { request_exit(kExitGuestReset, "guest reset (i8042)" + shutdown_note()); },
+      [irq](bool level) { irq->set_irq_line(I8042::kIrq, level); });
   RETURN_IF_ERROR(pio_.insert(I8042::kBase, I8042::kLen, i8042));
+  i8042_ = i8042;
   auto sleep = std::make_shared<AcpiSleep>(
-      [this] { request_exit(kExitGuestPowerOff, kPowerOffWhy); });
+      [this] { request_exit(kExitGuestPowerOff, kPowerOffWhy + shutdown_note()); });
   RETURN_IF_ERROR(pio_.insert(AcpiSleep::kBase, AcpiSleep::kLen, sleep));
   devices_.push_back(sleep);
   auto rtc = std::make_shared<Rtc>();
@@ -136,6 +158,7 @@ img::Status Machine::setup_devices(const MachineConfig& c) {
   for (auto& q : quiet) RETURN_IF_ERROR(pio_.insert(q.base, q.len, sink));
   if (!vm_.has_pit()) RETURN_IF_ERROR(pio_.insert(0x40, 4, sink));
   devices_.push_back(sink);
+  device_names_ = {"com1", "i8042", "rtc", "acpi-sleep", "pci-host"};
   return {};
 }
 
@@ -170,7 +193,39 @@ void Machine::request_exit(int code, const std::string& why) {
     exit_code_ = code;
     exit_why_ = why;
   }
-  cv_.notify_all();
+  uint64_t one = 1;
+  if (event_fd_.get() >= 0) (void)!::write(event_fd_.get(), &one, sizeof one);
+}
+
+std::string Machine::shutdown_note() {
+  std::lock_guard lock(mu_);
+  return shutdown_note_;
+}
+
+bool Machine::exiting() {
+  std::lock_guard lock(mu_);
+  return exit_code_.has_value();
+}
+
+img::Status Machine::serve_events() {
+  ASSIGN_OR_RETURN(loop_, api::EventLoop::create());
+  event_fd_ = Fd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (event_fd_.get() < 0) return img::io_error(errno, "eventfd");
+  RETURN_IF_ERROR(loop_->add(event_fd_.get(), EPOLLIN, [this](uint32_t) {
+    uint64_t n;
+    (void)!::read(event_fd_.get(), &n, sizeof n);
+  }));
+  sigset_t set = terminate_signals();
+  signal_fd_ = Fd(::signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC));
+  if (signal_fd_.get() < 0) return img::io_error(errno, "signalfd");
+  RETURN_IF_ERROR(loop_->add(signal_fd_.get(), EPOLLIN, [this](uint32_t) {
+    signalfd_siginfo si;
+    if (::read(signal_fd_.get(), &si, sizeof si) == sizeof si) {
+      request_exit(kExitInterrupted, img::strfmt("stopped by signal %u", si.ssi_signo));
+    }
+  }));
+  if (control_) RETURN_IF_ERROR(control_->attach(*loop_));
+  return {};
 }
 
 void Machine::on_vcpu_stop(const VcpuStop& s) {
@@ -195,34 +250,30 @@ void Machine::on_vcpu_stop(const VcpuStop& s) {
 }
 
 int Machine::run() {
-  struct sigaction sa{};
-  sa.sa_handler = on_terminate_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
+  if (auto s = serve_events(); !s) {
+    std::fprintf(stderr, "vmm: main loop: %s\n", s.error().to_string().c_str());
+    return kExitVmmError;
+  }
   if (auto s = serial_input_ ? console_->start_input(serial_.get()) : img::Status{}; !s) {
     std::fprintf(stderr, "vmm: serial input: %s\n", s.error().to_string().c_str());
   }
+  started_ = std::chrono::steady_clock::now();
   for (auto& v : vcpus_) {
     v->start(&pio_, &mmio_, [this](const VcpuStop& s) { on_vcpu_stop(s); });
   }
-  {
-    std::unique_lock lock(mu_);
-    while (!exit_code_) {
-      cv_.wait_for(lock, std::chrono::milliseconds(100));
-      if (int sig = g_signal.load(); sig && !exit_code_) {
-        exit_code_ = kExitInterrupted;
-        exit_why_ = img::strfmt("stopped by signal %d", sig);
-      }
+  while (!exiting()) {
+    if (auto s = loop_->run_once(-1); !s) {
+      request_exit(kExitVmmError, "main loop: " + s.error().to_string());
     }
   }
+  control_.reset();  // no client sees a half-torn-down machine
   for (auto& v : vcpus_) v->kick();
   for (auto& v : vcpus_) v->join();
   console_->stop();
   int code = *exit_code_;
   // A reset is the common end (the guest's `reboot`) and stays quiet; a power-off says so,
   // since it shares exit code 0.
-  if (code != kExitGuestReset || exit_why_ == kPowerOffWhy) {
+  if (code != kExitGuestReset || exit_why_.starts_with(kPowerOffWhy) || shutdown_requested_) {
     std::fprintf(stderr, "vmm: %s\n", exit_why_.c_str());
   }
   return code;

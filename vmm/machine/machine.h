@@ -1,18 +1,28 @@
 // Machine: one PC-like VM assembled from the parts: guest RAM around the 32-bit PCI hole, the
 // kernel and initrd loaded with their boot structures (zero page or PVH start info, e820, ACPI,
-// MP table), COM1, i8042, RTC, the PCI bus with the virtio devices (blk, rng, console), and the vCPU threads.
-// run() blocks until the guest resets or fails and returns the process exit code.
+// MP table), COM1, i8042, RTC, the PCI bus with the virtio devices (blk, rng, console), and the
+// vCPU threads. run() blocks until the guest resets or fails and returns the process exit code.
+//
+// run() is the main thread's event loop (api/event_loop.h): it serves the control socket
+// (--control, machine_control.cc), SIGINT/SIGTERM (through a signalfd: a clean stop, exit 130)
+// and the machine's own events (a vCPU or device ending the VM, a shutdown timeout). Pausing parks
+// every vCPU outside KVM_RUN, then quiesces the virtio devices (no new chains, in-flight disk I/O
+// drained, disks flushed) before it returns; resume undoes it in reverse order.
 //
 // Thread-safety: create() and run() from one thread; devices and vCPUs run on their own threads
-// until run() returns.
+// until run() returns. request_exit() is safe from any thread; the control commands run on the
+// run() thread.
 #pragma once
 
-#include <condition_variable>
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <vector>
 
+#include "api/control_protocol.h"
+#include "api/control_server.h"
+#include "api/event_loop.h"
 #include "devices/bus.h"
 #include "devices/i8042.h"
 #include "devices/rtc.h"
@@ -26,6 +36,13 @@
 #include "x86/cpu_setup.h"
 
 namespace vmm {
+
+namespace virtio {
+class VirtioPciDevice;
+namespace blk {
+class BlkDevice;
+}
+}  // namespace virtio
 
 class Machine {
  public:
@@ -45,6 +62,22 @@ class Machine {
   img::Status load_and_boot(const MachineConfig& c);
   img::Status setup_vcpus(const MachineConfig& c);
   void on_vcpu_stop(const VcpuStop& s);
+  // machine_control.cc: the control socket's commands.
+  void add_commands();
+  api::CommandResult info() const;
+  api::CommandResult disk_stats() const;
+  api::CommandResult pause();
+  api::CommandResult resume();
+  api::CommandResult shutdown(const api::Json& args, bool reboot);
+  img::Status serve_events();  // registers the signalfd, the event fd and the control socket
+  bool exiting();
+  std::string shutdown_note();
+
+  enum class RunState { kRunning, kPaused };
+  struct Disk {
+    std::string path;
+    const virtio::blk::BlkDevice* blk;
+  };
 
   // Declaration order is teardown order reversed: vCPUs go first, guest memory and the VM last.
   Kvm kvm_;
@@ -64,8 +97,27 @@ class Machine {
   uint64_t boot_entry_ = 0;
   uint64_t boot_arg_ = 0;
 
+  // What the control socket reports and acts on.
+  uint32_t cpus_ = 1;
+  uint64_t memory_ = 0;
+  std::vector<Disk> disks_;
+  std::vector<std::string> device_names_;
+  std::vector<std::shared_ptr<virtio::VirtioPciDevice>> virtio_;
+  std::shared_ptr<I8042> i8042_;
+  std::chrono::steady_clock::time_point started_;
+  RunState state_ = RunState::kRunning;  // run() thread only
+  bool shutdown_requested_ = false;      // run() thread only
+  double shutdown_timeout_s_ = 0;
+  std::string shutdown_note_;  // guarded by mu_: appended to the exit reason after a request
+
+  api::Dispatcher dispatcher_;
+  std::unique_ptr<api::EventLoop> loop_;  // before control_, which unregisters from it
+  std::unique_ptr<api::ControlServer> control_;
+  Fd event_fd_;   // eventfd: request_exit() was called
+  Fd signal_fd_;  // SIGINT, SIGTERM
+  Fd shutdown_timer_;
+
   std::mutex mu_;
-  std::condition_variable cv_;
   std::optional<int> exit_code_;
   std::string exit_why_;
 };

@@ -27,9 +27,12 @@ img::Status Machine::setup_pci_devices(const MachineConfig& c) {
     bc.read_only = d.read_only;
     bc.direct = d.direct;
     bc.serial = img::strfmt("vmm-disk%zu", i);
-    auto dev = make_virtio_blk_pci(bc, ram_.memory(), *irq_, *ioevents_);
+    auto dev = make_virtio_blk_pci_device(bc, ram_.memory(), *irq_, *ioevents_);
     if (!dev) return img::Unexpected(dev.error().prepend("--disk " + d.path));
-    RETURN_IF_ERROR(pci->add_device(*dev));
+    RETURN_IF_ERROR(pci->add_device(dev->pci));
+    virtio_.push_back(dev->pci);
+    disks_.push_back(Disk{d.path, dev->blk});
+    device_names_.push_back("virtio-blk");
   }
   if (c.rng) {
     virtio::rng::RngOptions o;
@@ -39,6 +42,8 @@ img::Status Machine::setup_pci_devices(const MachineConfig& c) {
     if (!dev) return img::Unexpected(dev.error().prepend("--rng"));
     ASSIGN_OR_RETURN(
         auto p, virtio::VirtioPciDevice::create(std::move(*dev), ram_.memory(), *irq_, *ioevents_));
+    virtio_.push_back(p);
+    device_names_.push_back("virtio-rng");
     RETURN_IF_ERROR(pci->add_device(std::move(p)));
   }
   if (c.console) {
@@ -52,6 +57,8 @@ img::Status Machine::setup_pci_devices(const MachineConfig& c) {
     if (!dev) return img::Unexpected(dev.error().prepend("--console"));
     ASSIGN_OR_RETURN(
         auto p, virtio::VirtioPciDevice::create(std::move(*dev), ram_.memory(), *irq_, *ioevents_));
+    virtio_.push_back(p);
+    device_names_.push_back("virtio-console");
     RETURN_IF_ERROR(pci->add_device(std::move(p)));
   }
   for (const NetSpec& n : c.nets) {

@@ -26,7 +26,7 @@ void LoopEvent::notify() {
 
 QueueServer::QueueServer(std::string name, img::IoLoop& loop, std::vector<ActiveQueue> queues,
                          VirtioInterrupt& irq, ChainHandler& handler)
-    : name_(std::move(name)), loop_(loop), irq_(irq), handler_(handler) {
+    : name_(std::move(name)), loop_(loop), irq_(irq), handler_(handler), idle_(loop) {
   for (auto& aq : queues) {
     queues_.push_back(std::make_unique<QueueCtx>(QueueCtx{std::move(aq)}));
     uint16_t i = queues_.back()->aq.index;
@@ -38,6 +38,7 @@ QueueServer::QueueServer(std::string name, img::IoLoop& loop, std::vector<Active
 QueueServer::~QueueServer() {
   stop();
   if (stop_fd_ >= 0) ::close(stop_fd_);
+  if (pause_fd_ >= 0) ::close(pause_fd_);
 }
 
 img::Status QueueServer::start() {
@@ -46,7 +47,12 @@ img::Status QueueServer::start() {
     stop_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (stop_fd_ < 0) return img::io_error(errno, name_ + ": eventfd");
   }
+  if (pause_fd_ < 0) {
+    pause_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (pause_fd_ < 0) return img::io_error(errno, name_ + ": eventfd");
+  }
   stopping_.store(false);
+  paused_.store(false);
   thread_ = std::thread([this] { thread_main(); });
   return {};
 }
@@ -59,13 +65,71 @@ void QueueServer::stop() {
   // eventfds are what the queue coroutines sleep on; a kick wakes them to see the flag.
   (void)!::write(stop_fd_, &one, sizeof one);
   for (auto& q : queues_) (void)!::write(q->aq.kick_fd, &one, sizeof one);
+  (void)!::write(pause_fd_, &one, sizeof one);
   loop_.wake();
   thread_.join();
+}
+
+img::Status QueueServer::pause() {
+  if (!thread_.joinable() || stopping() || paused()) return {};
+  {
+    std::lock_guard lock(pause_mu_);
+    pause_result_.reset();
+  }
+  paused_.store(true, std::memory_order_release);
+  uint64_t one = 1;
+  (void)!::write(pause_fd_, &one, sizeof one);
+  loop_.wake();
+  std::unique_lock lock(pause_mu_);
+  pause_cv_.wait(lock, [this] { return pause_result_.has_value(); });
+  return *pause_result_;
+}
+
+void QueueServer::resume() {
+  if (!thread_.joinable() || !paused()) return;
+  paused_.store(false, std::memory_order_release);
+  uint64_t one = 1;
+  (void)!::write(pause_fd_, &one, sizeof one);
+  loop_.wake();
+}
+
+void QueueServer::finish_pause(img::Status s) {
+  {
+    std::lock_guard lock(pause_mu_);
+    if (pause_result_) return;
+    pause_result_ = std::move(s);
+  }
+  pause_cv_.notify_all();
+}
+
+img::Task<void> QueueServer::watch_pause() {
+  bool quiesced = false;
+  while (!stopping()) {
+    int r = co_await loop_.poll(pause_fd_, POLLIN);
+    if (r < 0) break;
+    uint64_t count;
+    (void)!::read(pause_fd_, &count, sizeof count);
+    if (stopping()) break;
+    if (paused() && !quiesced) {
+      quiesced = true;
+      img::Status s = co_await handler_.quiesce();
+      finish_pause(std::move(s));
+    } else if (!paused() && quiesced) {
+      quiesced = false;
+      for (auto& q : queues_) drain_avail(*q);  // what the driver made available meanwhile
+    }
+  }
+  finish_pause(img::Status{});  // a pause() racing a stop() must not wait forever
+}
+
+img::Task<void> QueueServer::wait_idle() {
+  while (in_flight_ > 0) co_await idle_.wait();
 }
 
 void QueueServer::thread_main() {
   handler_.started(*this);  // before the first chain: spawn() runs a coroutine at once
   loop_.spawn(watch_stop());
+  loop_.spawn(watch_pause());
   for (auto& q : queues_) loop_.spawn(serve_queue(*q));
   // Runs until every coroutine (queue servers, handler coroutines, requests in flight) is done.
   while (loop_.spawned_running() > 0) loop_.run_once(true);
@@ -90,15 +154,15 @@ img::Task<void> QueueServer::serve_queue(QueueCtx& q) {
     uint64_t count;
     (void)!::read(q.aq.kick_fd, &count, sizeof count);
     if (stopping()) break;
-    drain_avail(q);
+    drain_avail(q);  // does nothing while paused: resume() drains
   }
 }
 
 void QueueServer::drain_avail(QueueCtx& q) {
   Virtqueue& vq = q.aq.queue;
-  while (!q.broken && !stopping()) {
+  while (!q.broken && !stopping() && !paused()) {
     vq.disable_notifications();
-    while (!q.broken) {
+    while (!q.broken && !paused()) {
       auto head = vq.pop_avail();
       if (!head) {
         fail_queue(q.aq.index, head.error().to_string());
@@ -135,7 +199,7 @@ QueueServer::QueueCtx* QueueServer::find(uint16_t queue) {
 void QueueServer::complete(uint16_t queue, uint16_t head, uint32_t len) {
   QueueCtx* q = find(queue);
   if (!q) return;
-  if (in_flight_ > 0) --in_flight_;
+  if (in_flight_ > 0 && --in_flight_ == 0) idle_.notify();
   if (q->broken) return;  // the driver must reset; the ring is not ours to write any more
   q->aq.queue.add_used(head, len);
   if (!q->publish_scheduled) {

@@ -17,14 +17,23 @@
 // already running on the loop finish (drain), and returns only when the thread has exited: after
 // stop() nothing touches guest memory.
 //
-// Thread-safety: start()/stop() from the owning (transport) thread. Everything else, handler
-// callbacks included, runs on the server thread, which has the loop to itself while it runs.
+// pause() (VM pause): stops taking chains off the avail rings, runs ChainHandler::quiesce() on the
+// server thread (blk waits for its requests in flight and flushes the disk) and returns its
+// status; resume() takes chains again, the ones made available meanwhile included. Chains a
+// handler parked (console input, rng tokens) stay parked and may still complete while paused.
+//
+// Thread-safety: start()/stop()/pause()/resume() from the owning (transport) thread. Everything
+// else, handler callbacks included, runs on the server thread, which has the loop to itself while
+// it runs.
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <coroutine>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -49,6 +58,8 @@ class ChainHandler {
   // stop() was called: drop (never complete) the chains the handler parked and let its own
   // coroutines end. Chains already running on the loop may still complete until they finish.
   virtual void stopping() {}
+  // pause(): no new chains come; make the device quiet. The default leaves parked chains parked.
+  virtual img::Task<img::Status> quiesce() { co_return img::Status{}; }
 };
 
 // A one-waiter wake-up for coroutines on one loop: co_await ev.wait() suspends until notify().
@@ -84,6 +95,8 @@ class QueueServer {
 
   img::Status start();
   void stop();
+  img::Status pause();
+  void resume();
 
   // Server thread only.
   img::IoLoop& loop() { return loop_; }
@@ -99,6 +112,9 @@ class QueueServer {
   img::Task<bool> sleep_for(std::chrono::nanoseconds d);
   // Chains handed to the handler and not yet completed (for tests and stop accounting).
   size_t in_flight() const { return in_flight_; }
+  // Waits until no chain is in flight (for a handler's quiesce()).
+  img::Task<void> wait_idle();
+  bool paused() const { return paused_.load(std::memory_order_acquire); }
 
   // Rate-limited log line for errors a guest can provoke at will.
   void log_guest_error(const char* fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -112,6 +128,8 @@ class QueueServer {
   void thread_main();
   img::Task<void> serve_queue(QueueCtx& q);
   img::Task<void> watch_stop();
+  img::Task<void> watch_pause();
+  void finish_pause(img::Status s);
   void drain_avail(QueueCtx& q);
   void handle_head(QueueCtx& q, uint16_t head);
   img::Task<void> publish_later(QueueCtx& q);
@@ -126,6 +144,12 @@ class QueueServer {
   int stop_fd_ = -1;                               // eventfd, signalled once by stop()
   size_t in_flight_ = 0;
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> paused_{false};
+  int pause_fd_ = -1;  // eventfd: pause() or resume() was asked
+  LoopEvent idle_;     // notified when in_flight_ drops to 0
+  std::mutex pause_mu_;
+  std::condition_variable pause_cv_;
+  std::optional<img::Status> pause_result_;  // guarded by pause_mu_
   std::atomic<uint64_t> logged_{0};
   std::thread thread_;
 };

@@ -66,6 +66,10 @@ class VirtioDevice {
   virtual img::Status activate(ActivateArgs args) = 0;
   // Stop serving (complete or drain what is in flight) and forget the queues.
   virtual void reset() = 0;
+  // VM pause while active: take no new chains, finish (drain) what is in flight and make it
+  // durable; resume() serves the queues again. The defaults suit a device with no queue server.
+  virtual img::Status pause() { return {}; }
+  virtual void resume() {}
 };
 
 }  // namespace vmm::virtio

@@ -145,6 +145,16 @@ uint8_t VirtioPciDevice::device_status() const {
   return static_cast<uint8_t>(status_ | (needs_reset_.load() ? kStatusNeedsReset : 0));
 }
 
+img::Status VirtioPciDevice::pause() {
+  std::lock_guard lock(mu_);
+  return active_ ? device_->pause() : img::Status{};
+}
+
+void VirtioPciDevice::resume() {
+  std::lock_guard lock(mu_);
+  if (active_) device_->resume();
+}
+
 void VirtioPciDevice::config_written(uint32_t offset, uint32_t len) {
   msix_.config_written(config_space(), offset, len);
 }

@@ -53,6 +53,9 @@ class VirtioPciDevice final : public PciDevice, private VirtioInterrupt {
   void bar_placed(unsigned bar, uint64_t addr) override;
 
   uint8_t device_status() const;
+  // VM pause/resume (VirtioDevice::pause): a device the driver has not started has nothing to do.
+  img::Status pause();
+  void resume();
   VirtioDevice& device() { return *device_; }
   Msix& msix() { return msix_; }
 

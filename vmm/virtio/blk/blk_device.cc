@@ -91,8 +91,14 @@ img::Status BlkDevice::activate(ActivateArgs args) {
   limits.discard = args.features & feature(kFDiscard);
   limits.write_zeroes = args.features & feature(kFWriteZeroes);
   worker_ = std::make_unique<BlkWorker>(*loop_, *disk_, limits, opts_.serial,
-                                        std::move(args.queues), *args.irq);
+                                        std::move(args.queues), *args.irq, stats_);
   return worker_->start();
+}
+
+img::Status BlkDevice::pause() { return worker_ ? worker_->pause() : img::Status{}; }
+
+void BlkDevice::resume() {
+  if (worker_) worker_->resume();
 }
 
 void BlkDevice::reset() {

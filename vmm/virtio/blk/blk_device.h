@@ -49,8 +49,14 @@ class BlkDevice final : public VirtioDevice {
   void write_config(uint32_t offset, std::span<const uint8_t> data) override;
   img::Status activate(ActivateArgs args) override;
   void reset() override;
+  img::Status pause() override;
+  void resume() override;
 
   const Limits& limits() const { return limits_; }
+  const BlkStats& stats() const { return stats_; }
+  uint64_t size() const { return disk_->size(); }
+  const char* format_name() const { return disk_->format_name(); }
+  bool read_only() const { return opts_.read_only; }
 
  private:
   BlkDevice(std::unique_ptr<img::IoLoop> loop, std::unique_ptr<img::BlockDriver> disk,
@@ -62,6 +68,7 @@ class BlkDevice final : public VirtioDevice {
   uint64_t features_ = 0;
   Limits limits_;
   std::vector<uint8_t> config_;
+  BlkStats stats_;
   std::unique_ptr<BlkWorker> worker_;
 };
 

@@ -6,10 +6,9 @@
 
 namespace vmm {
 
-img::Result<std::shared_ptr<PciDevice>> make_virtio_blk_pci(const BlkConfig& config,
-                                                            const GuestMemory& memory,
-                                                            InterruptController& irq,
-                                                            IoEventRegistry& ioevents) {
+img::Result<BlkPci> make_virtio_blk_pci_device(const BlkConfig& config, const GuestMemory& memory,
+                                               InterruptController& irq,
+                                               IoEventRegistry& ioevents) {
   img::IoLoop::Options lo;
   lo.force_sync_fallback = config.force_sync_io;
   ASSIGN_OR_RETURN(auto loop, img::IoLoop::create(lo));
@@ -24,9 +23,18 @@ img::Result<std::shared_ptr<PciDevice>> make_virtio_blk_pci(const BlkConfig& con
   bo.num_queues = config.num_queues;
   bo.read_only = config.read_only;
   ASSIGN_OR_RETURN(auto dev, virtio::blk::BlkDevice::create(std::move(loop), std::move(*disk), bo));
+  const virtio::blk::BlkDevice* blk = dev.get();
   ASSIGN_OR_RETURN(auto pci,
                    virtio::VirtioPciDevice::create(std::move(dev), memory, irq, ioevents));
-  return std::shared_ptr<PciDevice>(std::move(pci));
+  return BlkPci{std::move(pci), blk};
+}
+
+img::Result<std::shared_ptr<PciDevice>> make_virtio_blk_pci(const BlkConfig& config,
+                                                            const GuestMemory& memory,
+                                                            InterruptController& irq,
+                                                            IoEventRegistry& ioevents) {
+  ASSIGN_OR_RETURN(BlkPci d, make_virtio_blk_pci_device(config, memory, irq, ioevents));
+  return std::shared_ptr<PciDevice>(std::move(d.pci));
 }
 
 }  // namespace vmm

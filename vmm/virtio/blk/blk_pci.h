@@ -25,7 +25,23 @@ struct BlkConfig {
   bool force_sync_io = false;
 };
 
+namespace virtio {
+class VirtioPciDevice;
+namespace blk {
+class BlkDevice;
+}
+}  // namespace virtio
+
+// The PCI function and the BlkDevice inside it (for its size, format and counters); blk lives as
+// long as pci.
+struct BlkPci {
+  std::shared_ptr<virtio::VirtioPciDevice> pci;
+  const virtio::blk::BlkDevice* blk = nullptr;
+};
+
 // memory, irq and ioevents must outlive the device.
+img::Result<BlkPci> make_virtio_blk_pci_device(const BlkConfig& config, const GuestMemory& memory,
+                                               InterruptController& irq, IoEventRegistry& ioevents);
 img::Result<std::shared_ptr<PciDevice>> make_virtio_blk_pci(const BlkConfig& config,
                                                             const GuestMemory& memory,
                                                             InterruptController& irq,

@@ -8,10 +8,12 @@
 namespace vmm::virtio::blk {
 
 BlkWorker::BlkWorker(img::IoLoop& loop, img::BlockDriver& disk, const Limits& limits,
-                     std::string serial, std::vector<ActiveQueue> queues, VirtioInterrupt& irq)
+                     std::string serial, std::vector<ActiveQueue> queues, VirtioInterrupt& irq,
+                     BlkStats& stats)
     : disk_(disk),
       limits_(limits),
       serial_(std::move(serial)),
+      stats_(stats),
       server_("virtio-blk", loop, std::move(queues), irq, *this) {}
 
 BlkWorker::~BlkWorker() { server_.stop(); }
@@ -28,6 +30,11 @@ img::Status BlkWorker::handle_chain(uint16_t queue, DescriptorChain chain) {
   }
   server_.loop().spawn(run_request(queue, chain.head, std::move(*req)));
   return {};
+}
+
+img::Task<img::Status> BlkWorker::quiesce() {
+  co_await server_.wait_idle();
+  co_return co_await disk_.flush();
 }
 
 img::Task<img::Status> BlkWorker::execute(Request& req) {
@@ -65,6 +72,34 @@ img::Task<img::Status> BlkWorker::execute(Request& req) {
   co_return img::Status{};
 }
 
+void BlkWorker::count(const Request& req, bool ok) {
+  auto add = [](std::atomic<uint64_t>& c, uint64_t n) {
+    c.fetch_add(n, std::memory_order_relaxed);
+  };
+  if (!ok) add(stats_.errors, 1);
+  switch (req.type) {
+    case RequestType::kIn:
+      add(stats_.reads, 1);
+      if (ok) add(stats_.read_bytes, req.data_len);
+      break;
+    case RequestType::kOut:
+      add(stats_.writes, 1);
+      if (ok) add(stats_.write_bytes, req.data_len);
+      break;
+    case RequestType::kFlush:
+      add(stats_.flushes, 1);
+      break;
+    case RequestType::kDiscard:
+      add(stats_.discards, 1);
+      break;
+    case RequestType::kWriteZeroes:
+      add(stats_.write_zeroes, 1);
+      break;
+    case RequestType::kGetId:
+      break;
+  }
+}
+
 img::Task<void> BlkWorker::run_request(uint16_t queue, uint16_t head, Request req) {
   img::Status s = co_await execute(req);
   uint8_t code = kSOk;
@@ -74,6 +109,7 @@ img::Task<void> BlkWorker::run_request(uint16_t queue, uint16_t head, Request re
     code = kSIoErr;
     len = 1;
   }
+  count(req, s.has_value());
   __atomic_store_n(req.status, code, __ATOMIC_RELAXED);  // ordered by the used index release
   server_.complete(queue, head, len);
 }

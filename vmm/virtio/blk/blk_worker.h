@@ -12,6 +12,7 @@
 // server thread, which has the loop and the driver to itself while it runs.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,27 +25,42 @@
 
 namespace vmm::virtio::blk {
 
+// Per-disk request counters (the control socket's disk-stats), kept by the device across resets.
+// Counted when a request completes; bytes only for requests that succeeded.
+struct BlkStats {
+  std::atomic<uint64_t> reads{0}, read_bytes{0};
+  std::atomic<uint64_t> writes{0}, write_bytes{0};
+  std::atomic<uint64_t> flushes{0}, discards{0}, write_zeroes{0};
+  std::atomic<uint64_t> errors{0};  // requests that completed with IOERR
+};
+
 class BlkWorker final : public ChainHandler {
  public:
   BlkWorker(img::IoLoop& loop, img::BlockDriver& disk, const Limits& limits, std::string serial,
-            std::vector<ActiveQueue> queues, VirtioInterrupt& irq);
+            std::vector<ActiveQueue> queues, VirtioInterrupt& irq, BlkStats& stats);
   ~BlkWorker() override;
   BlkWorker(const BlkWorker&) = delete;
   BlkWorker& operator=(const BlkWorker&) = delete;
 
   img::Status start() { return server_.start(); }
   void stop() { server_.stop(); }
+  img::Status pause() { return server_.pause(); }
+  void resume() { server_.resume(); }
 
   // ChainHandler.
   img::Status handle_chain(uint16_t queue, DescriptorChain chain) override;
+  // Waits for every request in flight, then flushes the disk.
+  img::Task<img::Status> quiesce() override;
 
  private:
   img::Task<void> run_request(uint16_t queue, uint16_t head, Request req);
   img::Task<img::Status> execute(Request& req);
+  void count(const Request& req, bool ok);
 
   img::BlockDriver& disk_;
   const Limits limits_;
   const std::string serial_;
+  BlkStats& stats_;
   QueueServer server_;  // last: stopped (and its thread joined) before the members above go
 };
 

@@ -26,6 +26,8 @@ class ConsoleWorker final : public ChainHandler {
   ~ConsoleWorker() override { server_.stop(); }
 
   img::Status start() { return server_.start(); }
+  img::Status pause() { return server_.pause(); }
+  void resume() { server_.resume(); }
 
   void started(QueueServer& s) override {
     s.loop().spawn(writer());
@@ -188,5 +190,11 @@ img::Status ConsoleDevice::activate(ActivateArgs args) {
 }
 
 void ConsoleDevice::reset() { worker_.reset(); }
+
+img::Status ConsoleDevice::pause() { return worker_ ? worker_->pause() : img::Status{}; }
+
+void ConsoleDevice::resume() {
+  if (worker_) worker_->resume();
+}
 
 }  // namespace vmm::virtio::console

@@ -64,6 +64,8 @@ class ConsoleDevice final : public VirtioDevice {
   void write_config(uint32_t offset, std::span<const uint8_t> data) override;
   img::Status activate(ActivateArgs args) override;
   void reset() override;
+  img::Status pause() override;
+  void resume() override;
 
  private:
   ConsoleDevice(std::unique_ptr<img::IoLoop> loop, std::unique_ptr<ConsoleHost> host,

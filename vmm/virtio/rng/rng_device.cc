@@ -26,6 +26,8 @@ class RngWorker final : public ChainHandler {
   ~RngWorker() override { server_.stop(); }
 
   img::Status start() { return server_.start(); }
+  img::Status pause() { return server_.pause(); }
+  void resume() { server_.resume(); }
 
   void started(QueueServer& s) override { s.loop().spawn(filler()); }
 
@@ -123,5 +125,11 @@ img::Status RngDevice::activate(ActivateArgs args) {
 }
 
 void RngDevice::reset() { worker_.reset(); }
+
+img::Status RngDevice::pause() { return worker_ ? worker_->pause() : img::Status{}; }
+
+void RngDevice::resume() {
+  if (worker_) worker_->resume();
+}
 
 }  // namespace vmm::virtio::rng

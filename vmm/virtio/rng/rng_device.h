@@ -44,6 +44,8 @@ class RngDevice final : public VirtioDevice {
   void write_config(uint32_t, std::span<const uint8_t>) override {}
   img::Status activate(ActivateArgs args) override;
   void reset() override;
+  img::Status pause() override;
+  void resume() override;
 
  private:
   RngDevice(std::unique_ptr<img::IoLoop> loop, const RngOptions& opts);

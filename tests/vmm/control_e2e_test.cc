@@ -1,0 +1,289 @@
+// End to end under KVM: `vmm run --control PATH` with the freestanding test guest in its counter
+// mode ("GUEST: tick N" on COM1). pause stops the counter and resume restarts it, info and
+// disk-stats report what the command line and the guest's disk checks did, shutdown reaches the
+// guest (Ctrl-Alt-Del on the i8042 -> the guest powers off), destroy and a shutdown timeout end
+// the VM with exit code 6, SIGTERM with 130, and a client that vanishes does not kill the VM.
+// Skipped, with the reason, when /dev/kvm is missing or not accessible.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "img/bytes.h"
+#include "run_shell.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using Json = nlohmann::json;
+using vmm_test::slurp;
+
+class ControlE2eTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (access("/dev/kvm", F_OK) != 0) GTEST_SKIP() << "/dev/kvm is missing";
+    if (access("/dev/kvm", R_OK | W_OK) != 0)
+      GTEST_SKIP() << "/dev/kvm is not read/write for this user";
+    const char* d = std::getenv("IMG_TEST_TMPDIR");
+    dir_ = std::string((d && *d) ? d : "/tmp") + "/vmm_ctl_e2e_" + std::to_string(getpid()) + "_" +
+           ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    fs::create_directories(dir_);
+    // A unix socket path has at most 107 bytes: the socket lives in a short folder of its own.
+    char tmpl[] = "/tmp/vmmctl.XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    sock_dir_ = tmpl;
+    sock_ = sock_dir_ + "/ctl.sock";
+    serial_ = dir_ + "/serial.txt";
+  }
+  void TearDown() override {
+    if (fd_ >= 0) close(fd_);
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    if (!sock_dir_.empty()) fs::remove_all(sock_dir_);
+    if (!dir_.empty() && !HasFailure()) fs::remove_all(dir_);
+  }
+
+  // Starts vmm run in the background with the control socket and serial in dir_.
+  void start(const std::vector<std::string>& extra) {
+    std::vector<std::string> args = {VMM_BINARY,        "run",       "--memory", "64M", "--serial",
+                                     "file:" + serial_, "--control", sock_};
+    args.insert(args.end(), extra.begin(), extra.end());
+    pid_ = fork();
+    ASSERT_GE(pid_, 0);
+    if (pid_ == 0) {
+      int out = open((dir_ + "/out.txt").c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0600);
+      int err = open((dir_ + "/err.txt").c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0600);
+      dup2(out, 1);
+      dup2(err, 2);
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    // The socket exists once set-up is done; connect and read the greeting.
+    for (int i = 0; i < 300 && fd_ < 0; ++i) {
+      int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_un a{};
+      a.sun_family = AF_UNIX;
+      std::strncpy(a.sun_path, sock_.c_str(), sizeof a.sun_path - 1);
+      if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+        fd_ = fd;
+      } else {
+        close(fd);
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    }
+    ASSERT_GE(fd_, 0) << "no control socket; stderr: " << slurp(dir_ + "/err.txt");
+    Json g = Json::parse(read_line());
+    ASSERT_EQ(g["greeting"]["protocol"], "vmm-control");
+  }
+  std::string read_line() {
+    std::string s;
+    char c;
+    while (true) {
+      pollfd p{fd_, POLLIN, 0};
+      if (poll(&p, 1, 20000) <= 0 || read(fd_, &c, 1) != 1) return s;
+      if (c == '\n') return s;
+      s += c;
+    }
+  }
+  Json cmd(const std::string& name, Json args = nullptr) {
+    Json req = {{"execute", name}};
+    if (!args.is_null()) req["arguments"] = args;
+    std::string line = req.dump() + "\n";
+    EXPECT_EQ(write(fd_, line.data(), line.size()), static_cast<ssize_t>(line.size()));
+    std::string r = read_line();
+    Json j = Json::parse(r, nullptr, false);
+    EXPECT_FALSE(j.is_discarded()) << "reply '" << r << "'";
+    return j;
+  }
+  // The last "GUEST: tick N" on the serial port, or -1.
+  long last_tick() {
+    std::string s = slurp(serial_);
+    size_t at = s.rfind("GUEST: tick ");
+    if (at == std::string::npos) return -1;
+    size_t end = s.find('\n', at);
+    if (end == std::string::npos) {  // the line is being written: take the one before
+      if (at == 0) return -1;
+      at = s.rfind("GUEST: tick ", at - 1);
+      if (at == std::string::npos) return -1;
+    }
+    return std::stol(s.substr(at + 12));
+  }
+  bool wait_ticks_above(long n, int seconds) {
+    for (int i = 0; i < seconds * 20; ++i) {
+      if (last_tick() > n) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+  // Waits for vmm to end; its exit code, or -1 after `seconds`.
+  int wait_exit(int seconds) {
+    for (int i = 0; i < seconds * 20; ++i) {
+      int st;
+      if (waitpid(pid_, &st, WNOHANG) == pid_) {
+        pid_ = -1;
+        return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return -1;
+  }
+  std::string err() { return slurp(dir_ + "/err.txt"); }
+
+  std::string dir_, sock_dir_, sock_, serial_;
+  pid_t pid_ = -1;
+  int fd_ = -1;
+};
+
+TEST_F(ControlE2eTest, PauseStopsTheGuestResumeRestartsItInfoAndStatsAreSane) {
+  if (std::system("command -v qemu-img >/dev/null && command -v qemu-io >/dev/null") != 0) {
+    GTEST_SKIP() << "qemu-img/qemu-io not installed";
+  }
+  std::string img = dir_ + "/disk.qcow2";
+  ASSERT_EQ(0, std::system(("qemu-img create -q -f qcow2 " + img + " 64M").c_str()));
+  // The pattern the guest's virtio-blk checks expect to find (as in e2e_guest_test.cc).
+  ASSERT_EQ(
+      0, std::system(("qemu-io -f qcow2 -c 'write -P 0x5a 0 1M' " + img + " >/dev/null").c_str()));
+  ASSERT_NO_FATAL_FAILURE(
+      start({"--kernel", VMM_TEST_GUEST, "--cpus", "2", "--cmdline", "counter", "--disk", img}));
+  ASSERT_TRUE(wait_ticks_above(5, 60)) << slurp(serial_) << err();
+  ASSERT_NE(slurp(serial_).find("GUEST: PASS"), std::string::npos) << slurp(serial_);
+
+  Json info = cmd("info")["return"];
+  EXPECT_EQ(info["state"], "running");
+  EXPECT_EQ(info["vcpus"], 2);
+  EXPECT_EQ(info["memory"], 64 << 20);
+  EXPECT_GT(info["uptime_s"].get<double>(), 0);
+  ASSERT_EQ(info["disks"].size(), 1u);
+  EXPECT_EQ(info["disks"][0]["path"], img);
+  EXPECT_EQ(info["disks"][0]["format"], "qcow2");
+  EXPECT_EQ(info["disks"][0]["size"], 64 << 20);
+  EXPECT_EQ(info["disks"][0]["read_only"], false);
+  EXPECT_NE(std::find(info["devices"].begin(), info["devices"].end(), "virtio-blk"),
+            info["devices"].end());
+
+  // The guest's virtio-blk checks read, wrote and flushed (guest.c / virtio_blk.c).
+  Json st = cmd("disk-stats")["return"]["disks"][0];
+  EXPECT_GT(st["reads"].get<uint64_t>(), 0u);
+  EXPECT_GT(st["writes"].get<uint64_t>(), 0u);
+  EXPECT_GT(st["write_bytes"].get<uint64_t>(), 0u);
+  EXPECT_GT(st["flushes"].get<uint64_t>(), 0u);
+  EXPECT_EQ(st["errors"], 0);
+
+  EXPECT_EQ(cmd("pause"), Json({{"return", Json::object()}}));
+  EXPECT_EQ(cmd("info")["return"]["state"], "paused");
+  long a = last_tick();
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));  // ~15 ticks when running
+  EXPECT_EQ(last_tick(), a) << "the counter moved while paused";
+  EXPECT_EQ(cmd("pause")["error"]["class"], "WrongState");
+  EXPECT_EQ(cmd("shutdown")["error"]["class"], "WrongState");
+  // The disk was flushed by pause: qemu-img can read it consistently while the VM is paused.
+  EXPECT_EQ(0, std::system(("qemu-img check -q -U " + img).c_str()));
+
+  EXPECT_EQ(cmd("resume"), Json({{"return", Json::object()}}));
+  EXPECT_TRUE(wait_ticks_above(a + 3, 20)) << "the counter did not go on after resume";
+  EXPECT_EQ(cmd("resume")["error"]["class"], "WrongState");
+  EXPECT_EQ(cmd("info")["return"]["state"], "running");
+
+  EXPECT_EQ(cmd("destroy"), Json({{"return", Json::object()}}));
+  EXPECT_EQ(wait_exit(20), 6) << err();
+  EXPECT_NE(err().find("destroyed over the control socket"), std::string::npos) << err();
+  EXPECT_FALSE(fs::exists(sock_)) << "the socket is removed when the VM ends";
+  EXPECT_EQ(0, std::system(("qemu-img check -q " + img).c_str()));
+}
+
+TEST_F(ControlE2eTest, ShutdownReachesTheGuestWhichPowersOff) {
+  ASSERT_NO_FATAL_FAILURE(start({"--kernel", VMM_TEST_GUEST, "--cmdline", "nodisk counter"}));
+  ASSERT_TRUE(wait_ticks_above(2, 60)) << slurp(serial_) << err();
+  EXPECT_EQ(cmd("shutdown", {{"timeout", 30}}), Json({{"return", Json::object()}}));
+  EXPECT_EQ(wait_exit(30), 0) << err();
+  EXPECT_NE(slurp(serial_).find("GUEST: ctrl-alt-del, powering off"), std::string::npos);
+  EXPECT_NE(err().find("guest powered off (ACPI S5) after a shutdown request"), std::string::npos)
+      << err();
+}
+
+// A guest that ignores Ctrl-Alt-Del (it spins: `jmp .`) is destroyed when the timeout runs out;
+// a paused VM can be destroyed; a client that vanishes mid-reply leaves the VM running.
+TEST_F(ControlE2eTest, ShutdownTimeoutDestroysAndVanishingClientsDoNotKillTheVm) {
+  std::vector<uint8_t> f(0x1000, 0);
+  std::memcpy(&f[0],
+              "\x7f"
+              "ELF\x02\x01\x01",
+              7);
+  f[16] = 2;
+  f[18] = 62;
+  img::store_le64(&f[24], 0x200000);
+  img::store_le64(&f[32], 64);
+  f[54] = 56;
+  f[56] = 1;
+  img::store_le32(&f[64], 1);
+  img::store_le64(&f[64 + 8], 0x800);
+  img::store_le64(&f[64 + 24], 0x200000);
+  img::store_le64(&f[64 + 32], 2);
+  img::store_le64(&f[64 + 40], 2);
+  f[0x800] = 0xeb;  // jmp .
+  f[0x801] = 0xfe;
+  std::string spin = dir_ + "/spin.elf";
+  std::ofstream(spin, std::ios::binary).write(reinterpret_cast<char*>(f.data()), f.size());
+  ASSERT_NO_FATAL_FAILURE(start({"--kernel", spin}));
+
+  // Many requests, then gone without reading: vmm writes into a dead socket (EPIPE, no SIGPIPE).
+  std::string many;
+  for (int i = 0; i < 5000; ++i) many += "{\"execute\":\"info\"}\n";
+  ASSERT_EQ(write(fd_, many.data(), many.size()), static_cast<ssize_t>(many.size()));
+  close(fd_);
+  fd_ = -1;
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_EQ(wait_exit(0), -1) << "vmm died: " << err();
+  // Reconnect (the old client may take a moment to be dropped).
+  for (int i = 0; i < 100; ++i) {
+    fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, sock_.c_str(), sizeof a.sun_path - 1);
+    ASSERT_EQ(connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    if (read_line().find("greeting") != std::string::npos) break;
+    close(fd_);
+    fd_ = -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_GE(fd_, 0);
+  EXPECT_EQ(cmd("bogus")["error"]["class"], "CommandNotFound");
+  EXPECT_EQ(cmd("shutdown", {{"timeout", "soon"}})["error"]["class"], "InvalidArgument");
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(cmd("shutdown", {{"timeout", 0.5}}), Json({{"return", Json::object()}}));
+  EXPECT_EQ(wait_exit(20), 6) << err();
+  double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_GE(took, 0.5);
+  EXPECT_NE(err().find("the guest did not shut down within 0.5 s: destroyed"), std::string::npos)
+      << err();
+}
+
+TEST_F(ControlE2eTest, SigtermStopsAPausedVmCleanly) {
+  ASSERT_NO_FATAL_FAILURE(start({"--kernel", VMM_TEST_GUEST, "--cmdline", "nodisk counter"}));
+  ASSERT_TRUE(wait_ticks_above(1, 60)) << slurp(serial_) << err();
+  EXPECT_EQ(cmd("pause"), Json({{"return", Json::object()}}));
+  kill(pid_, SIGTERM);
+  EXPECT_EQ(wait_exit(20), 130) << err();
+  EXPECT_NE(err().find("stopped by signal 15"), std::string::npos) << err();
+}
+
+}  // namespace

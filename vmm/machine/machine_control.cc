@@ -1,0 +1,144 @@
+// The control socket's commands on a running Machine (docs/vmm-control.md). They run on the
+// run() thread, between the main loop's events; each returns a reply object or a ControlError.
+//
+// shutdown and reboot press Ctrl-Alt-Del on the i8042 keyboard, as Firecracker's SendCtrlAltDel
+// does: our ACPI is hardware-reduced (FADT flag HW_REDUCED_ACPI), which has no fixed power
+// button, and a power button through a Generic Event Device would need an AML _EVT method and a
+// userspace daemon (acpid, logind) to act on KEY_POWER, while the kernel acts on Ctrl-Alt-Del by
+// itself (Linux: reboot, or SIGINT to init when init asked for it). The VM ends when the guest
+// resets or powers off; vmm has no reset in place yet, so a reboot ends the process too (exit 0).
+#include <sys/epoll.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "machine/machine.h"
+#include "virtio/blk/blk_device.h"
+#include "virtio/virtio_pci.h"
+
+namespace vmm {
+namespace {
+
+const char* state_name(bool paused) { return paused ? "paused" : "running"; }
+
+}  // namespace
+
+void Machine::add_commands() {
+  using api::Json;
+  dispatcher_.add("info", {}, [this](const Json&) { return info(); });
+  dispatcher_.add("disk-stats", {}, [this](const Json&) { return disk_stats(); });
+  dispatcher_.add("pause", {}, [this](const Json&) { return pause(); });
+  dispatcher_.add("resume", {}, [this](const Json&) { return resume(); });
+  dispatcher_.add("shutdown", {"timeout"}, [this](const Json& a) { return shutdown(a, false); });
+  dispatcher_.add("reboot", {"timeout"}, [this](const Json& a) { return shutdown(a, true); });
+  dispatcher_.add("destroy", {}, [this](const Json&) -> api::CommandResult {
+    request_exit(kExitDestroyed, "destroyed over the control socket");
+    return Json::object();
+  });
+}
+
+api::CommandResult Machine::info() const {
+  using api::Json;
+  Json disks = Json::array();
+  for (size_t i = 0; i < disks_.size(); ++i) {
+    const Disk& d = disks_[i];
+    disks.push_back({{"index", i},
+                     {"path", d.path},
+                     {"format", d.blk->format_name()},
+                     {"size", d.blk->size()},
+                     {"read_only", d.blk->read_only()}});
+  }
+  double uptime =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+  return Json{{"state", state_name(state_ == RunState::kPaused)},
+              {"shutdown_requested", shutdown_requested_},
+              {"vcpus", cpus_},
+              {"memory", memory_},
+              {"uptime_s", uptime},
+              {"disks", std::move(disks)},
+              {"devices", device_names_}};
+}
+
+api::CommandResult Machine::disk_stats() const {
+  using api::Json;
+  Json disks = Json::array();
+  for (size_t i = 0; i < disks_.size(); ++i) {
+    const virtio::blk::BlkStats& s = disks_[i].blk->stats();
+    disks.push_back({{"index", i},
+                     {"path", disks_[i].path},
+                     {"reads", s.reads.load()},
+                     {"read_bytes", s.read_bytes.load()},
+                     {"writes", s.writes.load()},
+                     {"write_bytes", s.write_bytes.load()},
+                     {"flushes", s.flushes.load()},
+                     {"discards", s.discards.load()},
+                     {"write_zeroes", s.write_zeroes.load()},
+                     {"errors", s.errors.load()}});
+  }
+  return Json{{"disks", std::move(disks)}};
+}
+
+api::CommandResult Machine::pause() {
+  if (state_ == RunState::kPaused)
+    return std::unexpected(api::wrong_state("the VM is already paused"));
+  // vCPUs first, so no new notification arrives; then the devices drain and flush.
+  for (auto& v : vcpus_) v->pause();
+  for (auto& d : virtio_) {
+    if (auto s = d->pause(); !s) {
+      for (auto& r : virtio_) r->resume();
+      for (auto& v : vcpus_) v->resume();
+      return std::unexpected(api::internal_error("pause: " + s.error().to_string()));
+    }
+  }
+  state_ = RunState::kPaused;
+  return api::Json::object();
+}
+
+api::CommandResult Machine::resume() {
+  if (state_ != RunState::kPaused) return std::unexpected(api::wrong_state("the VM is not paused"));
+  for (auto& d : virtio_) d->resume();
+  for (auto& v : vcpus_) v->resume();
+  state_ = RunState::kRunning;
+  return api::Json::object();
+}
+
+api::CommandResult Machine::shutdown(const api::Json& args, bool reboot) {
+  auto timeout = api::number_arg(args, "timeout", 0, 86400);
+  if (!timeout) return std::unexpected(timeout.error());
+  if (state_ == RunState::kPaused) {
+    return std::unexpected(
+        api::wrong_state("the VM is paused and cannot react: resume it first, or destroy it"));
+  }
+  shutdown_requested_ = true;
+  {
+    std::lock_guard lock(mu_);
+    shutdown_note_ = reboot ? " after a reboot request" : " after a shutdown request";
+  }
+  i8042_->press_ctrl_alt_del();
+  if (*timeout) {
+    // After the timeout the VM is destroyed: a guest that ignores the key does not keep running.
+    if (shutdown_timer_.get() < 0) {
+      shutdown_timer_ = Fd(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+      if (shutdown_timer_.get() < 0) {
+        return std::unexpected(api::internal_error(img::strfmt("timerfd: %s", strerror(errno))));
+      }
+      auto st = loop_->add(shutdown_timer_.get(), EPOLLIN, [this](uint32_t) {
+        request_exit(
+            kExitDestroyed,
+            img::strfmt("the guest did not shut down within %g s: destroyed", shutdown_timeout_s_));
+      });
+      if (!st) return std::unexpected(api::internal_error(st.error().to_string()));
+    }
+    shutdown_timeout_s_ = **timeout;
+    itimerspec its{};
+    int64_t ns = static_cast<int64_t>(**timeout * 1e9);
+    its.it_value.tv_sec = ns / 1000000000;
+    its.it_value.tv_nsec = ns % 1000000000;
+    if (ns == 0) its.it_value.tv_nsec = 1;  // 0 would disarm: destroy at once
+    ::timerfd_settime(shutdown_timer_.get(), 0, &its, nullptr);
+  }
+  return api::Json::object();
+}
+
+}  // namespace vmm
