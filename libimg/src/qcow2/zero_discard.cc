@@ -21,7 +21,15 @@ Task<Status> Qcow2Image::make_empty() {
   // qemu's qcow2_make_empty: a full discard of the whole image (every entry unallocated, zero
   // flags included, L2 tables shared with a snapshot copied first), then the file cut after the
   // last cluster still in use.
-  CO_RETURN_IF_ERROR(co_await zero_or_discard(0, h_.size, true, true, /*full=*/true));
+  // Only the ranges that have an L2 table hold anything: the cost follows the tables, not the
+  // virtual size (a 1 TiB overlay has 2048 L1 entries and maybe one table).
+  const uint64_t span = l2_entries_ << cluster_bits_;
+  for (uint64_t i = 0; i < l1_.size(); ++i) {
+    if ((l1_[i] & kL1OffsetMask) == 0 || i * span >= h_.size) continue;
+    uint64_t off = i * span;
+    uint64_t len = std::min(span, h_.size - off);
+    CO_RETURN_IF_ERROR(co_await zero_or_discard(off, len, true, true, /*full=*/true));
+  }
   co_return co_await truncate_unused_tail();
 }
 
