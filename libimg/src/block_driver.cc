@@ -35,6 +35,14 @@ Task<Status> BlockDriver::resize(uint64_t new_size, const ResizeOptions& opts) {
   co_return not_supported(strfmt("%s: This image does not support resize", format_name()));
 }
 
+Task<Status> BlockDriver::make_empty() {
+  co_return not_supported(strfmt("emptying is not supported by the %s format", format_name()));
+}
+
+Task<Status> BlockDriver::set_backing_file(const std::string&, const std::string&) {
+  co_return not_supported(strfmt("the %s format cannot record a backing file", format_name()));
+}
+
 Status BlockDriver::check_range(const char* op, uint64_t off, uint64_t len) const {
   uint64_t sz = size();
   if (off > sz || len > sz - off) {

@@ -10,6 +10,9 @@ namespace {
 
 constexpr imgcli::Command kCommands[] = {
     {"check", "check the image for consistency (and repair it with -r)", imgcli::run_check},
+    {"clone", "make a new image from SRC: an overlay on it (--linked) or a copy (--full)",
+     imgcli::run_clone},
+    {"commit", "write an overlay's data into its backing file", imgcli::run_commit},
     {"compare", "compare the contents of two images", imgcli::run_compare},
     {"convert", "copy an image into a new one, possibly of another format", imgcli::run_convert},
     {"create", "create a new image", imgcli::run_create},
@@ -17,6 +20,7 @@ constexpr imgcli::Command kCommands[] = {
     {"info", "show facts about an image", imgcli::run_info},
     {"map", "show where the data of an image lies, through its backing chain", imgcli::run_map},
     {"measure", "compute the file size a new image needs", imgcli::run_measure},
+    {"rebase", "change the backing file of an image", imgcli::run_rebase},
     {"resize", "change the virtual size of an image", imgcli::run_resize},
     {"snapshot", "list, create, apply or delete internal snapshots", imgcli::run_snapshot},
 };

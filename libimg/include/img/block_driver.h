@@ -97,6 +97,18 @@ class BlockDriver {
   // used afterwards; destroying an open driver without close() loses only unflushed writes.
   virtual Task<Status> close() = 0;
 
+  // Makes every cluster unallocated, so that the whole image reads from its backing image again
+  // (or as zeros without one), and gives the space back: qemu's bdrv_make_empty, what qemu-img
+  // commit does to the top image. REQUIRES: no other request in flight. kNotSupported where the
+  // format has no notion of allocation (raw; the default).
+  virtual Task<Status> make_empty();
+  // Records name (and format, "" for none) as the image's backing file in its header, or no
+  // backing file when name is empty: qemu's bdrv_change_backing_file (qemu-img rebase, and commit
+  // -b's chain update). The backing image this driver has open, if any, stays what it reads from
+  // until the image is opened again. kNotSupported where the format has no backing file (raw;
+  // the default).
+  virtual Task<Status> set_backing_file(const std::string& name, const std::string& format);
+
   // Stores [off, off+len) compressed, one cluster at a time (qemu-img convert -c). REQUIRES: off
   // is a multiple of compressed_cluster_size(), and len is too or the range ends in the image's
   // last 512-byte sector (the last, partial cluster: what follows the range reads as zeros). A

@@ -6,6 +6,8 @@
 //                  default), optionally compressing every data cluster (-c) on a thread pool.
 //   create_image   makes a new raw or qcow2 file.
 //   resize_image   qemu-img resize's checks, then BlockDriver::resize.
+//   commit         qemu-img commit's copy of an overlay's data into an image below it.
+//   rebase_copy    qemu-img rebase's safe mode: what a new backing file would change, copied up.
 //   parse_size, parse_create_options
 //                  qemu-img's size strings ("1.5G") and -o key=value,... create options.
 //
@@ -84,6 +86,33 @@ Task<Result<ConvertStats>> convert(IoLoop& loop, BlockDriver& src, BlockDriver& 
 
 // True if all len bytes at p are zero.
 bool is_zero(const void* p, size_t len);
+
+// ---- commit and rebase ---------------------------------------------------------------------
+
+// qemu-img commit's copy: writes what the images above base hold (top, then each backing image
+// down to, not including, top's base_depth-th one) into base, through convert's run walk, so
+// the cost follows their data: their data ranges are read through top and written as data,
+// their zero clusters become zeros in base, and what none of them holds is not touched. base
+// is that chain layer opened read-write on its own (the chain's copy of it is read-only and is
+// never read); it grows to top's size first if it is smaller, as QEMU's commit job grows it.
+// base is flushed; top and the images above base are not changed (the caller empties top with
+// BlockDriver::make_empty unless told not to).
+// REQUIRES: 1 <= base_depth <= the number of backing images below top.
+Task<Result<ConvertStats>> commit(IoLoop& loop, BlockDriver& top, unsigned base_depth,
+                                  BlockDriver& base, const ConvertOptions& opts);
+
+struct RebaseStats {
+  uint64_t bytes_compared = 0;  // bytes read from both chains and compared
+  uint64_t bytes_written = 0;   // bytes copied into the overlay
+};
+// qemu-img rebase's safe mode, before the header changes: top's guest-visible content stays what
+// it is with new_backing (nullptr: none, which flattens) behind it instead of its present chain.
+// Every range that top does not hold itself is read from both chains (zeros past either one's
+// end) and where they differ, 512-byte sector by sector as qemu-img compares them, the old
+// content is written into top. Ranges that read as zeros through both chains are skipped
+// without reading. progress(done, total) is called as the walk advances.
+Task<Result<RebaseStats>> rebase_copy(IoLoop& loop, BlockDriver& top, BlockDriver* new_backing,
+                                      const std::function<void(uint64_t, uint64_t)>& progress);
 
 // ---- create --------------------------------------------------------------------------------
 

@@ -55,6 +55,13 @@ struct CheckResult {
 // corrects COPIED flags). Used by `img check` and to rebuild refcounts of a dirty image.
 Task<Result<CheckResult>> check_qcow2(File& f, RepairMode mode);
 
+// Records name (and format; "" for none) as the backing file in the qcow2 header in f, or no
+// backing file when name is empty, without opening the image's driver or its chain: what
+// qemu-img rebase -u changes (the chain may be missing). The first cluster is rewritten, the
+// extensions libimg does not interpret kept as they were. Use BlockDriver::set_backing_file on
+// an open image instead.
+Task<Status> write_qcow2_backing_file(File& f, const std::string& name, const std::string& format);
+
 // Header facts for `img info`.
 struct Qcow2Info {
   int version = 3;

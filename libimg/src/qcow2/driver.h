@@ -73,6 +73,8 @@ class Qcow2Image final : public BlockDriver {
   Task<Status> write_compressed(uint64_t off, const void* buf, uint64_t len) override;
   uint64_t compressed_cluster_size() const override { return cluster_size_; }
   Task<Status> resize(uint64_t new_size, const ResizeOptions& opts) override;
+  Task<Status> make_empty() override;  // zero_discard.cc
+  Task<Status> set_backing_file(const std::string& name, const std::string& format) override;
 
   const Header& header() const { return h_; }
   BlockDriver* backing() const override { return backing_.get(); }
@@ -203,7 +205,9 @@ class Qcow2Image final : public BlockDriver {
   Task<Status> pad_to_sector();
 
   // --- zero_discard.cc ---
-  Task<Status> zero_or_discard(uint64_t off, uint64_t len, bool discard, bool may_unmap);
+  // full (with discard): every entry becomes unallocated, even over a backing image (make_empty).
+  Task<Status> zero_or_discard(uint64_t off, uint64_t len, bool discard, bool may_unmap,
+                               bool full = false);
 
   // --- resize.cc ---
   Task<Status> commit_size(uint64_t new_size);  // flushes, then writes the header's size

@@ -17,7 +17,24 @@ Task<Status> Qcow2Image::write_zeroes(uint64_t off, uint64_t len, WriteZeroesFla
   co_return co_await zero_or_discard(off, len, false, flags.may_unmap);
 }
 
-Task<Status> Qcow2Image::zero_or_discard(uint64_t off, uint64_t len, bool discard, bool may_unmap) {
+Task<Status> Qcow2Image::make_empty() {
+  // qemu's qcow2_make_empty: a full discard of the whole image (every entry unallocated, zero
+  // flags included, L2 tables shared with a snapshot copied first), then the file cut after the
+  // last cluster still in use.
+  // Only the ranges that have an L2 table hold anything: the cost follows the tables, not the
+  // virtual size (a 1 TiB overlay has 2048 L1 entries and maybe one table).
+  const uint64_t span = l2_entries_ << cluster_bits_;
+  for (uint64_t i = 0; i < l1_.size(); ++i) {
+    if ((l1_[i] & kL1OffsetMask) == 0 || i * span >= h_.size) continue;
+    uint64_t off = i * span;
+    uint64_t len = std::min(span, h_.size - off);
+    CO_RETURN_IF_ERROR(co_await zero_or_discard(off, len, true, true, /*full=*/true));
+  }
+  co_return co_await truncate_unused_tail();
+}
+
+Task<Status> Qcow2Image::zero_or_discard(uint64_t off, uint64_t len, bool discard, bool may_unmap,
+                                         bool full) {
   CO_RETURN_IF_ERROR(check_writable(discard ? "discard" : "write-zeroes"));
   CO_RETURN_IF_ERROR(check_range(discard ? "discard" : "write-zeroes", off, len));
   if (len == 0) co_return Status{};
@@ -52,7 +69,8 @@ Task<Status> Qcow2Image::zero_or_discard(uint64_t off, uint64_t len, bool discar
     // Over a backing image, zeros must hide its data: zero flags on version 3 (in an L2 table
     // allocated for them if need be), zero bytes through the write path on version 2. A v2
     // discard lets the backing data show through, as QEMU's does (discard is advisory).
-    bool hide = backing_covers(gc << cluster_bits_) && !(discard && h_.version < 3);
+    // A full discard (make_empty) wants the backing data to show through.
+    bool hide = backing_covers(gc << cluster_bits_) && !(discard && h_.version < 3) && !full;
     CO_ASSIGN_OR_RETURN(auto l2, co_await get_l2(l1_index(gc), hide && h_.version >= 3));
     if (!l2) {  // no L2 table: unallocated
       for (uint64_t k = 0; hide && k < n; ++k) {
@@ -64,7 +82,7 @@ Task<Status> Qcow2Image::zero_or_discard(uint64_t off, uint64_t len, bool discar
     if (!(l1_[l1_index(gc)] & kOflagCopied)) {
       // The L2 table is shared with a snapshot: changing it in place would change the snapshot.
       // Discard is advisory, so it leaves the range alone; zeroing needs a copy of the table.
-      if (discard) {
+      if (discard && !full) {
         gc += n;
         continue;
       }
@@ -95,7 +113,8 @@ Task<Status> Qcow2Image::zero_or_discard(uint64_t off, uint64_t len, bool discar
         continue;
       }
       if (discard || (h_.version >= 3 && may_unmap) || e.kind == ClusterKind::kCompressed) {
-        bool zero = !discard || (h_.version >= 3 && backing_covers((gc + k) << cluster_bits_));
+        bool zero =
+            !discard || (h_.version >= 3 && !full && backing_covers((gc + k) << cluster_bits_));
         ne = zero ? encode_zero(0, false) : 0;
         release = host_len != 0;
       } else if (h_.version >= 3) {
