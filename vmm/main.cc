@@ -60,6 +60,12 @@ int main(int argc, char** argv) {
                   "(pages it gives back are returned to the host), stats=SECONDS polls its memory "
                   "statistics  e.g. --balloon, --balloon target=256M,stats=5")
       ->expected(0, 1);
+  std::vector<std::string> scsi;
+  run->add_option("--scsi", scsi,
+                  "add a LUN on the virtio-scsi controller (one controller, target 0; the Nth "
+                  "--scsi is LUN N-1): PATH[,format=raw|qcow2][,cache=none|writeback|writethrough]"
+                  "[,readonly]  e.g. --scsi disk.qcow2,format=qcow2 --scsi iso.raw,readonly "
+                  "(repeatable)");
   run->add_flag("--hugepages", cfg.hugepages, "back guest memory with 2 MiB huge pages");
   bool no_pvm_workarounds = false;
   run->add_flag("--no-pvm-workarounds", no_pvm_workarounds,
@@ -92,6 +98,14 @@ int main(int argc, char** argv) {
       return vmm::kExitBadArguments;
     }
     cfg.disks.push_back(*spec);
+  }
+  for (const std::string& d : scsi) {
+    auto spec = vmm::parse_scsi_spec(d);
+    if (!spec) {
+      std::fprintf(stderr, "vmm: %s\n", spec.error().message().c_str());
+      return vmm::kExitBadArguments;
+    }
+    cfg.scsi.push_back(*spec);
   }
   if (run->count("--rng") > 0) {
     auto spec = vmm::parse_rng_spec(rng);

@@ -1,4 +1,4 @@
-// `vmm run --rng`, `--console`, `--net` and `--balloon` option parsing (machine/config.h): what a user types, the values
+// `vmm run --rng`, `--console`, `--net`, `--balloon` and `--scsi` option parsing (machine/config.h): what a user types, the values
 // the devices get, and the messages for what is refused.
 #include <gtest/gtest.h>
 
@@ -112,6 +112,50 @@ TEST(BalloonOption, TargetAndStats) {
   auto s = validate(c);
   ASSERT_FALSE(s);
   EXPECT_NE(s.error().message().find("--balloon target is larger than --memory"), std::string::npos);
+}
+
+TEST(ScsiOption, PathWithFormatCacheAndReadonly) {
+  auto d = parse_scsi_spec("disk.qcow2");
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->path, "disk.qcow2");
+  EXPECT_EQ(d->format, "");
+  EXPECT_FALSE(d->read_only);
+  EXPECT_FALSE(d->direct);
+  EXPECT_TRUE(d->write_cache);
+  d = parse_scsi_spec("/a/b.img,format=raw,cache=writethrough,readonly");
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->path, "/a/b.img");
+  EXPECT_EQ(d->format, "raw");
+  EXPECT_TRUE(d->read_only);
+  EXPECT_FALSE(d->write_cache);
+  d = parse_scsi_spec("x,cache=none,readonly=off");
+  ASSERT_TRUE(d);
+  EXPECT_TRUE(d->direct);
+  EXPECT_TRUE(d->write_cache);  // cache=none keeps writeback semantics, as QEMU's does
+  EXPECT_FALSE(d->read_only);
+}
+
+TEST(ScsiOption, RefusesNonsenseWithAMessage) {
+  struct Case {
+    const char* in;
+    const char* says;
+  } cases[] = {{"", "--scsi needs a path"},
+               {",format=raw", "--scsi needs a path"},
+               {"d,format=vmdk", "format must be raw or qcow2"},
+               {"d,cache=unsafe", "cache must be none, writeback or writethrough"},
+               {"d,readonly=maybe", "readonly must be on or off"},
+               {"d,lun=3", "unknown option 'lun=3'"}};
+  for (const Case& c : cases) {
+    auto d = parse_scsi_spec(c.in);
+    ASSERT_FALSE(d) << c.in;
+    EXPECT_NE(d.error().message().find(c.says), std::string::npos) << d.error().message();
+  }
+  MachineConfig m;
+  m.kernel = "k";
+  m.scsi.resize(257);
+  auto s = validate(m);
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.error().message().find("at most 256 LUNs"), std::string::npos);
 }
 
 }  // namespace

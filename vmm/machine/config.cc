@@ -62,6 +62,42 @@ img::Result<DiskSpec> parse_disk_spec(const std::string& s) {
   return d;
 }
 
+img::Result<ScsiSpec> parse_scsi_spec(const std::string& s) {
+  ScsiSpec d;
+  size_t pos = s.find(',');
+  d.path = s.substr(0, pos);
+  if (d.path.empty()) return img::invalid_argument("--scsi needs a path: '" + s + "'");
+  while (pos != std::string::npos) {
+    size_t next = s.find(',', pos + 1);
+    std::string kv = s.substr(pos + 1, next == std::string::npos ? std::string::npos : next - pos - 1);
+    pos = next;
+    size_t eq = kv.find('=');
+    std::string k = kv.substr(0, eq), v = eq == std::string::npos ? "" : kv.substr(eq + 1);
+    if (k == "format") {
+      if (v != "raw" && v != "qcow2") {
+        return img::invalid_argument("--scsi format must be raw or qcow2, not '" + v + "'");
+      }
+      d.format = v;
+    } else if (k == "readonly") {
+      if (v == "on" || v == "true" || v.empty()) d.read_only = true;
+      else if (v == "off" || v == "false") d.read_only = false;
+      else return img::invalid_argument("--scsi readonly must be on or off, not '" + v + "'");
+    } else if (k == "cache") {
+      if (v == "none") d.direct = true;
+      else if (v == "writeback") d.direct = false;
+      else if (v == "writethrough") d.write_cache = false;
+      else {
+        return img::invalid_argument("--scsi cache must be none, writeback or writethrough, not '" +
+                                     v + "'");
+      }
+    } else {
+      return img::invalid_argument("--scsi: unknown option '" + kv +
+                                   "' (format=, cache=, readonly)");
+    }
+  }
+  return d;
+}
+
 img::Result<RngSpec> parse_rng_spec(const std::string& s) {
   RngSpec r;
   if (s.empty() || s == "on") return r;
@@ -202,6 +238,7 @@ img::Status validate(const MachineConfig& c) {
     return img::invalid_argument(img::strfmt("--cpus must be 1..%u", kMaxCpus));
   }
   if (c.kernel.empty()) return img::invalid_argument("--kernel is required");
+  if (c.scsi.size() > 256) return img::invalid_argument("--scsi: at most 256 LUNs");
   if (c.balloon && c.balloon->target && *c.balloon->target > c.memory) {
     return img::invalid_argument("--balloon target is larger than --memory");
   }

@@ -34,6 +34,16 @@ struct DiskSpec {
   bool direct = false;  // cache=none: O_DIRECT on the image file, as QEMU's cache=none
 };
 
+// --scsi PATH[,format=raw|qcow2][,cache=none|writeback|writethrough][,readonly]: one LUN on the
+// virtio-scsi controller (target 0; the Nth --scsi is LUN N-1).
+struct ScsiSpec {
+  std::string path;
+  std::string format;  // "" = probe
+  bool read_only = false;
+  bool direct = false;       // cache=none
+  bool write_cache = true;   // cache=writethrough: false (WCE off, every write flushed)
+};
+
 // --rng [rate=BYTES[/s]][,max-request=BYTES]: a virtio-rng device.
 struct RngSpec {
   uint64_t rate = 0;                // bytes per second, 0 = unlimited
@@ -68,6 +78,7 @@ struct MachineConfig {
   uint64_t memory = 512ull << 20;
   uint32_t cpus = 1;
   std::vector<DiskSpec> disks;
+  std::vector<ScsiSpec> scsi;  // LUNs of one virtio-scsi controller
   std::string serial = "stdio";
   std::optional<RngSpec> rng;
   std::optional<ConsoleSpec> console;
@@ -84,6 +95,8 @@ struct MachineConfig {
 img::Result<uint64_t> parse_size(const std::string& s);
 // "PATH[,format=raw|qcow2][,readonly=on|off]"
 img::Result<DiskSpec> parse_disk_spec(const std::string& s);
+// "PATH[,format=raw|qcow2][,cache=none|writeback|writethrough][,readonly[=on|off]]"
+img::Result<ScsiSpec> parse_scsi_spec(const std::string& s);
 // "", "on", or "rate=64K[/s][,max-request=4K]"
 img::Result<RngSpec> parse_rng_spec(const std::string& s);
 // "stdio", "file=PATH" or "socket=PATH"

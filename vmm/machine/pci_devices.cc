@@ -1,6 +1,7 @@
 // PCI wiring: the host bridge, one virtio-blk-pci function per --disk, then virtio-rng (--rng)
 // and virtio-console (--console), one virtio-net per --net,
-// then virtio-balloon (--balloon). Each virtio device is a VirtioDevice wrapped in the same
+// then virtio-balloon (--balloon), then one virtio-scsi controller whose LUNs are the --scsi
+// images in order. Each virtio device is a VirtioDevice wrapped in the same
 // virtio-pci transport.
 #include <cstdio>
 
@@ -11,6 +12,7 @@
 #include "virtio/console/console_device.h"
 #include "virtio/net/net_device.h"
 #include "virtio/rng/rng_device.h"
+#include "virtio/scsi/scsi_device.h"
 #include "virtio/virtio_pci.h"
 
 namespace vmm {
@@ -84,6 +86,18 @@ img::Status Machine::setup_pci_devices(const MachineConfig& c) {
     o.stats_interval = std::chrono::seconds(c.balloon->stats_seconds);
     auto dev = vb::BalloonDevice::create(o);
     if (!dev) return img::Unexpected(dev.error().prepend("--balloon"));
+    ASSIGN_OR_RETURN(
+        auto p, virtio::VirtioPciDevice::create(std::move(*dev), ram_.memory(), *irq_, *ioevents_));
+    RETURN_IF_ERROR(pci->add_device(std::move(p)));
+  }
+  if (!c.scsi.empty()) {
+    namespace vs = virtio::scsi;
+    std::vector<vs::ScsiDiskConfig> cfgs;
+    for (const ScsiSpec& d : c.scsi) {
+      cfgs.push_back({d.path, d.format, d.read_only, d.direct, d.write_cache});
+    }
+    auto dev = vs::make_scsi_device(cfgs);
+    if (!dev) return img::Unexpected(dev.error().prepend("--scsi"));
     ASSIGN_OR_RETURN(
         auto p, virtio::VirtioPciDevice::create(std::move(*dev), ram_.memory(), *irq_, *ioevents_));
     RETURN_IF_ERROR(pci->add_device(std::move(p)));
