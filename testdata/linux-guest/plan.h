@@ -94,4 +94,11 @@ static inline unsigned char ext4_data(unsigned long o) {
 #define CONSOLE_HELLO "hello from Linux on hvc0"
 #define CONSOLE_REPLY "hello from the host"
 
+/* check=net (eth0, vmm --net tap=...): the guest broadcasts a frame of type NET_ETHERTYPE
+ * carrying NET_GUEST_TEXT; the host, listening on the tap, answers to the guest's MAC with a
+ * frame carrying NET_HOST_TEXT (tests/vmm/tap_peer.h's kHostReply). */
+#define NET_ETHERTYPE 0x88b5 /* IEEE 802 local experimental */
+#define NET_GUEST_TEXT "vmm-linux-hello"
+#define NET_HOST_TEXT "vmm-host-reply"
+
 #endif

@@ -26,7 +26,8 @@
 enum {
   NR_read = 3, NR_write = 4, NR_open = 5, NR_close = 6, NR_mount = 21, NR_sync = 36,
   NR_mkdir = 39, NR_umount2 = 52, NR_ioctl = 54, NR_dup2 = 63, NR_reboot = 88, NR_fsync = 118,
-  NR_pread64 = 180, NR_pwrite64 = 181,
+  NR_pread64 = 180, NR_pwrite64 = 181, NR_socket = 359, NR_bind = 361, NR_setsockopt = 366,
+  NR_sendto = 369, NR_recvfrom = 371, NR_poll = 168,
 };
 enum { O_RDONLY = 0, O_WRONLY = 1, O_RDWR = 2, O_CREAT = 0x40, O_NOCTTY = 0x100, O_TRUNC = 0x200, O_DIRECT = 0x4000, O_LARGEFILE = 0x8000 };
 #define TCSBRK 0x5409u       /* with arg 1: wait until the output has drained */
@@ -382,7 +383,19 @@ static int check_console(void) {
   static const char hello[] = CONSOLE_HELLO "\n";
   long r = SYS(NR_write, fd, hello, sizeof hello - 1);
   if (r != (long)sizeof hello - 1) return fail("console", "write to /dev/hvc0", r < 0 ? r : 0);
-  /* Canonical mode: one read returns the host's line, newline included. */
+  /* Canonical mode: one read returns the host's line, newline included. Waits 120 s at most,
+   * so a lost answer is a FAIL line rather than a guest that never finishes. */
+  static struct {
+    int fd;
+    short events, revents;
+  } pfd;
+  pfd.fd = (int)fd;
+  pfd.events = 1; /* POLLIN */
+  r = SYS(NR_poll, &pfd, 1, 120000);
+  if (r <= 0) {
+    SYS(NR_close, fd, 0, 0);
+    return fail("console", r == 0 ? "no answer on /dev/hvc0 within 120 s" : "poll /dev/hvc0", r);
+  }
   static char line[128];
   r = SYS(NR_read, fd, line, sizeof line - 1);
   SYS(NR_close, fd, 0, 0);
@@ -399,6 +412,108 @@ static int check_console(void) {
   return 1;
 }
 
+/* ---- check=net: Linux's virtio-net driver, raw frames on eth0 through AF_PACKET ---- */
+
+/* The i386 ABI's struct ifreq (32 bytes: the name, then a 16-byte union). */
+struct ifreq32 {
+  char name[16];
+  union {
+    short flags;
+    int ifindex;
+    struct {
+      unsigned short family;
+      unsigned char data[14];
+    } hwaddr;
+  } u;
+};
+struct sockaddr_ll32 {
+  unsigned short family, protocol; /* protocol in network order */
+  int ifindex;
+  unsigned short hatype;
+  unsigned char pkttype, halen, addr[8];
+};
+enum { AF_PACKET = 17, SOCK_RAW = 3, SOL_SOCKET = 1, SO_RCVTIMEO = 20, SOL_PACKET = 263,
+       PACKET_QDISC_BYPASS = 20, IFF_UP = 1 };
+#define SIOCGIFFLAGS 0x8913u
+#define SIOCSIFFLAGS 0x8914u
+#define SIOCGIFHWADDR 0x8927u
+#define SIOCGIFINDEX 0x8933u
+#define NET_PROTO ((unsigned short)((NET_ETHERTYPE >> 8) | ((NET_ETHERTYPE & 0xff) << 8)))
+
+static void put_mac(const unsigned char* m) {
+  static const char hex[] = "0123456789abcdef";
+  char b[18];
+  for (int i = 0; i < 6; i++) {
+    b[i * 3] = hex[m[i] >> 4];
+    b[i * 3 + 1] = hex[m[i] & 15];
+    b[i * 3 + 2] = i < 5 ? ':' : 0;
+  }
+  put(b);
+}
+
+/* Brings eth0 up, sends NET_GUEST_TEXT to the broadcast address with the test ethertype (again
+ * every 2 s: a frame sent before the link settles may be dropped) and waits for a frame
+ * carrying NET_HOST_TEXT back. The host records what it saw and answers once. */
+static int check_net(void) {
+  long s = sys5(NR_socket, AF_PACKET, SOCK_RAW, NET_PROTO, 0, 0);
+  if (s < 0) return fail("net", "socket(AF_PACKET)", s);
+  static struct ifreq32 ifr;
+  for (int i = 0; i < 5; i++) ifr.name[i] = "eth0"[i];
+  long r = SYS(NR_ioctl, s, SIOCGIFFLAGS, &ifr);
+  if (r < 0) return fail("net", "SIOCGIFFLAGS eth0 (no virtio-net interface?)", r);
+  ifr.u.flags |= IFF_UP;
+  r = SYS(NR_ioctl, s, SIOCSIFFLAGS, &ifr);
+  if (r < 0) return fail("net", "SIOCSIFFLAGS eth0 up", r);
+  r = SYS(NR_ioctl, s, SIOCGIFHWADDR, &ifr);
+  if (r < 0) return fail("net", "SIOCGIFHWADDR eth0", r);
+  static unsigned char mac[6];
+  for (int i = 0; i < 6; i++) mac[i] = ifr.u.hwaddr.data[i];
+  r = SYS(NR_ioctl, s, SIOCGIFINDEX, &ifr);
+  if (r < 0) return fail("net", "SIOCGIFINDEX eth0", r);
+  static struct sockaddr_ll32 ll;
+  ll.family = AF_PACKET;
+  ll.protocol = NET_PROTO;
+  ll.ifindex = ifr.u.ifindex;
+  r = SYS(NR_bind, s, &ll, sizeof ll);
+  if (r < 0) return fail("net", "bind to eth0", r);
+  static int one = 1;
+  sys5(NR_setsockopt, s, SOL_PACKET, PACKET_QDISC_BYPASS, (long)&one, sizeof one);
+  static int timeout[2] = {2, 0}; /* the i386 struct timeval */
+  r = sys5(NR_setsockopt, s, SOL_SOCKET, SO_RCVTIMEO, (long)timeout, sizeof timeout);
+  if (r < 0) return fail("net", "SO_RCVTIMEO", r);
+
+  static unsigned char frame[64];
+  for (int i = 0; i < 6; i++) frame[i] = 0xff, frame[6 + i] = mac[i];
+  frame[12] = NET_ETHERTYPE >> 8;
+  frame[13] = NET_ETHERTYPE & 0xff;
+  static const char text[] = NET_GUEST_TEXT;
+  for (unsigned i = 0; i < sizeof text - 1; i++) frame[14 + i] = (unsigned char)text[i];
+  static struct sockaddr_ll32 to;
+  to = ll;
+  to.halen = 6;
+  for (int i = 0; i < 6; i++) to.addr[i] = 0xff;
+  static unsigned char in[2048];
+  static const char want[] = NET_HOST_TEXT;
+  for (int attempt = 0; attempt < 30; attempt++) {
+    r = sys5(NR_sendto, s, (long)frame, sizeof frame, 0, (long)&to);
+    if (r != (long)sizeof frame) return fail("net", "sendto eth0", r < 0 ? r : 0);
+    for (;;) {
+      long n = sys5(NR_recvfrom, s, (long)in, sizeof in, 0, 0);
+      if (n < 0) break; /* the 2 s timeout: send again */
+      if (n < 14 + (long)sizeof want - 1 || in[12] != frame[12] || in[13] != frame[13]) continue;
+      if (!word_eq((const char*)in + 14, sizeof want - 1, want)) continue;
+      SYS(NR_close, s, 0, 0);
+      put("CHECK net PASS eth0 ");
+      put_mac(mac);
+      put(": sent '" NET_GUEST_TEXT "', read '" NET_HOST_TEXT "' back\n");
+      return 1;
+    }
+  }
+  SYS(NR_close, s, 0, 0);
+  put("CHECK net FAIL no '" NET_HOST_TEXT "' frame on eth0 after 30 sends\n");
+  return 0;
+}
+
 /* ---- the command line and the checks ---- */
 
 struct check {
@@ -406,7 +521,7 @@ struct check {
   int (*run)(void); /* 0: not built yet */
 };
 static const struct check kChecks[] = {
-    {"blk", check_blk},         {"scsi", 0},        {"net", 0},           {"rng", check_rng},
+    {"blk", check_blk},         {"scsi", 0},        {"net", check_net},   {"rng", check_rng},
     {"console", check_console}, {"balloon", 0},     {"ext4", check_ext4}, {"smp", check_smp},
 };
 

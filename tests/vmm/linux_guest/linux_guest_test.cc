@@ -26,6 +26,7 @@
 
 #include "../console_peer.h"
 #include "../run_shell.h"
+#include "../tap_peer.h"
 #include "plan.h"
 
 namespace {
@@ -100,13 +101,25 @@ class LinuxGuestTest : public ::testing::Test {
 
   // Boots `kernel` (vmlinux or bzImage) with the test init; `disks` are --disk options.
   // `extra` goes on the kernel command line (init options such as ncpus=2, then=poweroff).
-  RunResult boot(const std::string& kernel, const std::string& disks, const std::string& checks,
-                 int cpus = 1, const std::string& extra = "") {
+  // with_tap: vmm runs in a network namespace of its own with a tap that answers the guest's
+  // frame (tests/vmm/tap_peer.h); `devices` then should hold --net tap=vmm_test::kTestTap.
+  RunResult boot(const std::string& kernel, const std::string& devices, const std::string& checks,
+                 int cpus = 1, const std::string& extra = "", bool with_tap = false) {
     std::string cmd = std::string("timeout 900 ") + VMM_BINARY + " run --kernel " + kernel_dir_ + "/" +
                       kernel + " --initrd " + LINUX_INITRD + " --memory 64M --cpus " +
-                      std::to_string(cpus) + " " + disks + " --cmdline '" + kCmdline + " " + extra +
+                      std::to_string(cpus) + " " + devices + " --cmdline '" + kCmdline + " " + extra +
                       " check=" + checks + "'";
-    RunResult r = sh(cmd);
+    RunResult r;
+    if (with_tap) {
+      auto t0 = std::chrono::steady_clock::now();
+      std::string status = vmm_test::run_with_tap_peer(dir_, cmd, 900000);
+      r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      r.out = slurp(dir_ + "/out.txt");
+      r.err = status + slurp(dir_ + "/err.txt");
+      r.rc = status.starts_with("RC ") ? std::atoi(status.c_str() + 3) : -1;
+    } else {
+      r = sh(cmd);
+    }
     std::fprintf(stderr, "%s: vmm exited %d after %.1f s\n", kernel.c_str(), r.rc, r.seconds);
     RecordProperty("boot_seconds", std::to_string(r.seconds));
     return r;
@@ -150,10 +163,10 @@ class LinuxGuestTest : public ::testing::Test {
   // One boot: the blk round trip on one image and the rng check on every boot, plus what the
   // flags ask for: ext4, the ext4 check on a second disk; smp, two vCPUs and the smp check;
   // power_off, the init powers off (ACPI S5) rather than reboots; console, the console check
-  // with the host on a --console socket.
+  // with the host on a --console socket; net, the net check on a tap in a network namespace.
   struct Boot {
     std::string format, cache, kernel;
-    bool ext4 = false, smp = false, power_off = false, console = false;
+    bool ext4 = false, smp = false, power_off = false, console = false, net = false;
   };
   void blk_round_trip(const Boot& b) {
     const std::string& format = b.format;
@@ -179,13 +192,26 @@ class LinuxGuestTest : public ::testing::Test {
     if (b.console) {
       std::string sock = dir_ + "/con.sock";
       ASSERT_TRUE(peer.listen_on(sock)) << strerror(errno);
-      peer.serve(CONSOLE_HELLO "\n", CONSOLE_REPLY "\n", 900000);
+      peer.serve(CONSOLE_HELLO, CONSOLE_REPLY "\n", 900000);
       disks += " --console socket=" + sock;
       checks += ",console";
     }
     const int cpus = smp ? 2 : 1;
     std::string extra = "ncpus=" + std::to_string(cpus) + (power_off ? " then=poweroff" : "");
-    RunResult r = boot(b.kernel, disks, checks, cpus, extra);
+    if (b.net) {
+      if (access("/dev/net/tun", R_OK | W_OK) != 0) GTEST_SKIP() << "/dev/net/tun is not available";
+      disks += std::string(" --net tap=") + vmm_test::kTestTap + ",mac=02:00:00:12:34:56";
+      checks += ",net";
+    }
+    RunResult r = boot(b.kernel, disks, checks, cpus, extra, b.net);
+    if (b.net) {
+      if (r.err.starts_with("SKIP")) GTEST_SKIP() << r.err.substr(5, r.err.find('\n') - 5);
+      EXPECT_EQ(slurp(dir_ + "/seen"), "02:00:00:12:34:56 " NET_GUEST_TEXT "\n") << r.out;
+      EXPECT_NE(r.out.find("CHECK net PASS eth0 02:00:00:12:34:56: sent '" NET_GUEST_TEXT
+                           "', read '" NET_HOST_TEXT "' back"),
+                std::string::npos)
+          << r.out;
+    }
     if (b.console) {
       peer.t.join();
       // The guest's line as the tty sends it (ONLCR: "\r\n"), and the guest read the answer.
@@ -275,8 +301,9 @@ TEST_F(LinuxGuestTest, BlkOnRawWritebackTwoCpusThenPowerOff) {
       {.format = "raw", .cache = "writeback", .kernel = "vmlinux", .smp = true, .power_off = true});
 }
 // The bzImage loader path (64-bit boot protocol entry, LZ4 decompressor) with the same checks.
-TEST_F(LinuxGuestTest, BlkOnRawCacheNoneFromBzImage) {
-  blk_round_trip({.format = "raw", .cache = "none", .kernel = "bzImage"});
+// With the net check: raw frames through eth0 to a tap in a network namespace and back.
+TEST_F(LinuxGuestTest, BlkOnRawCacheNoneFromBzImageAndNet) {
+  blk_round_trip({.format = "raw", .cache = "none", .kernel = "bzImage", .net = true});
 }
 
 TEST_F(LinuxGuestTest, VmmCheckNamesThePvmWorkarounds) {
