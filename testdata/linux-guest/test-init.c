@@ -129,10 +129,16 @@ static void put_at(void) {
   put("\n");
 }
 
-/* ---- check=blk: Linux's virtio-blk driver on /dev/vda, the plan in plan.h ---- */
+/* ---- check=blk and check=scsi: the plan in plan.h through Linux's drivers ---- */
 
 #define CHUNK (128 * 1024)
 static unsigned char buf[CHUNK] __attribute__((aligned(4096))); /* O_DIRECT wants alignment */
+
+/* The plan runs on plan_dev and reports as plan_check: blk on /dev/vda (virtio-blk), scsi on
+ * /dev/sda (virtio-scsi through Linux's sd driver: UNMAP/WRITE SAME for the discard and the
+ * write-zeroes, SYNCHRONIZE CACHE for fsync). */
+static const char* plan_check = "blk";
+static const char* plan_dev = "/dev/vda";
 
 /* Reads [off, off+len) through fd and compares it with want(o); reports the first mismatch. */
 static int verify(long fd, unsigned long long off, unsigned long long len,
@@ -141,7 +147,9 @@ static int verify(long fd, unsigned long long off, unsigned long long len,
     unsigned long n = len < CHUNK ? (unsigned long)len : CHUNK;
     long r = pread64(fd, buf, n, off);
     if (r != (long)n) {
-      put("CHECK blk FAIL ");
+      put("CHECK ");
+      put(plan_check);
+      put(" FAIL ");
       put(stage);
       put(": read at ");
       put_hex(off);
@@ -151,7 +159,9 @@ static int verify(long fd, unsigned long long off, unsigned long long len,
     }
     for (unsigned long i = 0; i < n; i++) {
       if (buf[i] != want(off + i)) {
-        put("CHECK blk FAIL ");
+        put("CHECK ");
+      put(plan_check);
+      put(" FAIL ");
         put(stage);
         put(": byte at ");
         put_hex(off + i);
@@ -180,14 +190,18 @@ static long write_op(long fd, unsigned i) {
   return 0;
 }
 
-static int check_blk(void) {
-  long fd = SYS(NR_open, "/dev/vda", O_RDWR | O_DIRECT | O_LARGEFILE, 0);
-  if (fd < 0) return fail("blk", "open /dev/vda", fd);
+static int run_plan(void) {
+  long fd = SYS(NR_open, plan_dev, O_RDWR | O_DIRECT | O_LARGEFILE, 0);
+  if (fd < 0) return fail(plan_check, "open the disk", fd);
   unsigned long long size = 0;
   long r = SYS(NR_ioctl, fd, BLKGETSIZE64, &size);
-  if (r < 0) return fail("blk", "BLKGETSIZE64", r);
+  if (r < 0) return fail(plan_check, "BLKGETSIZE64", r);
   if (size != BLK_DISK_SIZE) {
-    put("CHECK blk FAIL /dev/vda has ");
+    put("CHECK ");
+    put(plan_check);
+    put(" FAIL ");
+    put(plan_dev);
+    put(" has ");
     put_hex(size);
     put(" bytes, expected ");
     put_hex(BLK_DISK_SIZE);
@@ -195,7 +209,8 @@ static int check_blk(void) {
     return 0;
   }
   /* The host's pattern, before anything is written, including where it ends. */
-  put("blk: reading the host's pattern");
+  put(plan_check);
+  put(": reading the host's pattern");
   put_at();
   if (!verify(fd, 0, 512 * BLK_KIB, blk_pattern, "pattern")) return 0;
   if (!verify(fd, BLK_PATTERN_END - 64 * BLK_KIB, 128 * BLK_KIB, blk_pattern, "pattern")) return 0;
@@ -204,7 +219,8 @@ static int check_blk(void) {
     const struct blk_op* p = &kBlkPlan[i];
     unsigned long long range[2] = {p->off, p->len};
     const char* what = "write";
-    put("blk: operation ");
+    put(plan_check);
+    put(": operation ");
     put_dec(i);
     put_at();
     switch (p->kind) {
@@ -213,8 +229,8 @@ static int check_blk(void) {
         break;
       case BLK_WRITE_BUFFERED: {
         what = "buffered write + fsync";
-        long bfd = SYS(NR_open, "/dev/vda", O_RDWR | O_LARGEFILE, 0);
-        if (bfd < 0) return fail("blk", "open /dev/vda without O_DIRECT", bfd);
+        long bfd = SYS(NR_open, plan_dev, O_RDWR | O_LARGEFILE, 0);
+        if (bfd < 0) return fail(plan_check, "open the disk without O_DIRECT", bfd);
         r = write_op(bfd, i);
         if (r == 0) r = SYS(NR_fsync, bfd, 0, 0);
         SYS(NR_close, bfd, 0, 0);
@@ -230,7 +246,9 @@ static int check_blk(void) {
         break;
     }
     if (r < 0) {
-      put("CHECK blk FAIL ");
+      put("CHECK ");
+      put(plan_check);
+      put(" FAIL ");
       put(what);
       put(" at ");
       put_hex(p->off);
@@ -239,11 +257,13 @@ static int check_blk(void) {
       return 0;
     }
   }
-  put("blk: fsync");
+  put(plan_check);
+  put(": fsync");
   put_at();
   r = SYS(NR_fsync, fd, 0, 0); /* a virtio-blk FLUSH */
-  if (r < 0) return fail("blk", "fsync", r);
-  put("blk: reading back");
+  if (r < 0) return fail(plan_check, "fsync", r);
+  put(plan_check);
+  put(": reading back");
   put_at();
 
   unsigned long long checked = 0;
@@ -252,12 +272,27 @@ static int check_blk(void) {
     checked += kBlkVerify[i].len;
   }
   SYS(NR_close, fd, 0, 0);
-  put("CHECK blk PASS ");
+  put("CHECK ");
+  put(plan_check);
+  put(" PASS ");
+  put(plan_dev);
+  put(" ");
   put_dec(BLK_PLAN_LEN);
   put(" operations (O_DIRECT and buffered writes across clusters, fsync, BLKDISCARD, BLKZEROOUT), ");
   put_dec((unsigned long)(checked >> 10));
   put(" KiB read back\n");
   return 1;
+}
+
+static int check_blk(void) {
+  plan_check = "blk";
+  plan_dev = "/dev/vda";
+  return run_plan();
+}
+static int check_scsi(void) {
+  plan_check = "scsi";
+  plan_dev = "/dev/sda";
+  return run_plan();
 }
 
 /* ---- check=ext4: a file system made on the host, on /dev/vdb (ext4dev=vda to change) ---- */
@@ -521,7 +556,7 @@ struct check {
   int (*run)(void); /* 0: not built yet */
 };
 static const struct check kChecks[] = {
-    {"blk", check_blk},         {"scsi", 0},        {"net", check_net},   {"rng", check_rng},
+    {"blk", check_blk},         {"scsi", check_scsi}, {"net", check_net},   {"rng", check_rng},
     {"console", check_console}, {"balloon", 0},     {"ext4", check_ext4}, {"smp", check_smp},
 };
 

@@ -163,10 +163,11 @@ class LinuxGuestTest : public ::testing::Test {
   // One boot: the blk round trip on one image and the rng check on every boot, plus what the
   // flags ask for: ext4, the ext4 check on a second disk; smp, two vCPUs and the smp check;
   // power_off, the init powers off (ACPI S5) rather than reboots; console, the console check
-  // with the host on a --console socket; net, the net check on a tap in a network namespace.
+  // with the host on a --console socket; net, the net check on a tap in a network namespace;
+  // scsi, the blk plan again on a qcow2 LUN behind virtio-scsi (/dev/sda).
   struct Boot {
     std::string format, cache, kernel;
-    bool ext4 = false, smp = false, power_off = false, console = false, net = false;
+    bool ext4 = false, smp = false, power_off = false, console = false, net = false, scsi = false;
   };
   void blk_round_trip(const Boot& b) {
     const std::string& format = b.format;
@@ -187,6 +188,13 @@ class LinuxGuestTest : public ::testing::Test {
     }
     disks += " --rng";
     std::string checks = with_ext4 ? "blk,ext4,rng" : "blk,rng";
+    std::string scsi_image = dir_ + "/scsi.qcow2";
+    if (b.scsi) {  // the same plan on /dev/sda: a qcow2 LUN behind virtio-scsi
+      RunResult c = sh(std::string(IMG_BINARY) + " convert -f raw -O qcow2 " + raw + " " + scsi_image);
+      ASSERT_EQ(c.rc, 0) << c.err;
+      disks += " --scsi " + scsi_image + ",format=qcow2,cache=" + cache;
+      checks += ",scsi";
+    }
     if (smp || power_off) checks += ",smp";
     ConsolePeer peer;
     if (b.console) {
@@ -254,13 +262,22 @@ class LinuxGuestTest : public ::testing::Test {
       EXPECT_EQ(r.err.find("kvm_pvm: adding"), std::string::npos) << r.err;
     }
 
+    verify_plan_image(image, format);
+    if (b.scsi) {
+      EXPECT_NE(r.out.find("CHECK scsi PASS /dev/sda "), std::string::npos) << r.out;
+      verify_plan_image(scsi_image, "qcow2");
+    }
+  }
+
+  // After the plan: both checkers clean on a qcow2, and the image reads as blk_expected().
+  void verify_plan_image(const std::string& image, const std::string& format) {
     if (format == "qcow2") {
       RunResult c = sh(std::string(IMG_BINARY) + " check " + image);
       EXPECT_EQ(c.rc, 0) << "img check: " << c.out << c.err;
       c = sh("qemu-img check " + image);
       EXPECT_EQ(c.rc, 0) << "qemu-img check: " << c.out << c.err;
     }
-    std::string out = dir_ + "/converted.raw";
+    std::string out = image + ".converted.raw";
     RunResult c = sh("qemu-img convert -f " + format + " -O raw " + image + " " + out);
     ASSERT_EQ(c.rc, 0) << c.err;
     std::string d = slurp(out);
@@ -291,8 +308,10 @@ TEST_F(LinuxGuestTest, BlkOnQcow2CacheNoneAndConsole) {
 }
 // The disk found through the DSDT's PCI root bridge (every boot here: ACPI on, no pci= flag),
 // and `poweroff` reaching vmm through the FADT's sleep control register.
-TEST_F(LinuxGuestTest, BlkOnRawWritebackThenPowerOff) {
-  blk_round_trip({.format = "raw", .cache = "writeback", .kernel = "vmlinux", .power_off = true});
+// With the scsi check: the blk plan again through Linux's sd driver on a virtio-scsi LUN.
+TEST_F(LinuxGuestTest, BlkOnRawWritebackAndScsiThenPowerOff) {
+  blk_round_trip(
+      {.format = "raw", .cache = "writeback", .kernel = "vmlinux", .power_off = true, .scsi = true});
 }
 // Two vCPUs from the MADT (without the tsc=unstable that vmm adds under kvm_pvm, the guest
 // stalled at its clocksource switch: docs/vmm.md "Status").
