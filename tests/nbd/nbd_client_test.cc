@@ -183,11 +183,12 @@ TEST(NbdClient, NoServerIsAClearError) {
 }
 
 // The server dies while img reads from it (every read is slowed to 200 ms by nbdkit's delay
-// filter, so the copy is still running): img fails with an I/O error within seconds.
+// filter, so copying 1 GiB takes several seconds even with many reads in flight): img fails
+// with an I/O error within seconds.
 TEST(NbdClient, LostServerMidReadIsAnIoError) {
   REQUIRE_TOOL("nbdkit");
   imgtest::TempDir dir;
-  Nbdkit kit(dir, "--filter=delay pattern size=64M rdelay=200ms");
+  Nbdkit kit(dir, "--filter=delay pattern size=1G rdelay=200ms");
   std::thread killer([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(700));
     kit.kill(SIGKILL);
