@@ -21,7 +21,12 @@ class Nbdkit {
       : sock_(dir.file("kit.sock")), pidf_(dir.file("kit.pid")) {
     auto r = sh("nbdkit -U '" + sock_ + "' -P '" + pidf_ + "' " + args);
     EXPECT_EQ(r.rc, 0) << "nbdkit " << args << ": " << r.err;
-    pid_ = std::atoi(imgtest::slurp(pidf_).c_str());
+    // nbdkit's parent can return before the child has written its pid file.
+    for (int i = 0; i < 500 && pid_ <= 0; ++i) {
+      pid_ = std::atoi(imgtest::slurp(pidf_).c_str());
+      if (pid_ <= 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    EXPECT_GT(pid_, 0) << "nbdkit wrote no pid file";
   }
   ~Nbdkit() { kill(SIGTERM); }
   void kill(int sig) {
