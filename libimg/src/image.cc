@@ -20,9 +20,10 @@ class HostFileOpener final : public FileOpener {
  public:
   Result<std::unique_ptr<File>> open(IoLoop& loop, const std::string& path,
                                      FileOpenOptions opts) const override {
-    return open_host_file(loop, path, opts);
+    return open_file(loop, path, opts);
   }
   std::string identity(const std::string& path) const override {
+    if (is_nbd_name(path)) return "nbd:" + path;
     struct stat st;
     if (::stat(path.c_str(), &st) != 0) return "path:" + path;
     return strfmt("inode:%llu:%llu", (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);

@@ -104,7 +104,7 @@ int run_check(const std::vector<std::string>& args) {
   auto loop = make_loop();
   if (!loop) return kExitError;
   bool writable = mode != img::RepairMode::kNone;
-  auto file_or = img::open_host_file(*loop, file, {.read_only = !writable});
+  auto file_or = img::open_file(*loop, file, {.read_only = !writable});
   if (!file_or) return fail(open_error(file, file_or.error()));
   img::File& f = **file_or;
   auto format = detect_format(*loop, f, fmt);

@@ -16,7 +16,8 @@ struct ImageFacts {
   std::string filename;
   std::string format;
   uint64_t virtual_size = 0;
-  uint64_t actual_size = 0;
+  // Unknown for an NBD export: qemu prints "disk size: unavailable" and leaves out actual-size.
+  std::optional<uint64_t> actual_size;
   std::optional<img::Qcow2Info> qcow2;
   std::string full_backing;  // the backing path resolved against the image's folder
 };
@@ -29,8 +30,9 @@ Json to_json(const ImageFacts& f) {
   o.set("filename", f.filename);
   if (f.qcow2) o.set("cluster-size", f.qcow2->cluster_size);
   o.set("format", f.format);
-  o.set("actual-size", f.actual_size);
-  o.set("dirty-flag", f.qcow2 ? f.qcow2->dirty : false);
+  if (f.actual_size) o.set("actual-size", *f.actual_size);
+  // qemu's bdrv_get_info: raw over NBD has none to give, so no dirty-flag either.
+  if (f.qcow2 || f.actual_size) o.set("dirty-flag", f.qcow2 ? f.qcow2->dirty : false);
   if (!f.qcow2) return o;
   const img::Qcow2Info& q = *f.qcow2;
   if (!q.snapshots.empty()) {
@@ -74,7 +76,7 @@ Json to_json(const ImageFacts& f) {
 void print_human(const ImageFacts& f) {
   std::printf("image: %s\nfile format: %s\nvirtual size: %s (%llu bytes)\ndisk size: %s\n",
               f.filename.c_str(), f.format.c_str(), human_size(f.virtual_size).c_str(),
-              static_cast<unsigned long long>(f.virtual_size), human_size(f.actual_size).c_str());
+              static_cast<unsigned long long>(f.virtual_size), f.actual_size ? human_size(*f.actual_size).c_str() : "unavailable");
   if (!f.qcow2) return;
   const img::Qcow2Info& q = *f.qcow2;
   if (q.dirty) std::printf("cleanly shut down: no\n");
@@ -102,15 +104,19 @@ void print_human(const ImageFacts& f) {
 // The facts of one image file, as qemu-img info prints them.
 img::Result<ImageFacts> gather_facts(img::IoLoop& loop, const std::string& file,
                                      const std::string& fmt) {
-  auto file_or = img::open_host_file(loop, file, {.read_only = true});
+  auto file_or = img::open_file(loop, file, {.read_only = true});
   if (!file_or) return img::Unexpected(file_or.error());
   img::File& f = **file_or;
   auto format = detect_format(loop, f, fmt);
   if (!format) return img::Unexpected(format.error());
-  ImageFacts facts{.filename = file, .format = *format};
+  // An NBD name as qemu prints it (the legacy nbd:unix: form comes out as its URI).
+  ImageFacts facts{.filename = img::is_nbd_name(file) ? f.name() : file, .format = *format};
   auto allocated = f.allocated_size();
-  if (!allocated) return img::Unexpected(allocated.error());
-  facts.actual_size = *allocated;
+  if (allocated) {
+    facts.actual_size = *allocated;
+  } else if (!img::is_nbd_name(file)) {
+    return img::Unexpected(allocated.error());
+  }
   if (*format == "qcow2") {
     auto q = loop.run(img::read_qcow2_info(f));
     if (!q) return img::Unexpected(q.error());

@@ -57,7 +57,7 @@ int run_measure(const std::vector<std::string>& args) {
     source = std::move(*image);
     const img::ChainLayer& top = source->mapper->layers().front();
     if (top.format == "qcow2") {
-      auto f = img::open_host_file(*loop, top.path, {.read_only = true});
+      auto f = img::open_file(*loop, top.path, {.read_only = true});
       if (!f) return fail(open_error(top.path, f.error()));
       auto info = loop->run(img::read_qcow2_info(**f));
       if (!info) return fail(open_error(top.path, info.error()));

@@ -36,7 +36,7 @@ int usage_error(const std::string& msg) {
 // header facts are read first to give qemu's answer.
 std::string v2_snapshot_refusal(img::IoLoop& loop, const std::string& path,
                                 const std::string& fmt) {
-  auto f = img::open_host_file(loop, path, {.read_only = true});
+  auto f = img::open_file(loop, path, {.read_only = true});
   if (!f) return "";
   auto probed = detect_format(loop, **f, fmt);
   if (!probed || *probed != "qcow2") return "";

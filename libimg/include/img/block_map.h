@@ -74,6 +74,8 @@ class ChainMapper {
   BlockDriver& top_;
   std::vector<ChainLayer> layers_;
   std::vector<int> hole_fds_;  // per layer: a raw layer's host file, else -1
+  // Per layer: raw on an NBD export, whose guest offsets are its own (qemu prints them).
+  std::vector<bool> raw_nbd_;
 };
 
 }  // namespace img

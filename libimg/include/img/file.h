@@ -50,6 +50,9 @@ class File {
     uint64_t length = 0;
   };
   virtual Result<Extent> extent_at(uint64_t /*off*/, uint64_t len) { return Extent{true, len}; }
+  // The same, for files that must ask over the network (an NBD export's BLOCK_STATUS): callers
+  // on the loop use this one. The default answers from extent_at.
+  virtual Task<Result<Extent>> extent(uint64_t off, uint64_t len) { co_return extent_at(off, len); }
   // Copies [off, off+len) of this file to dst at dst_off inside the kernel (copy_file_range),
   // without the data passing through the caller. kNotSupported where either file cannot (then the
   // caller reads and writes the data itself, as qemu-img convert -C falls back).
@@ -74,6 +77,14 @@ struct FileOpenOptions {
 // A host file; I/O goes through loop's io_uring.
 Result<std::unique_ptr<File>> open_host_file(IoLoop& loop, const std::string& path,
                                              FileOpenOptions opts);
+
+// A host file, or an NBD export when path is an NBD URI (nbd://HOST[:PORT]/EXPORT,
+// nbd+unix:///EXPORT?socket=PATH, or qemu's legacy nbd:unix:PATH[:exportname=NAME] and
+// nbd:HOST:PORT[:exportname=NAME]), as qemu takes either wherever a file name goes.
+Result<std::unique_ptr<File>> open_file(IoLoop& loop, const std::string& path,
+                                        FileOpenOptions opts);
+// Whether path names an NBD export rather than a host file.
+bool is_nbd_name(const std::string& path);
 
 // A file held in memory. If loop is given, every operation first yields to the loop once, so
 // concurrent requests interleave as they would on a real device.

@@ -49,6 +49,9 @@ class CacheModeFile final : public File {
   bool read_only() const override { return f_->read_only(); }
   const std::string& name() const override { return f_->name(); }
   Result<Extent> extent_at(uint64_t off, uint64_t len) override { return f_->extent_at(off, len); }
+  Task<Result<Extent>> extent(uint64_t off, uint64_t len) override {
+    co_return co_await f_->extent(off, len);
+  }
   int host_fd() const override { return f_->host_fd(); }
   Task<Status> copy_range(uint64_t off, File& dst, uint64_t dst_off, uint64_t len) override {
     co_return co_await f_->copy_range(off, dst, dst_off, len);

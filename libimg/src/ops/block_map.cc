@@ -21,7 +21,7 @@ Task<Result<std::vector<ChainLayer>>> describe_chain(IoLoop& loop, const std::st
   std::string p = path, f = fmt;
   const FileOpener& opener = host_file_opener();
   for (;;) {
-    CO_ASSIGN_OR_RETURN(std::unique_ptr<File> file, open_host_file(loop, p, {.read_only = true}));
+    CO_ASSIGN_OR_RETURN(std::unique_ptr<File> file, open_file(loop, p, {.read_only = true}));
     if (f.empty()) {
       CO_ASSIGN_OR_RETURN(f, co_await probe_format(*file));
     }
@@ -51,7 +51,9 @@ Result<std::unique_ptr<ChainMapper>> ChainMapper::create(BlockDriver& top,
   }
   for (size_t i = 0; i < m->layers_.size(); ++i) {
     int fd = -1;
-    if (std::string(m->drivers_[i]->format_name()) == "raw") {
+    const bool raw = std::string(m->drivers_[i]->format_name()) == "raw";
+    m->raw_nbd_.push_back(raw && is_nbd_name(m->layers_[i].path));
+    if (raw && !m->raw_nbd_.back()) {
       fd = ::open(m->layers_[i].path.c_str(), O_RDONLY | O_CLOEXEC);
       if (fd < 0) return io_error(errno, "open " + m->layers_[i].path);
     }
@@ -135,6 +137,14 @@ Task<Result<ChainStatus>> ChainMapper::status(uint64_t off, uint64_t len) {
     if (raw_layer) {
       raw_extent(hole_fds_[depth], off, len, st);
       len = st.length;
+      break;
+    }
+    // nbd's block status (block/nbd.c nbd_client_co_block_status) answers OFFSET_VALID for
+    // data and zeros alike: the export is its own "file".
+    if (raw_nbd_[depth] && bs.kind != BlockStatus::Kind::kBacking) {
+      st.offset_valid = st.allocated = true;
+      st.offset = off;
+      (bs.kind == BlockStatus::Kind::kData ? st.data : st.zero) = true;
       break;
     }
     switch (bs.kind) {

@@ -46,7 +46,7 @@ class RawDriver final : public BlockDriver {
     CO_RETURN_IF_ERROR(check_range("block-status", off, len));
     // The host file system's holes read as zeros (SEEK_DATA / SEEK_HOLE), as QEMU's file-posix
     // reports them: a sparse raw image converts at the cost of its data.
-    CO_ASSIGN_OR_RETURN(File::Extent ext, file_->extent_at(off, len));
+    CO_ASSIGN_OR_RETURN(File::Extent ext, co_await file_->extent(off, len));
     BlockStatus st;
     st.kind = ext.data ? BlockStatus::Kind::kData : BlockStatus::Kind::kZero;
     st.length = ext.length == 0 ? len : ext.length;
