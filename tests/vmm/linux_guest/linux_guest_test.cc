@@ -240,7 +240,8 @@ class LinuxGuestTest : public ::testing::Test {
     if (smp) {
       EXPECT_NE(r.out.find("CHECK smp PASS online CPUs 0-1"), std::string::npos) << r.out;
     } else if (power_off) {
-      EXPECT_NE(r.out.find("CHECK smp PASS online CPUs 0\n"), std::string::npos) << r.out;
+      // The whole line: the console's tty ends it with "\r\n" (ONLCR).
+      EXPECT_NE(r.out.find("CHECK smp PASS online CPUs 0\r\n"), std::string::npos) << r.out;
     }
     if (power_off) {
       EXPECT_NE(r.out.find("INIT: done, powering off"), std::string::npos) << r.out << r.err;
