@@ -2,6 +2,7 @@
 
 #include <cctype>
 #include <cstdlib>
+#include <functional>
 
 #include "x86/mptable.h"
 
@@ -16,49 +17,85 @@ img::Result<uint64_t> parse_size(const std::string& s) {
     v = v * 10 + d;
     ++i;
   }
-  if (i == 0) return img::invalid_argument("bad size '" + s + "': expected a number like 512M or 2G");
+  if (i == 0)
+    return img::invalid_argument("bad size '" + s + "': expected a number like 512M or 2G");
   std::string unit = s.substr(i);
   for (auto& ch : unit) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
-  if (unit.ends_with("IB")) unit.resize(unit.size() - 2);
-  else if (unit.size() == 2 && unit[1] == 'B') unit.resize(1);
+  if (unit.ends_with("IB"))
+    unit.resize(unit.size() - 2);
+  else if (unit.size() == 2 && unit[1] == 'B')
+    unit.resize(1);
   int shift;
-  if (unit.empty() || unit == "B") shift = 0;
-  else if (unit == "K") shift = 10;
-  else if (unit == "M") shift = 20;
-  else if (unit == "G") shift = 30;
-  else if (unit == "T") shift = 40;
-  else return img::invalid_argument("bad size '" + s + "': unknown unit '" + s.substr(i) + "'");
-  if (shift && v > (UINT64_MAX >> shift)) return img::invalid_argument("size '" + s + "' is too large");
+  if (unit.empty() || unit == "B")
+    shift = 0;
+  else if (unit == "K")
+    shift = 10;
+  else if (unit == "M")
+    shift = 20;
+  else if (unit == "G")
+    shift = 30;
+  else if (unit == "T")
+    shift = 40;
+  else
+    return img::invalid_argument("bad size '" + s + "': unknown unit '" + s.substr(i) + "'");
+  if (shift && v > (UINT64_MAX >> shift))
+    return img::invalid_argument("size '" + s + "' is too large");
   return v << shift;
 }
+
+namespace {
+
+// Calls fn(item, key, value) for each comma-separated "key=value" (or bare "key") in opts, empty
+// items included, and stops at the first error: the option lists of every device flag.
+img::Status for_each_option(
+    const std::string& opts,
+    const std::function<img::Status(const std::string&, const std::string&, std::string)>& fn) {
+  size_t pos = 0;
+  while (pos <= opts.size()) {
+    size_t next = opts.find(',', pos);
+    std::string kv = opts.substr(pos, next == std::string::npos ? std::string::npos : next - pos);
+    pos = next == std::string::npos ? opts.size() + 1 : next + 1;
+    size_t eq = kv.find('=');
+    RETURN_IF_ERROR(fn(kv, kv.substr(0, eq), eq == std::string::npos ? "" : kv.substr(eq + 1)));
+  }
+  return {};
+}
+
+}  // namespace
 
 img::Result<DiskSpec> parse_disk_spec(const std::string& s) {
   DiskSpec d;
   size_t pos = s.find(',');
   d.path = s.substr(0, pos);
   if (d.path.empty()) return img::invalid_argument("--disk needs a path: '" + s + "'");
-  while (pos != std::string::npos) {
-    size_t next = s.find(',', pos + 1);
-    std::string kv = s.substr(pos + 1, next == std::string::npos ? std::string::npos : next - pos - 1);
-    pos = next;
-    size_t eq = kv.find('=');
-    std::string k = kv.substr(0, eq), v = eq == std::string::npos ? "" : kv.substr(eq + 1);
-    if (k == "format") {
-      if (v != "raw" && v != "qcow2") return img::invalid_argument("--disk format must be raw or qcow2, not '" + v + "'");
-      d.format = v;
-    } else if (k == "readonly") {
-      if (v == "on" || v == "true" || v.empty()) d.read_only = true;
-      else if (v == "off" || v == "false") d.read_only = false;
-      else return img::invalid_argument("--disk readonly must be on or off, not '" + v + "'");
-    } else if (k == "cache") {
-      if (v == "none") d.direct = true;
-      else if (v == "writeback") d.direct = false;
-      else return img::invalid_argument("--disk cache must be none or writeback, not '" + v + "'");
-    } else {
-      return img::invalid_argument("--disk: unknown option '" + kv +
-                                   "' (format=, readonly=, cache=)");
-    }
-  }
+  if (pos == std::string::npos) return d;
+  RETURN_IF_ERROR(for_each_option(
+      s.substr(pos + 1),
+      [&](const std::string& kv, const std::string& k, std::string v) -> img::Status {
+        if (k == "format") {
+          if (v != "raw" && v != "qcow2")
+            return img::invalid_argument("--disk format must be raw or qcow2, not '" + v + "'");
+          d.format = v;
+        } else if (k == "readonly") {
+          if (v == "on" || v == "true" || v.empty())
+            d.read_only = true;
+          else if (v == "off" || v == "false")
+            d.read_only = false;
+          else
+            return img::invalid_argument("--disk readonly must be on or off, not '" + v + "'");
+        } else if (k == "cache") {
+          if (v == "none")
+            d.direct = true;
+          else if (v == "writeback")
+            d.direct = false;
+          else
+            return img::invalid_argument("--disk cache must be none or writeback, not '" + v + "'");
+        } else {
+          return img::invalid_argument("--disk: unknown option '" + kv +
+                                       "' (format=, readonly=, cache=)");
+        }
+        return {};
+      }));
   return d;
 }
 
@@ -67,64 +104,67 @@ img::Result<ScsiSpec> parse_scsi_spec(const std::string& s) {
   size_t pos = s.find(',');
   d.path = s.substr(0, pos);
   if (d.path.empty()) return img::invalid_argument("--scsi needs a path: '" + s + "'");
-  while (pos != std::string::npos) {
-    size_t next = s.find(',', pos + 1);
-    std::string kv = s.substr(pos + 1, next == std::string::npos ? std::string::npos : next - pos - 1);
-    pos = next;
-    size_t eq = kv.find('=');
-    std::string k = kv.substr(0, eq), v = eq == std::string::npos ? "" : kv.substr(eq + 1);
-    if (k == "format") {
-      if (v != "raw" && v != "qcow2") {
-        return img::invalid_argument("--scsi format must be raw or qcow2, not '" + v + "'");
-      }
-      d.format = v;
-    } else if (k == "readonly") {
-      if (v == "on" || v == "true" || v.empty()) d.read_only = true;
-      else if (v == "off" || v == "false") d.read_only = false;
-      else return img::invalid_argument("--scsi readonly must be on or off, not '" + v + "'");
-    } else if (k == "cache") {
-      if (v == "none") d.direct = true;
-      else if (v == "writeback") d.direct = false;
-      else if (v == "writethrough") d.write_cache = false;
-      else {
-        return img::invalid_argument("--scsi cache must be none, writeback or writethrough, not '" +
-                                     v + "'");
-      }
-    } else {
-      return img::invalid_argument("--scsi: unknown option '" + kv +
-                                   "' (format=, cache=, readonly)");
-    }
-  }
+  if (pos == std::string::npos) return d;
+  RETURN_IF_ERROR(for_each_option(
+      s.substr(pos + 1),
+      [&](const std::string& kv, const std::string& k, std::string v) -> img::Status {
+        if (k == "format") {
+          if (v != "raw" && v != "qcow2") {
+            return img::invalid_argument("--scsi format must be raw or qcow2, not '" + v + "'");
+          }
+          d.format = v;
+        } else if (k == "readonly") {
+          if (v == "on" || v == "true" || v.empty())
+            d.read_only = true;
+          else if (v == "off" || v == "false")
+            d.read_only = false;
+          else
+            return img::invalid_argument("--scsi readonly must be on or off, not '" + v + "'");
+        } else if (k == "cache") {
+          if (v == "none")
+            d.direct = true;
+          else if (v == "writeback")
+            d.direct = false;
+          else if (v == "writethrough")
+            d.write_cache = false;
+          else {
+            return img::invalid_argument(
+                "--scsi cache must be none, writeback or writethrough, not '" + v + "'");
+          }
+        } else {
+          return img::invalid_argument("--scsi: unknown option '" + kv +
+                                       "' (format=, cache=, readonly)");
+        }
+        return {};
+      }));
   return d;
 }
 
 img::Result<RngSpec> parse_rng_spec(const std::string& s) {
   RngSpec r;
   if (s.empty() || s == "on") return r;
-  size_t pos = 0;
-  while (pos <= s.size()) {
-    size_t next = s.find(',', pos);
-    std::string kv = s.substr(pos, next == std::string::npos ? std::string::npos : next - pos);
-    pos = next == std::string::npos ? s.size() + 1 : next + 1;
-    size_t eq = kv.find('=');
-    std::string k = kv.substr(0, eq), v = eq == std::string::npos ? "" : kv.substr(eq + 1);
-    if (k == "rate") {
-      if (v.ends_with("/s")) v.resize(v.size() - 2);
-      auto n = parse_size(v);
-      if (!n) return img::invalid_argument("--rng rate: " + n.error().message());
-      if (*n == 0) return img::invalid_argument("--rng rate must be above 0 (leave it out for no limit)");
-      r.rate = *n;
-    } else if (k == "max-request") {
-      auto n = parse_size(v);
-      if (!n) return img::invalid_argument("--rng max-request: " + n.error().message());
-      if (*n == 0 || *n > (1u << 20)) {
-        return img::invalid_argument("--rng max-request must be 1 to 1M bytes");
-      }
-      r.max_request = static_cast<uint32_t>(*n);
-    } else {
-      return img::invalid_argument("--rng: unknown option '" + kv + "' (rate=BYTES/s, max-request=BYTES)");
-    }
-  }
+  RETURN_IF_ERROR(for_each_option(
+      s, [&](const std::string& kv, const std::string& k, std::string v) -> img::Status {
+        if (k == "rate") {
+          if (v.ends_with("/s")) v.resize(v.size() - 2);
+          auto n = parse_size(v);
+          if (!n) return img::invalid_argument("--rng rate: " + n.error().message());
+          if (*n == 0)
+            return img::invalid_argument("--rng rate must be above 0 (leave it out for no limit)");
+          r.rate = *n;
+        } else if (k == "max-request") {
+          auto n = parse_size(v);
+          if (!n) return img::invalid_argument("--rng max-request: " + n.error().message());
+          if (*n == 0 || *n > (1u << 20)) {
+            return img::invalid_argument("--rng max-request must be 1 to 1M bytes");
+          }
+          r.max_request = static_cast<uint32_t>(*n);
+        } else {
+          return img::invalid_argument("--rng: unknown option '" + kv +
+                                       "' (rate=BYTES/s, max-request=BYTES)");
+        }
+        return {};
+      }));
   return r;
 }
 
@@ -141,7 +181,8 @@ img::Result<ConsoleSpec> parse_console_spec(const std::string& s) {
     c.path = s.substr(7);
     return c;
   }
-  return img::invalid_argument("--console must be stdio, file=PATH or socket=PATH, not '" + s + "'");
+  return img::invalid_argument("--console must be stdio, file=PATH or socket=PATH, not '" + s +
+                               "'");
 }
 
 namespace {
@@ -182,47 +223,45 @@ img::Result<NetSpec> parse_net_spec(const std::string& s) {
     return img::invalid_argument("--net must be tap or tap=NAME[,mac=XX:XX:XX:XX:XX:XX], not '" +
                                  s + "'");
   }
-  while (comma != std::string::npos) {
-    size_t next = s.find(',', comma + 1);
-    std::string kv = s.substr(comma + 1, next == std::string::npos ? std::string::npos : next - comma - 1);
-    comma = next;
-    if (kv.starts_with("mac=")) {
-      ASSIGN_OR_RETURN(auto m, parse_mac(kv.substr(4)));
-      n.mac = m;
-    } else {
-      return img::invalid_argument("--net: unknown option '" + kv + "' (mac=XX:XX:XX:XX:XX:XX)");
-    }
-  }
+  if (comma == std::string::npos) return n;
+  RETURN_IF_ERROR(for_each_option(
+      s.substr(comma + 1),
+      [&](const std::string& kv, const std::string&, std::string) -> img::Status {
+        if (kv.starts_with("mac=")) {
+          ASSIGN_OR_RETURN(auto m, parse_mac(kv.substr(4)));
+          n.mac = m;
+          return {};
+        }
+        return img::invalid_argument("--net: unknown option '" + kv + "' (mac=XX:XX:XX:XX:XX:XX)");
+      }));
   return n;
 }
 
 img::Result<BalloonSpec> parse_balloon_spec(const std::string& s) {
   BalloonSpec b;
   if (s.empty() || s == "on") return b;
-  size_t pos = 0;
-  while (pos <= s.size()) {
-    size_t next = s.find(',', pos);
-    std::string kv = s.substr(pos, next == std::string::npos ? std::string::npos : next - pos);
-    pos = next == std::string::npos ? s.size() + 1 : next + 1;
-    size_t eq = kv.find('=');
-    std::string k = kv.substr(0, eq), v = eq == std::string::npos ? "" : kv.substr(eq + 1);
-    if (k == "target") {
-      auto n = parse_size(v);
-      if (!n) return img::invalid_argument("--balloon target: " + n.error().message());
-      if (*n % 4096 != 0) return img::invalid_argument("--balloon target must be a multiple of 4K");
-      b.target = *n;
-    } else if (k == "stats") {
-      char* end = nullptr;
-      unsigned long n = std::strtoul(v.c_str(), &end, 10);
-      if (v.empty() || *end != 0 || n > 3600) {
-        return img::invalid_argument("--balloon stats must be 0 to 3600 seconds, not '" + v + "'");
-      }
-      b.stats_seconds = static_cast<uint32_t>(n);
-    } else {
-      return img::invalid_argument("--balloon: unknown option '" + kv +
-                                   "' (target=SIZE, stats=SECONDS)");
-    }
-  }
+  RETURN_IF_ERROR(for_each_option(
+      s, [&](const std::string& kv, const std::string& k, std::string v) -> img::Status {
+        if (k == "target") {
+          auto n = parse_size(v);
+          if (!n) return img::invalid_argument("--balloon target: " + n.error().message());
+          if (*n % 4096 != 0)
+            return img::invalid_argument("--balloon target must be a multiple of 4K");
+          b.target = *n;
+        } else if (k == "stats") {
+          char* end = nullptr;
+          unsigned long n = std::strtoul(v.c_str(), &end, 10);
+          if (v.empty() || *end != 0 || n > 3600) {
+            return img::invalid_argument("--balloon stats must be 0 to 3600 seconds, not '" + v +
+                                         "'");
+          }
+          b.stats_seconds = static_cast<uint32_t>(n);
+        } else {
+          return img::invalid_argument("--balloon: unknown option '" + kv +
+                                       "' (target=SIZE, stats=SECONDS)");
+        }
+        return {};
+      }));
   return b;
 }
 
@@ -233,7 +272,8 @@ img::Status validate(const MachineConfig& c) {
     return img::invalid_argument(img::strfmt("--memory must be between 16M and 1T, got %llu bytes",
                                              (unsigned long long)c.memory));
   }
-  if (c.memory % (2ull << 20) != 0) return img::invalid_argument("--memory must be a multiple of 2M");
+  if (c.memory % (2ull << 20) != 0)
+    return img::invalid_argument("--memory must be a multiple of 2M");
   if (c.cpus == 0 || c.cpus > kMaxCpus) {
     return img::invalid_argument(img::strfmt("--cpus must be 1..%u", kMaxCpus));
   }
