@@ -101,4 +101,15 @@ static inline unsigned char ext4_data(unsigned long o) {
 #define NET_GUEST_TEXT "vmm-linux-hello"
 #define NET_HOST_TEXT "vmm-host-reply"
 
+/* check=balloon (vmm --balloon --control PATH): the guest prints BALLOON_READY with its MemFree;
+ * the host then asks (control "balloon") for BALLOON_TEST_MIB back; the guest waits until its
+ * MemFree has fallen by that much (Linux's driver took the pages into the balloon) and prints
+ * BALLOON_INFLATED; the host sees the pages given back, lets the balloon out again, and the
+ * guest waits until MemFree has risen by that much above its lowest. "That much" allows a quarter
+ * of it for the kernel's own allocations and frees meanwhile. Each wait ends after BALLOON_WAIT_S. */
+#define BALLOON_TEST_MIB 16
+#define BALLOON_READY "BALLOON: ready"
+#define BALLOON_INFLATED "BALLOON: inflated"
+#define BALLOON_WAIT_S 300
+
 #endif

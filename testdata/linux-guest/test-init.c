@@ -549,6 +549,87 @@ static int check_net(void) {
   return 0;
 }
 
+/* ---- check=balloon: Linux's virtio-balloon driver, inflated and deflated by the host ---- */
+
+/* MemFree in kB from /proc/meminfo, or -1. */
+static long mem_free_kb(void) {
+  static char mi[2048];
+  if (read_file("/proc/meminfo", mi, sizeof mi) <= 0) return -1;
+  for (char* l = mi; *l;) {
+    if (word_eq(l, 8, "MemFree:")) {
+      char* c = l + 8;
+      while (*c == ' ') c++;
+      long v = 0;
+      while (*c >= '0' && *c <= '9') v = v * 10 + (*c++ - '0');
+      return v;
+    }
+    while (*l && *l != '\n') l++;
+    if (*l) l++;
+  }
+  return -1;
+}
+
+/* Polls MemFree every 200 ms until it is `want` kB below its first value (rise = 0) or `want`
+ * kB above the lowest value seen (rise = 1): the balloon may still be filling when a deflate
+ * wait starts. Returns the value that got there, or the last one read (-1 on a read error);
+ * *ok says whether it got there. */
+static long wait_mem_free(long want, int rise, int* ok) {
+  long first = -1, low = -1, f = -1;
+  *ok = 0;
+  for (int i = 0; i < BALLOON_WAIT_S * 5; i++) {
+    f = mem_free_kb();
+    if (f < 0) return -1;
+    if (first < 0) first = f;
+    if (low < 0 || f < low) low = f;
+    if ((!rise && f <= first - want) || (rise && f >= low + want)) {
+      *ok = 1;
+      return f;
+    }
+    SYS(NR_poll, 0, 0, 200);
+  }
+  return f;
+}
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+static int check_balloon(void) {
+  const long want = BALLOON_TEST_MIB * 1024L * 3 / 4; /* kB (plan.h: a quarter of slack) */
+  long f0 = mem_free_kb();
+  if (f0 < 0) return fail("balloon", "read MemFree from /proc/meminfo", 0);
+  put(BALLOON_READY ", MemFree ");
+  put_dec((unsigned long)f0);
+  put(" kB");
+  put_at();
+  int ok;
+  long f1 = wait_mem_free(want, 0, &ok);
+  if (!ok) {
+    put("CHECK balloon FAIL MemFree still ");
+    put_dec((unsigned long)(f1 < 0 ? 0 : f1));
+    put(" kB after " STR(BALLOON_WAIT_S) " s, from ");
+    put_dec((unsigned long)f0);
+    put(" kB: the balloon did not inflate\n");
+    return 0;
+  }
+  put(BALLOON_INFLATED ", MemFree ");
+  put_dec((unsigned long)f1);
+  put(" kB");
+  put_at();
+  long f2 = wait_mem_free(want, 1, &ok);
+  if (!ok) {
+    put("CHECK balloon FAIL MemFree still ");
+    put_dec((unsigned long)(f2 < 0 ? 0 : f2));
+    put(" kB after " STR(BALLOON_WAIT_S) " s: the balloon did not deflate\n");
+    return 0;
+  }
+  put("CHECK balloon PASS MemFree fell by ");
+  put_dec((unsigned long)(f0 - f1));
+  put(" kB with " STR(BALLOON_TEST_MIB) " MiB asked for, and rose to ");
+  put_dec((unsigned long)f2);
+  put(" kB when it was let out\n");
+  return 1;
+}
+
 /* ---- the command line and the checks ---- */
 
 struct check {
@@ -557,7 +638,7 @@ struct check {
 };
 static const struct check kChecks[] = {
     {"blk", check_blk},         {"scsi", check_scsi}, {"net", check_net},   {"rng", check_rng},
-    {"console", check_console}, {"balloon", 0},     {"ext4", check_ext4}, {"smp", check_smp},
+    {"console", check_console}, {"balloon", check_balloon},     {"ext4", check_ext4}, {"smp", check_smp},
 };
 
 static void run_check(const char* name, unsigned long n) {

@@ -42,6 +42,9 @@ class VirtioPciDevice;
 namespace blk {
 class BlkDevice;
 }
+namespace balloon {
+class BalloonDevice;
+}
 }  // namespace virtio
 
 class Machine {
@@ -69,6 +72,8 @@ class Machine {
   api::CommandResult pause();
   api::CommandResult resume();
   api::CommandResult shutdown(const api::Json& args, bool reboot);
+  api::CommandResult set_balloon(const api::Json& args);
+  api::CommandResult query_balloon() const;
   img::Status serve_events();  // registers the signalfd, the event fd and the control socket
   bool exiting();
   std::string shutdown_note();
@@ -103,6 +108,7 @@ class Machine {
   std::vector<Disk> disks_;
   std::vector<std::string> device_names_;
   std::vector<std::shared_ptr<virtio::VirtioPciDevice>> virtio_;
+  virtio::balloon::BalloonDevice* balloon_ = nullptr;  // --balloon; owned through virtio_
   std::shared_ptr<I8042> i8042_;
   std::chrono::steady_clock::time_point started_;
   RunState state_ = RunState::kRunning;  // run() thread only

@@ -14,6 +14,7 @@
 #include <cerrno>
 
 #include "machine/machine.h"
+#include "virtio/balloon/balloon_device.h"
 #include "virtio/blk/blk_device.h"
 #include "virtio/virtio_pci.h"
 
@@ -32,6 +33,8 @@ void Machine::add_commands() {
   dispatcher_.add("resume", {}, [this](const Json&) { return resume(); });
   dispatcher_.add("shutdown", {"timeout"}, [this](const Json& a) { return shutdown(a, false); });
   dispatcher_.add("reboot", {"timeout"}, [this](const Json& a) { return shutdown(a, true); });
+  dispatcher_.add("balloon", {"value"}, [this](const Json& a) { return set_balloon(a); });
+  dispatcher_.add("query-balloon", {}, [this](const Json&) { return query_balloon(); });
   dispatcher_.add("destroy", {}, [this](const Json&) -> api::CommandResult {
     request_exit(kExitDestroyed, "destroyed over the control socket");
     return Json::object();
@@ -139,6 +142,58 @@ api::CommandResult Machine::shutdown(const api::Json& args, bool reboot) {
     ::timerfd_settime(shutdown_timer_.get(), 0, &its, nullptr);
   }
   return api::Json::object();
+}
+
+// QMP's balloon: `value` is the memory the guest should keep, in bytes; the balloon asks for the
+// rest, in 4 KiB pages (virtio 1.2 §5.5.6: num_pages). The guest's driver inflates or deflates
+// toward it in its own time; query-balloon shows how far it got.
+api::CommandResult Machine::set_balloon(const api::Json& args) {
+  namespace vb = virtio::balloon;
+  if (!balloon_) return std::unexpected(api::wrong_state("the VM has no balloon: start it with --balloon"));
+  auto it = args.find("value");
+  if (it == args.end()) return std::unexpected(api::invalid_argument("balloon: 'value' (bytes) is required"));
+  if (!it->is_number_unsigned() || it->get<uint64_t>() == 0) {
+    return std::unexpected(api::invalid_argument("balloon: 'value' must be a positive integer (bytes)"));
+  }
+  uint64_t value = it->get<uint64_t>();
+  if (value > memory_) {
+    return std::unexpected(api::invalid_argument(img::strfmt(
+        "balloon: 'value' %llu is more than the VM's memory (%llu bytes)",
+        static_cast<unsigned long long>(value), static_cast<unsigned long long>(memory_))));
+  }
+  balloon_->set_num_pages(static_cast<uint32_t>((memory_ - value) / vb::kPageSize));
+  return api::Json::object();
+}
+
+// The stats tags of virtio 1.2 §5.5.6.3, named as QEMU's qom-get guest-stats names them.
+static const char* balloon_stat_name(uint16_t tag) {
+  static const char* const names[] = {"stat-swap-in",         "stat-swap-out",
+                                      "stat-major-faults",    "stat-minor-faults",
+                                      "stat-free-memory",     "stat-total-memory",
+                                      "stat-available-memory", "stat-disk-caches",
+                                      "stat-htlb-pgalloc",    "stat-htlb-pgfail"};
+  return tag < std::size(names) ? names[tag] : nullptr;
+}
+
+// QMP's query-balloon answers `actual`, the guest's memory minus what the balloon holds; the rest
+// is ours: the target, the pages the host got back (MADV_DONTNEED), PFNs refused as not guest
+// RAM, and the driver's last statistics (--balloon stats=SECONDS).
+api::CommandResult Machine::query_balloon() const {
+  namespace vb = virtio::balloon;
+  if (!balloon_) return std::unexpected(api::wrong_state("the VM has no balloon: start it with --balloon"));
+  api::Json stats = api::Json::object();
+  for (const auto& [tag, value] : balloon_->stats()) {
+    const char* n = balloon_stat_name(tag);
+    stats[n ? std::string(n) : img::strfmt("stat-tag-%u", unsigned{tag})] = value;
+  }
+  uint64_t held = uint64_t{balloon_->actual_pages()} * vb::kPageSize;
+  uint64_t wanted = uint64_t{balloon_->num_pages()} * vb::kPageSize;
+  return api::Json{{"actual", held < memory_ ? memory_ - held : 0},
+                   {"target", wanted < memory_ ? memory_ - wanted : 0},
+                   {"balloon_pages", balloon_->actual_pages()},
+                   {"discarded_pages", balloon_->discarded_pages()},
+                   {"bad_pfns", balloon_->bad_pfns()},
+                   {"stats", std::move(stats)}};
 }
 
 }  // namespace vmm

@@ -77,6 +77,8 @@ img::Status Machine::setup_pci_devices(const MachineConfig& c) {
                  vn::format_mac((*dev)->mac()).c_str());
     ASSIGN_OR_RETURN(
         auto p, virtio::VirtioPciDevice::create(std::move(*dev), ram_.memory(), *irq_, *ioevents_));
+    virtio_.push_back(p);
+    device_names_.push_back("virtio-net");
     RETURN_IF_ERROR(pci->add_device(std::move(p)));
   }
   if (c.balloon) {
@@ -86,8 +88,11 @@ img::Status Machine::setup_pci_devices(const MachineConfig& c) {
     o.stats_interval = std::chrono::seconds(c.balloon->stats_seconds);
     auto dev = vb::BalloonDevice::create(o);
     if (!dev) return img::Unexpected(dev.error().prepend("--balloon"));
+    balloon_ = dev->get();  // owned by its transport, which the PCI bus keeps for the VM's life
     ASSIGN_OR_RETURN(
         auto p, virtio::VirtioPciDevice::create(std::move(*dev), ram_.memory(), *irq_, *ioevents_));
+    virtio_.push_back(p);
+    device_names_.push_back("virtio-balloon");
     RETURN_IF_ERROR(pci->add_device(std::move(p)));
   }
   if (!c.scsi.empty()) {
@@ -100,6 +105,8 @@ img::Status Machine::setup_pci_devices(const MachineConfig& c) {
     if (!dev) return img::Unexpected(dev.error().prepend("--scsi"));
     ASSIGN_OR_RETURN(
         auto p, virtio::VirtioPciDevice::create(std::move(*dev), ram_.memory(), *irq_, *ioevents_));
+    virtio_.push_back(p);
+    device_names_.push_back("virtio-scsi");
     RETURN_IF_ERROR(pci->add_device(std::move(p)));
   }
   return {};

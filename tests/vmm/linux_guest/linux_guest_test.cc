@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "../balloon_peer.h"
 #include "../console_peer.h"
 #include "../run_shell.h"
 #include "../tap_peer.h"
@@ -42,6 +43,7 @@ bool host_is_kvm_pvm() { return access("/sys/module/kvm_pvm", F_OK) == 0; }
 
 // The kernel command line of every boot; vmm itself adds the kvm_pvm workarounds.
 constexpr const char* kCmdline = "console=ttyS0 reboot=k panic=-1 quiet";
+constexpr uint64_t kMemory = 64 << 20;  // --memory of every boot
 constexpr const char* kPvmParams = "noxsave nosmap nosmep clearcpuid=cx16,popcnt,smap,smep";
 
 class LinuxGuestTest : public ::testing::Test {
@@ -106,7 +108,8 @@ class LinuxGuestTest : public ::testing::Test {
   RunResult boot(const std::string& kernel, const std::string& devices, const std::string& checks,
                  int cpus = 1, const std::string& extra = "", bool with_tap = false) {
     std::string cmd = std::string("timeout 900 ") + VMM_BINARY + " run --kernel " + kernel_dir_ + "/" +
-                      kernel + " --initrd " + LINUX_INITRD + " --memory 64M --cpus " +
+                      kernel + " --initrd " + LINUX_INITRD + " --memory " +
+                      std::to_string(kMemory >> 20) + "M --cpus " +
                       std::to_string(cpus) + " " + devices + " --cmdline '" + kCmdline + " " + extra +
                       " check=" + checks + "'";
     RunResult r;
@@ -164,10 +167,12 @@ class LinuxGuestTest : public ::testing::Test {
   // flags ask for: ext4, the ext4 check on a second disk; smp, two vCPUs and the smp check;
   // power_off, the init powers off (ACPI S5) rather than reboots; console, the console check
   // with the host on a --console socket; net, the net check on a tap in a network namespace;
-  // scsi, the blk plan again on a qcow2 LUN behind virtio-scsi (/dev/sda).
+  // scsi, the blk plan again on a qcow2 LUN behind virtio-scsi (/dev/sda); balloon, the balloon
+  // check with the host driving the balloon over the control socket (tests/vmm/balloon_peer.h).
   struct Boot {
     std::string format, cache, kernel;
     bool ext4 = false, smp = false, power_off = false, console = false, net = false, scsi = false;
+    bool balloon = false;
   };
   void blk_round_trip(const Boot& b) {
     const std::string& format = b.format;
@@ -204,6 +209,14 @@ class LinuxGuestTest : public ::testing::Test {
       disks += " --console socket=" + sock;
       checks += ",console";
     }
+    vmm_test::BalloonPeer balloon;
+    if (b.balloon) {
+      std::string sock = dir_ + "/ctl.sock";
+      disks += " --balloon stats=2 --control " + sock;
+      checks += ",balloon";
+      balloon.start(dir_ + "/out.txt", sock, kMemory, BALLOON_TEST_MIB << 20, BALLOON_READY,
+                    BALLOON_INFLATED);
+    }
     const int cpus = smp ? 2 : 1;
     std::string extra = "ncpus=" + std::to_string(cpus) + (power_off ? " then=poweroff" : "");
     if (b.net) {
@@ -212,6 +225,30 @@ class LinuxGuestTest : public ::testing::Test {
       checks += ",net";
     }
     RunResult r = boot(b.kernel, disks, checks, cpus, extra, b.net);
+    if (b.balloon) {
+      balloon.finish();
+      std::fprintf(stderr, "balloon peer: %s\n", balloon.log.c_str());
+      for (size_t at = r.out.find("BALLOON: "); at != std::string::npos;
+           at = r.out.find("BALLOON: ", at + 1)) {
+        std::fprintf(stderr, "guest: %s\n", r.out.substr(at, r.out.find('\r', at) - at).c_str());
+      }
+      EXPECT_NE(r.out.find("CHECK balloon PASS MemFree fell by "), std::string::npos)
+          << r.out << balloon.log;
+      // The host's side: Linux's driver put all the pages asked for into the balloon, vmm gave
+      // each back (MADV_DONTNEED) and none was outside guest RAM; letting the balloon out
+      // emptied it; the driver's statistics arrived (stats=2).
+      constexpr uint64_t kPages = (BALLOON_TEST_MIB << 20) / 4096;
+      EXPECT_EQ(balloon.inflated.value("balloon_pages", 0u), kPages) << balloon.log;
+      EXPECT_EQ(balloon.inflated.value("actual", 0ull), kMemory - (BALLOON_TEST_MIB << 20))
+          << balloon.log;
+      EXPECT_GE(balloon.inflated.value("discarded_pages", 0ull), kPages) << balloon.log;
+      EXPECT_EQ(balloon.inflated.value("bad_pfns", 1ull), 0u) << balloon.log;
+      uint64_t total = balloon.inflated["stats"].value("stat-total-memory", 0ull);
+      EXPECT_GT(total, 0u) << balloon.log;
+      EXPECT_LE(total, kMemory) << balloon.log;
+      EXPECT_EQ(balloon.deflated.value("balloon_pages", 1u), 0u) << balloon.log;
+      EXPECT_EQ(balloon.deflated.value("actual", 0ull), kMemory) << balloon.log;
+    }
     if (b.net) {
       if (r.err.starts_with("SKIP")) GTEST_SKIP() << r.err.substr(5, r.err.find('\n') - 5);
       EXPECT_EQ(slurp(dir_ + "/seen"), "02:00:00:12:34:56 " NET_GUEST_TEXT "\n") << r.out;
@@ -303,9 +340,14 @@ std::string LinuxGuestTest::skip_, LinuxGuestTest::kernel_error_, LinuxGuestTest
 TEST_F(LinuxGuestTest, BlkAndExt4OnQcow2Writeback) {
   blk_round_trip({.format = "qcow2", .cache = "writeback", .kernel = "vmlinux", .ext4 = true});
 }
-// With the console check: hvc0 against a socket the test listens on.
-TEST_F(LinuxGuestTest, BlkOnQcow2CacheNoneAndConsole) {
-  blk_round_trip({.format = "qcow2", .cache = "none", .kernel = "vmlinux", .console = true});
+// With the console check: hvc0 against a socket the test listens on; and the balloon check:
+// the host inflates and deflates Linux's balloon over the control socket.
+TEST_F(LinuxGuestTest, BlkOnQcow2CacheNoneConsoleAndBalloon) {
+  blk_round_trip({.format = "qcow2",
+                  .cache = "none",
+                  .kernel = "vmlinux",
+                  .console = true,
+                  .balloon = true});
 }
 // The disk found through the DSDT's PCI root bridge (every boot here: ACPI on, no pci= flag),
 // and `poweroff` reaching vmm through the FADT's sleep control register.

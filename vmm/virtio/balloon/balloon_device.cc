@@ -36,6 +36,8 @@ class BalloonWorker final : public ChainHandler {
   ~BalloonWorker() override { server_.stop(); }
 
   img::Status start() { return server_.start(); }
+  img::Status pause() { return server_.pause(); }
+  void resume() { server_.resume(); }
 
   void started(QueueServer& s) override {
     if (dev_.opts_.stats_interval.count() > 0) s.loop().spawn(ask_for_stats());
@@ -138,6 +140,7 @@ uint64_t BalloonDevice::device_features() const {
 
 void BalloonDevice::set_num_pages(uint32_t pages) {
   num_pages_.store(pages);
+  std::lock_guard l(irq_mu_);
   if (irq_) irq_->signal_config_change();
 }
 
@@ -148,9 +151,9 @@ std::map<uint16_t, uint64_t> BalloonDevice::stats() const {
 
 void BalloonDevice::read_config(uint32_t offset, std::span<uint8_t> data) const {
   uint8_t c[cfg::kSize];
-  uint32_t n = num_pages_.load();
+  uint32_t n = num_pages_.load(), a = actual_.load();
   std::memcpy(c + cfg::kNumPages, &n, 4);
-  std::memcpy(c + cfg::kActual, &actual_, 4);
+  std::memcpy(c + cfg::kActual, &a, 4);
   for (size_t i = 0; i < data.size(); ++i) {
     uint64_t at = uint64_t{offset} + i;
     data[i] = at < cfg::kSize ? c[at] : 0;
@@ -160,24 +163,37 @@ void BalloonDevice::read_config(uint32_t offset, std::span<uint8_t> data) const 
 void BalloonDevice::write_config(uint32_t offset, std::span<const uint8_t> data) {
   // §5.5.4: only actual is the driver's to write.
   uint8_t c[4];
-  std::memcpy(c, &actual_, 4);
+  uint32_t a = actual_.load();
+  std::memcpy(c, &a, 4);
   for (size_t i = 0; i < data.size(); ++i) {
     uint64_t at = uint64_t{offset} + i;
     if (at >= cfg::kActual && at < cfg::kActual + 4) c[at - cfg::kActual] = data[i];
   }
-  std::memcpy(&actual_, c, 4);
+  std::memcpy(&a, c, 4);
+  actual_.store(a);
 }
 
 img::Status BalloonDevice::activate(ActivateArgs args) {
   reset();
-  irq_ = args.irq;
+  {
+    std::lock_guard l(irq_mu_);
+    irq_ = args.irq;
+  }
   worker_ =
       std::make_unique<BalloonWorker>(*this, *loop_, *args.mem, std::move(args.queues), *args.irq);
   return worker_->start();
 }
 
+img::Status BalloonDevice::pause() { return worker_ ? worker_->pause() : img::Status{}; }
+
+void BalloonDevice::resume() {
+  if (worker_) worker_->resume();
+}
+
 void BalloonDevice::reset() {
   worker_.reset();
+  actual_.store(0);  // a reset driver holds no pages (§5.5.6.1: it starts with an empty balloon)
+  std::lock_guard l(irq_mu_);
   irq_ = nullptr;
 }
 

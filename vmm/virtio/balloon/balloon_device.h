@@ -69,7 +69,10 @@ class BalloonDevice final : public VirtioDevice {
   ~BalloonDevice() override;
 
   // The host changes its request (raises the configuration interrupt once the guest runs).
+  // Safe from any thread.
   void set_num_pages(uint32_t pages);
+  uint32_t num_pages() const { return num_pages_.load(); }
+  uint32_t actual_pages() const { return actual_.load(); }  // what the driver last reported
   std::map<uint16_t, uint64_t> stats() const;  // latest stats by tag
   uint64_t discarded_pages() const { return discarded_.load(); }
   uint64_t bad_pfns() const { return bad_pfns_.load(); }
@@ -83,6 +86,8 @@ class BalloonDevice final : public VirtioDevice {
   void write_config(uint32_t offset, std::span<const uint8_t> data) override;
   img::Status activate(ActivateArgs args) override;
   void reset() override;
+  img::Status pause() override;
+  void resume() override;
 
  private:
   friend class BalloonWorker;
@@ -91,7 +96,8 @@ class BalloonDevice final : public VirtioDevice {
   std::unique_ptr<img::IoLoop> loop_;
   BalloonOptions opts_;
   std::atomic<uint32_t> num_pages_{0};  // set_num_pages may come from any thread
-  uint32_t actual_ = 0;
+  std::atomic<uint32_t> actual_{0};  // written by the driver, read by the control socket
+  std::mutex irq_mu_;                // irq_: set by activate/reset, used by set_num_pages
   VirtioInterrupt* irq_ = nullptr;
   std::atomic<uint64_t> discarded_{0}, bad_pfns_{0};
   mutable std::mutex stats_mu_;

@@ -52,6 +52,8 @@ class NetWorker final : public ChainHandler {
   ~NetWorker() override { server_.stop(); }
 
   img::Status start() { return server_.start(); }
+  img::Status pause() { return server_.pause(); }
+  void resume() { server_.resume(); }
 
   void started(QueueServer& s) override {
     s.loop().spawn(writer());
@@ -286,6 +288,14 @@ img::Status NetDevice::activate(ActivateArgs args) {
   worker_ =
       std::make_unique<NetWorker>(*loop_, *tap_, args.features, std::move(args.queues), *args.irq);
   return worker_->start();
+}
+
+// VM pause: no new transmit or receive chains are taken; receive buffers the worker already
+// holds stay parked and may still be filled by frames from the tap (as parked console input is).
+img::Status NetDevice::pause() { return worker_ ? worker_->pause() : img::Status{}; }
+
+void NetDevice::resume() {
+  if (worker_) worker_->resume();
 }
 
 void NetDevice::reset() { worker_.reset(); }

@@ -66,6 +66,8 @@ class NetDevice final : public VirtioDevice {
   void write_config(uint32_t, std::span<const uint8_t>) override {}  // §5.1.4: read-only here
   img::Status activate(ActivateArgs args) override;
   void reset() override;
+  img::Status pause() override;
+  void resume() override;
 
  private:
   NetDevice(std::unique_ptr<img::IoLoop> loop, std::unique_ptr<Tap> tap, Mac mac,

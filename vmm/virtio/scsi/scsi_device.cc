@@ -120,6 +120,12 @@ img::Status ScsiDevice::activate(ActivateArgs args) {
   return worker_->start();
 }
 
+img::Status ScsiDevice::pause() { return worker_ ? worker_->pause() : img::Status{}; }
+
+void ScsiDevice::resume() {
+  if (worker_) worker_->resume();
+}
+
 void ScsiDevice::reset() {
   if (worker_) worker_->stop();
   worker_.reset();

@@ -55,6 +55,8 @@ class ScsiDevice final : public VirtioDevice {
   void write_config(uint32_t offset, std::span<const uint8_t> data) override;
   img::Status activate(ActivateArgs args) override;
   void reset() override;
+  img::Status pause() override;
+  void resume() override;
 
   const LunInfo& lun_info(size_t i) const { return infos_[i]; }
 

@@ -229,4 +229,14 @@ img::Task<img::Status> ScsiWorker::write_same(WorkerLun& lun, const Command& c, 
   co_return img::Status{};
 }
 
+img::Task<img::Status> ScsiWorker::quiesce() {
+  co_await server_.wait_idle();
+  for (WorkerLun& lun : luns_) {
+    if (lun.info.read_only) continue;
+    img::Status s = co_await lun.disk->flush();
+    if (!s) co_return s;
+  }
+  co_return img::Status{};
+}
+
 }  // namespace vmm::virtio::scsi

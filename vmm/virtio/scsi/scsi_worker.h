@@ -38,9 +38,14 @@ class ScsiWorker final : public ChainHandler {
 
   img::Status start() { return server_.start(); }
   void stop() { server_.stop(); }
+  img::Status pause() { return server_.pause(); }
+  void resume() { server_.resume(); }
 
   img::Status handle_chain(uint16_t queue, DescriptorChain chain) override;
   void stopping() override { parked_events_.clear(); }
+  // VM pause: the commands in flight finish, then every writable LUN is flushed, so a paused VM's
+  // images hold everything the guest was told was written (as blk's quiesce does).
+  img::Task<img::Status> quiesce() override;
 
  private:
   struct Outcome {
