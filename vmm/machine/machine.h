@@ -42,6 +42,9 @@ class VirtioPciDevice;
 namespace blk {
 class BlkDevice;
 }
+namespace balloon {
+class BalloonDevice;
+}
 }  // namespace virtio
 
 class Machine {
@@ -69,6 +72,7 @@ class Machine {
   api::CommandResult pause();
   api::CommandResult resume();
   api::CommandResult shutdown(const api::Json& args, bool reboot);
+  api::CommandResult set_balloon(const api::Json& args);
   img::Status serve_events();  // registers the signalfd, the event fd and the control socket
   bool exiting();
   std::string shutdown_note();
@@ -104,6 +108,8 @@ class Machine {
   std::vector<std::string> device_names_;
   std::vector<std::shared_ptr<virtio::VirtioPciDevice>> virtio_;
   std::shared_ptr<I8042> i8042_;
+  virtio::balloon::BalloonDevice* balloon_ = nullptr;  // owned by its PCI function; may be null
+  uint64_t balloon_target_ = 0;                        // bytes the guest is asked to keep
   std::chrono::steady_clock::time_point started_;
   RunState state_ = RunState::kRunning;  // run() thread only
   bool shutdown_requested_ = false;      // run() thread only

@@ -14,6 +14,7 @@
 #include <cerrno>
 
 #include "machine/machine.h"
+#include "virtio/balloon/balloon_device.h"
 #include "virtio/blk/blk_device.h"
 #include "virtio/virtio_pci.h"
 
@@ -32,6 +33,7 @@ void Machine::add_commands() {
   dispatcher_.add("resume", {}, [this](const Json&) { return resume(); });
   dispatcher_.add("shutdown", {"timeout"}, [this](const Json& a) { return shutdown(a, false); });
   dispatcher_.add("reboot", {"timeout"}, [this](const Json& a) { return shutdown(a, true); });
+  dispatcher_.add("balloon", {"target"}, [this](const Json& a) { return set_balloon(a); });
   dispatcher_.add("destroy", {}, [this](const Json&) -> api::CommandResult {
     request_exit(kExitDestroyed, "destroyed over the control socket");
     return Json::object();
@@ -51,13 +53,36 @@ api::CommandResult Machine::info() const {
   }
   double uptime =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
-  return Json{{"state", state_name(state_ == RunState::kPaused)},
-              {"shutdown_requested", shutdown_requested_},
-              {"vcpus", cpus_},
-              {"memory", memory_},
-              {"uptime_s", uptime},
-              {"disks", std::move(disks)},
-              {"devices", device_names_}};
+  Json j{{"state", state_name(state_ == RunState::kPaused)},
+         {"shutdown_requested", shutdown_requested_},
+         {"vcpus", cpus_},
+         {"memory", memory_},
+         {"uptime_s", uptime},
+         {"disks", std::move(disks)},
+         {"devices", device_names_}};
+  if (balloon_) j["balloon"] = {{"target", balloon_target_}};
+  return j;
+}
+
+// balloon {"target": BYTES}: the memory the guest is asked to keep, as --balloon target= and
+// QEMU's balloon command; the device asks for the rest (virtio 1.2 §5.5.6: num_pages, raised
+// with a configuration change interrupt).
+api::CommandResult Machine::set_balloon(const api::Json& args) {
+  if (!balloon_) {
+    return std::unexpected(api::wrong_state("the VM has no balloon device (vmm run --balloon)"));
+  }
+  if (!args.contains("target") || !args["target"].is_number_unsigned()) {
+    return std::unexpected(api::invalid_argument("'target' must be a number of bytes"));
+  }
+  uint64_t target = args["target"].get<uint64_t>();
+  if (target > memory_ || target % virtio::balloon::kPageSize != 0) {
+    return std::unexpected(api::invalid_argument(
+        img::strfmt("'target' must be a multiple of 4096 up to the VM's memory (%llu bytes)",
+                    static_cast<unsigned long long>(memory_))));
+  }
+  balloon_->set_num_pages(static_cast<uint32_t>((memory_ - target) / virtio::balloon::kPageSize));
+  balloon_target_ = target;
+  return api::Json::object();
 }
 
 api::CommandResult Machine::disk_stats() const {

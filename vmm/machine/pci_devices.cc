@@ -86,6 +86,8 @@ img::Status Machine::setup_pci_devices(const MachineConfig& c) {
     o.stats_interval = std::chrono::seconds(c.balloon->stats_seconds);
     auto dev = vb::BalloonDevice::create(o);
     if (!dev) return img::Unexpected(dev.error().prepend("--balloon"));
+    balloon_ = dev->get();
+    balloon_target_ = c.balloon->target.value_or(c.memory);
     ASSIGN_OR_RETURN(
         auto p, virtio::VirtioPciDevice::create(std::move(*dev), ram_.memory(), *irq_, *ioevents_));
     RETURN_IF_ERROR(pci->add_device(std::move(p)));
