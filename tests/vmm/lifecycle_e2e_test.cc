@@ -188,7 +188,11 @@ TEST_F(LifecycleE2eTest, KillNineShowsShutOffAndANewStartWorks) {
   EXPECT_NE(list(true).find(" -    demo   shut off\n"), std::string::npos);
   EXPECT_NE(slurp(run_path("demo", "log")).find("was killed by signal 9"), std::string::npos);
 
-  ok("start", "demo");
+  // Two starts racing on one VM: the definition lock serialises them, one starts it.
+  auto both =
+      run_shell("sh -c '" + vmm("start", "demo") + " & " + vmm("start", "demo") + "; wait'", dir_);
+  EXPECT_EQ(both.out, "Domain 'demo' started\n\n");
+  EXPECT_EQ(both.err, "vmm: VM 'demo' is already running\n");
   EXPECT_EQ(ok("destroy", "demo").out, "Domain 'demo' destroyed\n\n");
   EXPECT_NE(list(true).find(" -    demo   shut off\n"), std::string::npos);
   auto d = run_shell(vmm("destroy", "demo"), dir_);

@@ -141,6 +141,9 @@ img::Result<Json> control_call(const StateDir& sd, const std::string& name, cons
 }  // namespace
 
 int cmd_define_file(const StateDir& sd, const std::string& file) {
+  std::error_code ec;
+  if (!fs::is_regular_file(file, ec)) return fail(file + " is not a regular file");
+  if (fs::file_size(file, ec) > (16u << 20)) return fail(file + " is larger than 16 MiB");
   std::ifstream f(file);
   if (!f) return fail("cannot read " + file + ": " + std::strerror(errno));
   std::stringstream ss;
