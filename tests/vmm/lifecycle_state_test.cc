@@ -177,5 +177,62 @@ TEST_F(LifecycleStateTest, CommandsOnMissingOrStoppedVmsSayWhy) {
   EXPECT_FALSE(fs::exists(sd_.run_dir("demo")));
 }
 
+// vmm create makes the images through libimg; qemu-img is the judge of what it made.
+TEST_F(LifecycleStateTest, CreateMakesImagesQemuImgAcceptsAndDefinesTheVm) {
+  std::string v = std::string(VMM_BINARY) + " ";
+  std::string o = " --state-dir " + sd_.root;
+  std::string base = sd_.root + "/images/c1-vda.qcow2";
+  auto c = vmm_test::run_shell(
+      v + "create" + o + " --name c1 --kernel /k --memory 32M " + "--disk size=1G,format=qcow2",
+      dir_);
+  ASSERT_EQ(c.rc, 0) << c.err;
+  EXPECT_EQ(c.out,
+            "Disk 'vda': created " + base + " (qcow2, 1073741824 bytes)\nDomain 'c1' defined\n\n");
+  auto info = vmm_test::run_shell("qemu-img info --output=json " + base, dir_);
+  ASSERT_EQ(info.rc, 0) << info.err;
+  EXPECT_NE(info.out.find("\"virtual-size\": 1073741824"), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find("\"format\": \"qcow2\""), std::string::npos) << info.out;
+  EXPECT_EQ(vmm_test::run_shell("qemu-img check " + base, dir_).rc, 0);
+
+  // An overlay on c1's image: a linked disk for a second VM.
+  std::string ov = dir_ + "/ov.qcow2";
+  auto c2 = vmm_test::run_shell(v + "create" + o +
+                                    " --name c2 --kernel /k --memory 32M --disk path=" + ov +
+                                    ",backing=" + base + " --disk size=16M,format=raw",
+                                dir_);
+  ASSERT_EQ(c2.rc, 0) << c2.err;
+  auto oi = vmm_test::run_shell("qemu-img info --output=json " + ov, dir_);
+  EXPECT_NE(oi.out.find("\"backing-filename\": \"" + base + "\""), std::string::npos) << oi.out;
+  EXPECT_NE(oi.out.find("\"backing-filename-format\": \"qcow2\""), std::string::npos) << oi.out;
+  EXPECT_NE(oi.out.find("\"virtual-size\": 1073741824"), std::string::npos) << oi.out;
+  EXPECT_EQ(vmm_test::run_shell("qemu-img check " + ov, dir_).rc, 0);
+  auto raw =
+      vmm_test::run_shell("qemu-img info --output=json " + sd_.root + "/images/c2-vdb.raw", dir_);
+  EXPECT_NE(raw.out.find("\"virtual-size\": 16777216"), std::string::npos) << raw.out;
+  auto bl = vmm_test::run_shell(v + "domblklist" + o + " c2", dir_);
+  EXPECT_NE(bl.out.find(" vda      " + ov + "\n"), std::string::npos) << bl.out;
+
+  // Refusals leave nothing behind.
+  auto dup = vmm_test::run_shell(v + "create" + o + " --name c1 --kernel /k --disk size=1G", dir_);
+  EXPECT_EQ(dup.rc, 1);
+  EXPECT_EQ(dup.err, "vmm: VM 'c1' already exists\n");
+  auto over = vmm_test::run_shell(
+      v + "create" + o + " --name c3 --kernel /k --memory 32M --disk path=" + ov + ",size=1G",
+      dir_);
+  EXPECT_EQ(over.rc, 1);
+  EXPECT_EQ(over.err,
+            "vmm: --disk " + ov + " exists: give size= or backing= only for a new image\n");
+  auto nob = vmm_test::run_shell(v + "create" + o +
+                                     " --name c3 --kernel /k --memory 32M --disk path=" + dir_ +
+                                     "/new.qcow2,backing=" + dir_ + "/nope.qcow2",
+                                 dir_);
+  EXPECT_EQ(nob.rc, 1);
+  EXPECT_TRUE(nob.err.starts_with("vmm: creating " + dir_ + "/new.qcow2: backing image " + dir_ +
+                                  "/nope.qcow2"))
+      << nob.err;
+  EXPECT_FALSE(fs::exists(dir_ + "/new.qcow2"));
+  EXPECT_FALSE(fs::exists(sd_.definition("c3")));
+}
+
 }  // namespace
 }  // namespace vmm::lifecycle

@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "lifecycle/commands.h"
+#include "lifecycle/create.h"
 #include "lifecycle/run_flags.h"
 #include "machine/config.h"
 
@@ -20,6 +21,7 @@ struct LifecycleCli::Options {
   bool remove_storage = false;
   double timeout = -1;
   RunFlags run;
+  CreateArgs create;
   CLI::App* define = nullptr;
   std::vector<std::pair<CLI::App*, std::string>> subs;  // subcommand, its name
 };
@@ -41,6 +43,22 @@ LifecycleCli::LifecycleCli(CLI::App& app) : o_(std::make_unique<Options>()) {
   o.define->add_option("FILE", o.file, "a definition file (JSON, docs/vmm-lifecycle.md)");
   o.define->add_option("--name", o.name, "the VM's name (with the same flags as vmm run)");
   add_run_flags(*o.define, o.run, false);
+  CLI::App* create =
+      sub("create", "make a VM's disk images with libimg and define it (virt-install-like)", false);
+  CreateArgs& ca = o.create;
+  create->add_option("--name,-n", ca.name, "the VM's name")->required();
+  create->add_option("--vcpus", ca.vcpus, "number of vCPUs")->capture_default_str();
+  create->add_option("--memory", ca.memory, "guest memory, e.g. 512M, 2G")->capture_default_str();
+  create->add_option("--kernel", ca.kernel, "kernel file")->required();
+  create->add_option("--initrd", ca.initrd, "initial ramdisk");
+  create->add_option("--cmdline", ca.cmdline, "kernel command line");
+  create->add_option("--disk", ca.disks,
+                     "size=SIZE[,format=qcow2|raw][,path=P] (a new image) | path=P,backing=BASE "
+                     "(a qcow2 overlay on BASE) | path=P (an existing image); also "
+                     ",cache=none|writeback ,readonly=on (repeatable)");
+  create->add_option("--network", ca.networks,
+                     "tap (create one) | tap=NAME[,mac=XX:XX:XX:XX:XX:XX] (repeatable)");
+  create->add_flag("--start", ca.start, "start the VM once it is defined");
   sub("start", "start a defined VM in the background");
   sub("list", "list the running VMs (--all: the defined ones too)", false)
       ->add_flag("--all", o.all, "show shut-off VMs too");
@@ -112,6 +130,7 @@ std::optional<int> LifecycleCli::dispatch() {
     }
     return cmd_define(sd, n, *cfg);
   }
+  if (cmd == "create") return cmd_create(sd, o.create, self_exe());
   if (cmd == "start") return cmd_start(sd, n, self_exe());
   if (cmd == "list") return cmd_list(sd, o.all);
   if (cmd == "shutdown") {
