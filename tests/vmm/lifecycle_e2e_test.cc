@@ -37,7 +37,7 @@ class LifecycleE2eTest : public ::testing::Test {
   void TearDown() override {
     if (dir_.empty()) return;
     // Whatever still runs goes (its supervisor leads its own process group).
-    for (const char* n : {"demo", "other"}) {
+    for (const char* n : {"demo", "other", "demo-clone"}) {
       run_shell(vmm("destroy", n), dir_);
     }
     fs::remove_all(dir_);
@@ -253,6 +253,64 @@ TEST_F(LifecycleE2eTest, CreateWithA1GQcow2DiskStartsAndItsImageStaysClean) {
   EXPECT_EQ(chk.rc, 0) << chk.out << chk.err;
   ok("undefine", "demo --remove-all-storage");
   EXPECT_FALSE(fs::exists(img));
+}
+
+// virt-clone's contract: the source must be shut off and is left untouched; each clone gets its
+// own disk (a full copy, or a linked overlay), name, UUID; the clone boots and writes to its
+// disk without changing a byte of the source's image; qemu-img check is clean on all of them.
+TEST_F(LifecycleE2eTest, CloneCopiesAShutOffVmAndLeavesTheSourceUntouched) {
+  std::string src = dir_ + "/demo.qcow2";
+  ASSERT_EQ(run_shell("qemu-img create -q -f qcow2 " + src + " 64M", dir_).rc, 0);
+  ASSERT_EQ(run_shell("qemu-io -f qcow2 -c 'write -P 0x5a 0 1M' " + src, dir_).rc, 0);
+  define("demo", "--disk " + src + ",format=qcow2 --net tap=tapx,mac=02:00:00:00:00:01");
+  std::string sum = run_shell("sha256sum " + src, dir_).out;
+
+  auto no_auto = run_shell(vmm("clone", "--original demo"), dir_);
+  EXPECT_EQ(no_auto.rc, 1);
+  EXPECT_EQ(no_auto.err, "vmm: VM 'demo' has writable disks: give --auto-clone to copy them\n");
+  auto c = ok("clone", "--original demo --auto-clone");
+  std::string copy = dir_ + "/demo-clone-vda.qcow2";
+  EXPECT_EQ(c.out,
+            "Cloning " + src + " to " + copy +
+                "\nDomain 'demo-clone' defined\n\nClone 'demo-clone' created successfully.\n");
+  EXPECT_EQ(run_shell("qemu-img compare " + src + " " + copy, dir_).rc, 0) << "not the same data";
+  auto l = ok("clone", "--original demo --auto-clone --linked");
+  std::string linked = dir_ + "/demo-clone1-vda.qcow2";
+  EXPECT_NE(l.out.find("Clone 'demo-clone1' created successfully."), std::string::npos) << l.out;
+  auto li = run_shell("qemu-img info --output=json " + linked, dir_);
+  EXPECT_NE(li.out.find("\"backing-filename\": \"" + src + "\""), std::string::npos) << li.out;
+
+  // New identity: UUID and MAC differ, the tap is one of its own (created at start).
+  std::string a = slurp(state_ + "/demo.json"), b = slurp(state_ + "/demo-clone.json");
+  std::regex uuid("\"uuid\": \"([0-9a-f-]+)\"");
+  std::smatch ma, mb;
+  ASSERT_TRUE(std::regex_search(a, ma, uuid) && std::regex_search(b, mb, uuid));
+  EXPECT_NE(ma[1], mb[1]);
+  EXPECT_EQ(b.find("02:00:00:00:00:01"), std::string::npos);
+  EXPECT_EQ(b.find("tapx"), std::string::npos);
+  EXPECT_NE(ok("domblklist", "demo-clone").out.find(" vda      " + copy + "\n"), std::string::npos);
+
+  // The clone boots (without its NIC: no taps in a test) and writes to its own disk.
+  ok("define", "--name demo-clone --kernel " + std::string(VMM_TEST_GUEST) +
+                   " --memory 64M --cmdline counter --disk " + copy + ",format=qcow2");
+  ok("start", "demo-clone");
+  EXPECT_TRUE(wait_ticks_above("demo-clone", -1, 20));
+  EXPECT_NE(slurp(run_path("demo-clone", "console.log")).find("GUEST: PASS"),
+            std::string::npos)
+      << slurp(run_path("demo-clone", "console.log"));
+  auto running = run_shell(vmm("clone", "--original demo-clone --auto-clone"), dir_);
+  EXPECT_EQ(running.rc, 1);
+  EXPECT_EQ(running.err,
+            "vmm: VM 'demo-clone' is running: shut it down first (its disks would change under the "
+            "copy)\n");
+  ok("shutdown", "demo-clone --timeout 20");
+  EXPECT_EQ(run_shell("sha256sum " + src, dir_).out, sum) << "the source's image changed";
+  for (const std::string& f : {src, copy, linked}) {
+    auto chk = run_shell("qemu-img check " + f, dir_);
+    EXPECT_EQ(chk.rc, 0) << f << ": " << chk.out << chk.err;
+  }
+  EXPECT_NE(run_shell("qemu-img compare " + src + " " + copy, dir_).rc, 0)
+      << "the clone's guest wrote nothing to its own disk";
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <climits>
 #include <cstdio>
 
+#include "lifecycle/clone.h"
 #include "lifecycle/commands.h"
 #include "lifecycle/create.h"
 #include "lifecycle/run_flags.h"
@@ -22,6 +23,7 @@ struct LifecycleCli::Options {
   double timeout = -1;
   RunFlags run;
   CreateArgs create;
+  CloneArgs clone;
   CLI::App* define = nullptr;
   std::vector<std::pair<CLI::App*, std::string>> subs;  // subcommand, its name
 };
@@ -59,6 +61,13 @@ LifecycleCli::LifecycleCli(CLI::App& app) : o_(std::make_unique<Options>()) {
   create->add_option("--network", ca.networks,
                      "tap (create one) | tap=NAME[,mac=XX:XX:XX:XX:XX:XX] (repeatable)");
   create->add_flag("--start", ca.start, "start the VM once it is defined");
+  CLI::App* clone = sub("clone", "copy a shut-off VM with its disks (virt-clone-like)", false);
+  clone->add_option("--original,-o", o.clone.original, "the VM to copy")->required();
+  clone->add_option("--name,-n", o.clone.name, "the clone's name (default ORIGINAL-clone)");
+  clone->add_flag("--auto-clone", o.clone.auto_clone,
+                  "copy the writable disks beside the originals");
+  clone->add_flag("--linked", o.clone.linked,
+                  "make each disk a qcow2 overlay on the original's instead of a full copy");
   sub("start", "start a defined VM in the background");
   sub("list", "list the running VMs (--all: the defined ones too)", false)
       ->add_flag("--all", o.all, "show shut-off VMs too");
@@ -131,6 +140,7 @@ std::optional<int> LifecycleCli::dispatch() {
     return cmd_define(sd, n, *cfg);
   }
   if (cmd == "create") return cmd_create(sd, o.create, self_exe());
+  if (cmd == "clone") return cmd_clone(sd, o.clone);
   if (cmd == "start") return cmd_start(sd, n, self_exe());
   if (cmd == "list") return cmd_list(sd, o.all);
   if (cmd == "shutdown") {
