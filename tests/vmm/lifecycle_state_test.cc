@@ -11,6 +11,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "lifecycle/format.h"
 #include "lifecycle/state_dir.h"
@@ -175,6 +176,24 @@ TEST_F(LifecycleStateTest, CommandsOnMissingOrStoppedVmsSayWhy) {
   EXPECT_EQ(u.rc, 0) << u.err;
   EXPECT_FALSE(fs::exists(sd_.definition("demo")));
   EXPECT_FALSE(fs::exists(sd_.run_dir("demo")));
+}
+
+// A relative --state-dir names the same directory from anywhere once a VM is defined: the paths
+// stored and passed to vmm run are absolute.
+TEST_F(LifecycleStateTest, ARelativeStateDirIsMadeAbsolute) {
+  fs::create_directories(dir_ + "/a/b");
+  auto d =
+      vmm_test::run_shell("cd " + dir_ + "/a && " + VMM_BINARY +
+                              " define --state-dir ./st/ --name x --kernel b/../k --memory 32M",
+                          dir_);
+  ASSERT_EQ(d.rc, 0) << d.err;
+  auto l = vmm_test::run_shell(
+      std::string(VMM_BINARY) + " list --all --state-dir " + dir_ + "/a/st", dir_);
+  EXPECT_NE(l.out.find(" -    x      shut off\n"), std::string::npos) << l.out;
+  std::ifstream f(dir_ + "/a/st/x.json");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  EXPECT_NE(ss.str().find("\"kernel\": \"" + dir_ + "/a/k\""), std::string::npos) << ss.str();
 }
 
 // vmm create makes the images through libimg; qemu-img is the judge of what it made.

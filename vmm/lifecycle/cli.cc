@@ -4,6 +4,7 @@
 
 #include <climits>
 #include <cstdio>
+#include <filesystem>
 
 #include "lifecycle/clone.h"
 #include "lifecycle/commands.h"
@@ -109,7 +110,10 @@ std::optional<int> LifecycleCli::dispatch() {
   if (cmd.empty()) return std::nullopt;
   StateDir sd;
   if (!o.state_dir.empty()) {
-    sd.root = o.state_dir;
+    // Absolute, so that the paths in a running VM's command line (its control socket, which
+    // identifies it) do not depend on the directory a later command runs in.
+    sd.root = std::filesystem::absolute(o.state_dir).lexically_normal().string();
+    while (sd.root.size() > 1 && sd.root.ends_with('/')) sd.root.pop_back();
   } else {
     auto d = default_state_dir();
     if (!d) return fail(d.error().message());

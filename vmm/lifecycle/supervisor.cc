@@ -66,7 +66,10 @@ class Relay {
     if (client_ >= 0) ::send(client_, buf, static_cast<size_t>(n), MSG_NOSIGNAL | MSG_DONTWAIT);
     return true;
   }
-  // Keystrokes from the client go to the guest's serial port.
+  // Keystrokes from the client go to the guest's serial port. What the port cannot take now (a
+  // guest that does not read its UART) is dropped, as a full keyboard buffer drops keys: a
+  // client typing faster than the guest reads must not stall the relay, and with it the guest's
+  // output.
   void pump_client() {
     char buf[1024];
     ssize_t n = ::read(client_, buf, sizeof buf);
@@ -76,7 +79,8 @@ class Relay {
       return;
     }
     for (ssize_t off = 0; serial_ >= 0 && off < n;) {
-      ssize_t w = ::send(serial_, buf + off, static_cast<size_t>(n - off), MSG_NOSIGNAL);
+      ssize_t w =
+          ::send(serial_, buf + off, static_cast<size_t>(n - off), MSG_NOSIGNAL | MSG_DONTWAIT);
       if (w < 0 && errno == EINTR) continue;
       if (w <= 0) break;
       off += w;
