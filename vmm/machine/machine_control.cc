@@ -54,13 +54,18 @@ api::CommandResult Machine::info() const {
   }
   double uptime =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
-  return Json{{"state", state_name(state_ == RunState::kPaused)},
-              {"shutdown_requested", shutdown_requested_},
-              {"vcpus", cpus_},
-              {"memory", memory_},
-              {"uptime_s", uptime},
-              {"disks", std::move(disks)},
-              {"devices", device_names_}};
+  Json j{{"state", state_name(state_ == RunState::kPaused)},
+         {"shutdown_requested", shutdown_requested_},
+         {"vcpus", cpus_},
+         {"memory", memory_},
+         {"uptime_s", uptime},
+         {"disks", std::move(disks)},
+         {"devices", device_names_}};
+  if (balloon_) {  // as query-balloon reports them: the memory asked for and the memory the guest has
+    j["balloon"] = {{"target", memory_ - std::min<uint64_t>(memory_, uint64_t{balloon_->num_pages()} * 4096)},
+                    {"actual", memory_ - std::min<uint64_t>(memory_, uint64_t{balloon_->actual_pages()} * 4096)}};
+  }
+  return j;
 }
 
 api::CommandResult Machine::disk_stats() const {
