@@ -246,6 +246,11 @@ class LinuxGuestTest : public ::testing::Test {
       uint64_t total = balloon.inflated["stats"].value("stat-total-memory", 0ull);
       EXPECT_GT(total, 0u) << balloon.log;
       EXPECT_LE(total, kMemory) << balloon.log;
+      // vmm's RSS is sampled and logged, not asserted: the pages Linux puts in the balloon are
+      // free pages it never wrote, which the host never backed, so giving them back moves RSS
+      // by little (measured: 30.8 MB -> 29.6 MB). Making them resident first means the guest
+      // kernel writing ~40 MiB, which took 100 s of guest time here (kvm_pvm's CPL0 emulator).
+      // The RSS drop for resident pages is VirtioBalloon.InflatedPagesGoBackToTheHost's.
       EXPECT_EQ(balloon.deflated.value("balloon_pages", 1u), 0u) << balloon.log;
       EXPECT_EQ(balloon.deflated.value("actual", 0ull), kMemory) << balloon.log;
     }
