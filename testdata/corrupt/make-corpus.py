@@ -147,7 +147,7 @@ def base(kind):
         subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x55 0 4k", p], check=True,
                        stdout=subprocess.DEVNULL)
         im = Image(p)  # a fixed date and VM clock, so regenerating gives the same bytes
-        im.put(im.snapshots + 20, 0, 16)
+        im.put(im.snapshots + 16, 0, 16)  # date_sec, date_nsec, vm_clock_nsec
         im.close()
     if kind == "bitmap":
         subprocess.run(["qemu-img", "bitmap", "--add", p, "b0"], check=True)
