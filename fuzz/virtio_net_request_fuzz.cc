@@ -11,11 +11,10 @@
 #include <cstring>
 #include <vector>
 
-#include "kvm/guest_memory.h"
 #include "virtio/net/net_request.h"
 #include "virtio/net/net_spec.h"
-#include "virtio/queue.h"
 #include "virtio/virtio_spec.h"
+#include "virtio_fuzz_rig.h"
 
 namespace {
 constexpr size_t kMem = 128 * 1024;
@@ -23,19 +22,8 @@ namespace vn = vmm::virtio::net;
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  if (size < 4) return 0;
-  std::vector<uint8_t> mem(kMem, 0);
-  std::memcpy(mem.data(), data + 4, std::min(size - 4, kMem));
-  vmm::GuestMemory gm;
-  gm.add_region(0x100000, kMem, mem.data());
-
-  vmm::virtio::QueueConfig cfg;
-  cfg.size = uint16_t(1u << (data[0] % 9));  // 1..256
-  cfg.desc = 0x100000;
-  cfg.avail = 0x100000 + 0x1000;
-  cfg.used = 0x100000 + 0x2000;
-  auto q = vmm::virtio::Virtqueue::create(gm, cfg, data[1] & 1, data[1] & 2);
-  if (!q) return 0;
+  auto rig = vmm::fuzz::VirtioFuzzRig::make(data, size, kMem);
+  if (!rig) return 0;
   using vmm::virtio::feature;
   uint64_t features = 0;
   for (unsigned b : {vn::kFCsum, vn::kFHostTso4, vn::kFHostTso6, vn::kFHostEcn, vn::kFHostUfo}) {
@@ -45,35 +33,26 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   uint32_t pkt_len = vn::hdr::kSize + vn::kMinFrame + (uint32_t{data[3]} << 6);
   std::vector<uint8_t> pkt(pkt_len, 0xa5);
 
-  for (int i = 0; i < 512; ++i) {
-    auto head = q->pop_avail();
-    if (!head || !*head) break;
-    auto chain = q->read_chain(**head);
-    uint32_t used = 0;
-    if (chain) {
-      auto tx = vn::parse_tx(*chain, features);
-      if (tx) {
-        uint64_t n = 0, sum = 0;
-        for (auto s : tx->frame) {
-          for (uint8_t b : s) sum += b;  // reads every byte handed out
-          n += s.size();
-        }
-        if (n != tx->frame_len || n > vn::kMaxFrame || n < vn::kMinFrame) __builtin_trap();
-        if (sum == 0xffffffffffffffffull) std::abort();  // keeps the reads
+  rig->for_each_chain([&](const vmm::virtio::DescriptorChain& chain) -> uint32_t {
+    auto tx = vn::parse_tx(chain, features);
+    if (tx) {
+      uint64_t n = 0, sum = 0;
+      for (auto s : tx->frame) {
+        for (uint8_t b : s) sum += b;  // reads every byte handed out
+        n += s.size();
       }
-      auto rx = vn::parse_rx(*chain);
-      if (rx) {
-        if (rx->total < vn::hdr::kSize || rx->total > vn::kMaxPacket) __builtin_trap();
-        uint32_t len = std::min(pkt_len, rx->total);
-        const vmm::virtio::Buffers* bufs[1] = {&*rx};
-        uint32_t u[1];
-        vn::scatter_packet(std::span(pkt.data(), len), bufs, u);
-        if (u[0] != len) __builtin_trap();
-        used = u[0];
-      }
+      if (n != tx->frame_len || n > vn::kMaxFrame || n < vn::kMinFrame) __builtin_trap();
+      if (sum == 0xffffffffffffffffull) std::abort();  // keeps the reads
     }
-    q->add_used(**head, used);
-  }
-  q->publish_used();
+    auto rx = vn::parse_rx(chain);
+    if (!rx) return 0;
+    if (rx->total < vn::hdr::kSize || rx->total > vn::kMaxPacket) __builtin_trap();
+    uint32_t len = std::min(pkt_len, rx->total);
+    const vmm::virtio::Buffers* bufs[1] = {&*rx};
+    uint32_t u[1];
+    vn::scatter_packet(std::span(pkt.data(), len), bufs, u);
+    if (u[0] != len) __builtin_trap();
+    return u[0];
+  });
   return 0;
 }

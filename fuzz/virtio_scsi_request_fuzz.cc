@@ -10,11 +10,10 @@
 #include <cstring>
 #include <vector>
 
-#include "kvm/guest_memory.h"
-#include "virtio/queue.h"
 #include "virtio/scsi/cdb.h"
 #include "virtio/scsi/request.h"
 #include "virtio/scsi/scsi_spec.h"
+#include "virtio_fuzz_rig.h"
 
 namespace {
 constexpr size_t kMem = 64 * 1024;
@@ -22,19 +21,8 @@ namespace vs = vmm::virtio::scsi;
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  if (size < 4) return 0;
-  std::vector<uint8_t> mem(kMem, 0);
-  std::memcpy(mem.data(), data + 4, std::min(size - 4, kMem));
-  vmm::GuestMemory gm;
-  gm.add_region(0x100000, kMem, mem.data());
-
-  vmm::virtio::QueueConfig cfg;
-  cfg.size = uint16_t(1u << (data[0] % 9));
-  cfg.desc = 0x100000;
-  cfg.avail = 0x100000 + 0x1000;
-  cfg.used = 0x100000 + 0x2000;
-  auto q = vmm::virtio::Virtqueue::create(gm, cfg, data[1] & 1, data[1] & 2);
-  if (!q) return 0;
+  auto rig = vmm::fuzz::VirtioFuzzRig::make(data, size, kMem);
+  if (!rig) return 0;
 
   vs::LunInfo info;
   info.blocks = 1 + data[2] * 1000ull;
@@ -51,19 +39,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   uint32_t cdb_size = (data[3] & 8) ? 16 : vs::kDefaultCdbSize;
   uint32_t sense_size = (data[3] & 16) ? 8 : vs::kDefaultSenseSize;
 
-  for (int i = 0; i < 512; ++i) {
-    auto head = q->pop_avail();
-    if (!head || !*head) break;
-    auto chain = q->read_chain(**head);
-    if (!chain) {
-      q->add_used(**head, 0);
-      continue;
-    }
-    auto req = vs::parse_cmd_chain(*chain, cdb_size, sense_size);
-    if (!req) {
-      q->add_used(**head, 0);
-      continue;
-    }
+  rig->for_each_chain([&](const vmm::virtio::DescriptorChain& chain) -> uint32_t {
+    auto req = vs::parse_cmd_chain(chain, cdb_size, sense_size);
+    if (!req) return 0;
     uint32_t used = req->resp.size;
     auto lun = vs::decode_lun(req->lun, 2);
     uint8_t response = lun ? vs::kSOk : vs::kSBadTarget;
@@ -99,8 +77,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
     }
     req->resp.write(vs::encode_cmd_resp(response, sense.empty() ? 0 : 2, 0, sense, sense_size));
-    q->add_used(**head, used);
-  }
-  q->publish_used();
+    return used;
+  });
   return 0;
 }

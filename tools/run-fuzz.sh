@@ -77,10 +77,12 @@ printf '%-22s %12s %8s %8s %8s %s\n' target execs exec/s cov ft result >"$out/su
 for t in "${targets[@]}"; do
   c="${t%_fuzz}" log="$out/${t%_fuzz}.log"
   rc="$(cat "$out/$c.rc" 2>/dev/null || echo 99)"
-  execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)"
-  speed="$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)"
-  cov="$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)"
-  ft="$(grep -o 'ft: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)"
+  # A target that stopped on its first input has no cov/ft lines: "|| true", or pipefail ends
+  # the script here, before the summary and the report.
+  execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1 || true)"
+  speed="$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1 || true)"
+  cov="$({ grep -o 'cov: [0-9]*' "$log" || true; } | tail -1 | cut -d' ' -f2)"
+  ft="$({ grep -o 'ft: [0-9]*' "$log" || true; } | tail -1 | cut -d' ' -f2)"
   result=ok
   if [[ $rc != 0 ]]; then
     result="FAILED (rc $rc): $(grep -m1 -E 'ERROR: |runtime error|deadly signal|Test unit written' "$log" || true)"

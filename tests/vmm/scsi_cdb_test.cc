@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "virtio/scsi/cdb.h"
+#include "virtio/scsi/request.h"
 #include "virtio/scsi/scsi_spec.h"
 
 namespace vmm::virtio::scsi {
@@ -100,4 +101,15 @@ TEST(ScsiCdb, FixedSenseLayout) {
 }
 
 }  // namespace
+
+// Regression (virtio_scsi_request_fuzz, UBSan): a response without sense data copied 0 bytes
+// from the empty span's null data(). The sense area is zeroed and the header is the whole reply.
+TEST(ScsiCmdResp, NoSenseDataIsAZeroedSenseArea) {
+  std::vector<uint8_t> r = vmm::virtio::scsi::encode_cmd_resp(0, 0, 7, {}, 96);
+  ASSERT_EQ(r.size(), vmm::virtio::scsi::kCmdRespHeader + 96);
+  EXPECT_EQ(r[0], 0);  // sense_len
+  EXPECT_EQ(r[4], 7);  // resid
+  for (size_t i = vmm::virtio::scsi::kCmdRespHeader; i < r.size(); ++i) EXPECT_EQ(r[i], 0) << i;
+}
+
 }  // namespace vmm::virtio::scsi

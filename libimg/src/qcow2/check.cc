@@ -6,6 +6,8 @@
 
 #include "qcow2/check.h"
 
+#include <cerrno>
+
 #include "img/qcow2.h"
 #include "qcow2/format.h"
 #include "qcow2/layout.h"
@@ -18,6 +20,12 @@ using qcow2::Header;
 
 Task<Result<CheckResult>> one_pass(File& f, RepairMode mode) {
   CO_ASSIGN_OR_RETURN(Header h, co_await qcow2::read_header(f));
+  // As QEMU's qcow2_do_open: the external data file bit without the extension naming the file
+  // leaves the data nowhere ("'data-file' is required for this image"); nothing to check.
+  if (h.has(qcow2::kIncompatExternalData) && h.external_data_file.empty()) {
+    co_return make_error(ErrorCode::kCorruption,
+                         f.name() + ": 'data-file' is required for this image", EINVAL);
+  }
   CO_ASSIGN_OR_RETURN(uint64_t file_size, f.size());
   CheckResult res;
   res.total_clusters = div_round_up(h.size, h.cluster_size());

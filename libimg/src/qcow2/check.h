@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -64,6 +65,9 @@ class Checker {
   // The on-disk refcount after the comparison (and any repair): the counted references unless
   // the cluster is in mismatches_. False if it could not be read (an invalid refcount block).
   bool disk_refcount_after_compare(uint64_t cluster, uint64_t* value) const;
+  // For the COPIED checks: as above inside the compared range, else read from the refcount
+  // block (a cluster past the end of the file keeps the refcount the file says, as in QEMU).
+  Task<Result<std::optional<uint64_t>>> refcount_for_copied(uint64_t cluster);
   // The refcount block of table entry bi: its offset, or 0 (none), or an error if unusable.
   Result<uint64_t> block_offset_of(uint64_t bi) const;
   void compare_one(uint64_t cluster, uint64_t disk, uint64_t* highest, bool* any);
@@ -88,6 +92,9 @@ class Checker {
   // What the current refcount table and blocks contribute to refs_, to take out on rebuild.
   std::vector<std::pair<uint64_t, uint64_t>> refcount_structures_;
   uint64_t refblock_errors_ = 0;  // unusable refcount table entries: rebuild with kAll
+  // The snapshot table could not be read: its clusters are unaccounted for, so nothing may be
+  // repaired (freeing them would destroy the snapshots' data).
+  bool snapshots_unreadable_ = false;
 
   std::vector<Snapshot> snaps_;
   uint64_t snapshots_size_ = 0;  // bytes of the snapshot table (QEMU's snapshots_size)

@@ -33,6 +33,7 @@ Task<Status> Checker::read_snapshot_table() {
   auto fail = [&](std::string why) {
     note("ERROR failed to read the snapshot table: " + why);
     ++res_.check_errors;
+    snapshots_unreadable_ = true;
     snaps_.clear();  // as QEMU: an unreadable table is not walked (its clusters look leaked)
     off = start;
   };

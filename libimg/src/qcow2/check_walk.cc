@@ -81,13 +81,16 @@ Task<Status> Checker::walk_l1(uint64_t l1_off, uint64_t l1_entries, bool active)
     if (e & kL1ReservedMask)
       error(strfmt("ERROR found L1 entry with reserved bits set: %" PRIx64, e));
     const uint64_t l2_off = e & kL1OffsetMask;
-    if (l2_off == 0) continue;
+    // As QEMU's check_refcounts_l1, only an all-zero entry is unallocated: flags with offset 0
+    // make the header cluster count as an L2 table (reads treat the entry as unallocated).
+    if (e == 0) continue;
+    inc(l2_off, cs_);
+    // As QEMU's check_refcounts_l1: an unaligned table is reported, and still counted (both
+    // clusters it touches) and walked, so its clusters do not look leaked to a repair.
     if (!is_aligned(l2_off, cs_)) {
       error(strfmt("ERROR l2_offset=%" PRIx64 ": Table is not cluster aligned; L1 entry corrupted",
                    l2_off));
-      continue;
     }
-    inc(l2_off, cs_);
     if (l2_off >= file_size_) continue;
     CO_ASSIGN_OR_RETURN(uint64_t n, co_await f_.read(l2_off, l2.data(), cs_));
     std::fill(l2.begin() + static_cast<ptrdiff_t>(std::min<uint64_t>(n, cs_)), l2.end(), 0);
@@ -102,11 +105,33 @@ Task<Status> Checker::walk_l2(const uint8_t* l2, bool active) {
   const uint64_t step = l2_entry_bytes(h_);
   for (uint64_t i = 0; i + step <= cs_; i += step) {
     const uint64_t raw = load_be64(l2 + i);
-    if (raw == 0) continue;
+    // Spec "Extended L2 Entries": bits 0-31 of the second word say which subclusters are
+    // allocated, bits 32-63 which read as zeros.
+    const uint64_t bitmap = step == 16 ? load_be64(l2 + i + 8) : 0;
+    if (raw == 0 && bitmap == 0) continue;
     const L2Decoded d = decode_l2(raw, h_.cluster_bits, h_.version);
     const L2Entry& e = d.entry;
     if (d.defect == L2Defect::kReservedBits) {
       error(strfmt("ERROR found l2 entry with reserved bits set: %" PRIx64, raw));
+    }
+    if (step == 16) {
+      // The bitmap must agree with the entry (QEMU's check_refcounts_l2 makes the same three
+      // tests): none for a compressed cluster, no subcluster both allocated and zero, no
+      // allocated subcluster without a host cluster.
+      if (e.kind == ClusterKind::kCompressed && bitmap != 0) {
+        error(strfmt("ERROR compressed cluster %" PRIu64
+                     " with non-zero subcluster allocation bitmap, entry=0x%" PRIx64,
+                     i / step, raw));
+        continue;
+      }
+      if (e.has_host_cluster() && ((bitmap >> 32) & bitmap) != 0) {
+        error(strfmt("ERROR offset=%" PRIx64
+                     ": Allocated cluster has corrupted subcluster allocation bitmap",
+                     e.host_offset));
+      }
+      if (e.kind == ClusterKind::kUnallocated && (bitmap & 0xffffffffu) != 0) {
+        error("ERROR: Unallocated cluster has non-zero subcluster allocation map");
+      }
     }
     switch (e.kind) {
       case ClusterKind::kCompressed:
