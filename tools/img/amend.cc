@@ -84,8 +84,8 @@ int run_amend(const std::vector<std::string>& args) {
 
   Progress bar(progress);
   bar.update(0, 1);
-  auto st = loop->run(img::amend_image(**drv, list->options,
-                                       [&](uint64_t done, uint64_t total) { bar.update(done, total); }));
+  auto st = loop->run(img::amend_image(
+      **drv, list->options, [&](uint64_t done, uint64_t total) { bar.update(done, total); }));
   bar.finish();
   if (!st) return close_and(fail(reason(st.error())));
   return close_and(kExitOk);

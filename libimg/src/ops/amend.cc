@@ -38,9 +38,9 @@ constexpr std::array kAmendKeys = {
 };
 // qcow2 creation options that amend cannot change (qcow2_create_opts minus the amend ones).
 constexpr std::array<std::string_view, 14> kCreateOnlyKeys = {
-    "cluster_size",       "compression_type",  "encrypt.cipher-alg", "encrypt.cipher-mode",
-    "encrypt.format",     "encrypt.hash-alg",  "encrypt.ivgen-alg",  "encrypt.ivgen-hash-alg",
-    "encrypt.key-secret", "encryption",        "extended_l2",        "preallocation",
+    "cluster_size",       "compression_type", "encrypt.cipher-alg", "encrypt.cipher-mode",
+    "encrypt.format",     "encrypt.hash-alg", "encrypt.ivgen-alg",  "encrypt.ivgen-hash-alg",
+    "encrypt.key-secret", "encryption",       "extended_l2",        "preallocation",
     "encrypt.slot",       "encrypt.hash"};
 
 const AmendKey* find_key(std::string_view key) {
@@ -109,16 +109,16 @@ Result<AmendOptionList> parse_amend_options(const std::string& format,
         return invalid_argument("Parameter 'refcount_bits' expects a number");
       }
       if (v == 0 || v > 64 || (v & (v - 1)) != 0) {
-        return invalid_argument(
-            "Refcount width must be a power of two and may not exceed 64 bits");
+        return invalid_argument("Refcount width must be a power of two and may not exceed 64 bits");
       }
       o.refcount_bits = static_cast<uint32_t>(v);
     } else if (key == "size") {
       auto size = parse_size(value);
       if (!size) {
-        return invalid_argument("Parameter 'size' expects a non-negative number below 2^64\n"
-                                "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, "
-                                "tera-, peta-\nand exabytes, respectively.");
+        return invalid_argument(
+            "Parameter 'size' expects a non-negative number below 2^64\n"
+            "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, "
+            "tera-, peta-\nand exabytes, respectively.");
       }
       o.size = *size;
     } else if (key == "backing_file") {
@@ -133,8 +133,9 @@ Result<AmendOptionList> parse_amend_options(const std::string& format,
       return invalid_argument("data-file-raw cannot be set on existing images");
     } else {
       // encrypt.*: only LUKS-encrypted images take them (libimg opens none).
-      return not_supported("Changing the encryption parameters is not supported for "
-                           "unencrypted images");
+      return not_supported(
+          "Changing the encryption parameters is not supported for "
+          "unencrypted images");
     }
   }
   return out;

@@ -39,7 +39,8 @@ Task<Status> Qcow2Image::mark_clean() {
   if (!h_.has(kIncompatDirty)) co_return Status{};
   // Refcounts and tables durable first: then the refcounts are true and the bit may go.
   CO_RETURN_IF_ERROR(co_await flush());
-  CO_RETURN_IF_ERROR(co_await write_incompatible_features(h_.incompatible_features & ~kIncompatDirty));
+  CO_RETURN_IF_ERROR(
+      co_await write_incompatible_features(h_.incompatible_features & ~kIncompatDirty));
   dirty_on_disk_ = false;
   co_return Status{};
 }
@@ -154,11 +155,12 @@ Task<Status> Qcow2Image::downgrade(const AmendProgress& progress) {
   co_return Status{};
 }
 
-Task<Status> amend_qcow2(BlockDriver& d, const Qcow2AmendOptions& o, const AmendProgress& progress) {
+Task<Status> amend_qcow2(BlockDriver& d, const Qcow2AmendOptions& o,
+                         const AmendProgress& progress) {
   auto* q = dynamic_cast<Qcow2Image*>(&d);
   if (!q) {
-    co_return not_supported(strfmt("Format driver '%s' does not support option amendment",
-                                   d.format_name()));
+    co_return not_supported(
+        strfmt("Format driver '%s' does not support option amendment", d.format_name()));
   }
   co_return co_await q->amend(o, progress);
 }

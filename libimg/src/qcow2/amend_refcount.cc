@@ -48,9 +48,10 @@ Task<Status> Qcow2Image::change_refcount_order(uint32_t order, const AmendProgre
                                     file_->name().c_str(), c, v));
       }
       if (v > max_refcount(order)) {
-        co_return invalid_argument(strfmt("Cannot decrease refcount entry width to %u bits: "
-                                          "Cluster at offset %#" PRIx64 " has a refcount of %" PRIu64,
-                                          1u << order, c << cluster_bits_, v));
+        co_return invalid_argument(
+            strfmt("Cannot decrease refcount entry width to %u bits: "
+                   "Cluster at offset %#" PRIx64 " has a refcount of %" PRIu64,
+                   1u << order, c << cluster_bits_, v));
       }
       rc[c] = v;
     }
@@ -85,7 +86,8 @@ Task<Status> Qcow2Image::change_refcount_order(uint32_t order, const AmendProgre
     }
     CO_RETURN_IF_ERROR(
         co_await file_->write((first_block + b) << cluster_bits_, out.data(), out.size()));
-    if (progress) progress(reftable_.size() + b * reftable_.size() / rs.blocks, 2 * reftable_.size());
+    if (progress)
+      progress(reftable_.size() + b * reftable_.size() / rs.blocks, 2 * reftable_.size());
   }
   std::vector<uint64_t> table(rs.table_clusters * cluster_size_ / 8, 0);
   std::vector<uint8_t> raw(table.size() * 8);

@@ -5,11 +5,13 @@
 //   - zero, no host cluster, no backing file: unallocated (reads as zeros anyway);
 //   - zero, no host cluster, over a backing file: a new cluster written with zeros, its
 //     refcount one per L1 table that reaches the L2 table;
-//   - zero with a host cluster kept allocated: zeros written into that cluster.
+//   - zero with a host cluster kept allocated: zeros written into that cluster (refused where
+//     a non-zero entry maps the same cluster: its data would be lost).
 // Order per L2 table (a cut anywhere leaves leaked clusters at worst): new clusters are counted
 // and their zeros written and flushed before the table that maps them is written.
 #include <algorithm>
 #include <cinttypes>
+#include <unordered_map>
 
 #include "qcow2/driver.h"
 
@@ -48,6 +50,23 @@ Task<Status> Qcow2Image::expand_zero_clusters(const AmendProgress& progress) {
   CO_ASSIGN_OR_RETURN(std::vector<uint64_t> tables, l2_tables_of(l1s, cluster_size_, fsize));
 
   std::vector<uint8_t> table(cluster_size_);
+  // References that zero entries hold to each kept host cluster (one per L1 table reaching the
+  // entry): zeros go in place only where every reference is a zero entry, so a snapshot whose
+  // entry still maps data there keeps it.
+  std::unordered_map<uint64_t, uint64_t> zero_refs;
+  for (uint64_t toff : tables) {
+    CO_RETURN_IF_ERROR(co_await file_->read_exact(toff, table.data(), table.size(), "L2 table"));
+    uint64_t refs = 0;
+    for (size_t i = 0; i < l2_entries_; ++i) {
+      L2Decoded d = decode_l2(load_be64(&table[i * 8]), cluster_bits_, 3);
+      if (d.entry.kind != ClusterKind::kZeroAlloc) continue;
+      if (refs == 0) {
+        auto guard = co_await alloc_mu_.lock();
+        CO_ASSIGN_OR_RETURN(refs, co_await refcount_of(toff >> cluster_bits_));
+      }
+      zero_refs[d.entry.host_offset] += refs;
+    }
+  }
   const std::vector<uint8_t> zeros(cluster_size_, 0);
   for (size_t t = 0; t < tables.size(); ++t) {
     if (progress) progress(t, tables.size());
@@ -73,8 +92,8 @@ Task<Status> Qcow2Image::expand_zero_clusters(const AmendProgress& progress) {
         auto guard = co_await alloc_mu_.lock();
         CO_ASSIGN_OR_RETURN(table_refs, co_await refcount_of(toff >> cluster_bits_));
         if (table_refs == 0) {
-          co_return corruption(strfmt("%s: L2 table at 0x%" PRIx64 " has refcount 0",
-                                      file_->name().c_str(), toff));
+          co_return corruption(
+              strfmt("%s: L2 table at 0x%" PRIx64 " has refcount 0", file_->name().c_str(), toff));
         }
       }
       if (d.entry.kind == ClusterKind::kZeroAlloc) {
@@ -84,8 +103,7 @@ Task<Status> Qcow2Image::expand_zero_clusters(const AmendProgress& progress) {
           auto guard = co_await alloc_mu_.lock();
           CO_ASSIGN_OR_RETURN(rc, co_await refcount_of(host >> cluster_bits_));
         }
-        // Zeros may go in place only where nothing but this entry maps the cluster.
-        if (rc > table_refs) {
+        if (rc > zero_refs[host]) {
           co_return not_supported(strfmt("%s: zero cluster at host offset 0x%" PRIx64
                                          " shares its data with another entry; cannot expand it",
                                          file_->name().c_str(), host));
@@ -118,7 +136,8 @@ Task<Status> Qcow2Image::expand_zero_clusters(const AmendProgress& progress) {
       CO_RETURN_IF_ERROR(co_await file_->write(f.host, zeros.data(), zeros.size()));
     }
     CO_RETURN_IF_ERROR(co_await file_->flush());
-    for (const Fix& f : fixes) store_be64(&table[f.index * 8], f.host ? encode_normal(f.host, f.copied) : 0);
+    for (const Fix& f : fixes)
+      store_be64(&table[f.index * 8], f.host ? encode_normal(f.host, f.copied) : 0);
     CO_RETURN_IF_ERROR(co_await file_->write(toff, table.data(), table.size()));
     CO_RETURN_IF_ERROR(co_await file_->flush());
   }
