@@ -39,6 +39,7 @@ int run_dd(const std::vector<std::string>& args);
 int run_snapshot(const std::vector<std::string>& args);
 int run_commit(const std::vector<std::string>& args);
 int run_rebase(const std::vector<std::string>& args);
+int run_amend(const std::vector<std::string>& args);
 int run_clone(const std::vector<std::string>& args);
 
 // Parses args into app. Returns -1 to go on, or the exit code (0 after --help, 1 on a bad flag,

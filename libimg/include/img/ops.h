@@ -8,6 +8,7 @@
 //   resize_image   qemu-img resize's checks, then BlockDriver::resize.
 //   commit         qemu-img commit's copy of an overlay's data into an image below it.
 //   rebase_copy    qemu-img rebase's safe mode: what a new backing file would change, copied up.
+//   amend_image    qemu-img amend: compat, lazy_refcounts, refcount_bits, size of a qcow2 image.
 //   parse_size, parse_create_options
 //                  qemu-img's size strings ("1.5G") and -o key=value,... create options.
 //
@@ -139,6 +140,28 @@ Result<uint64_t> resolve_size_change(uint64_t current, SizeChange change);
 // ("Preallocation can only be used for growing images", then, without opts.allow_shrink, any
 // shrink: "Use the --shrink option to perform a shrink operation."), then resizes and flushes.
 Task<Status> resize_image(BlockDriver& drv, uint64_t new_size, const ResizeOptions& opts);
+
+// ---- amend ---------------------------------------------------------------------------------
+
+// qemu-img amend -o ...: the options checked as qemu-img 7.2 checks them ("Invalid parameter
+// 'cluster_size'" + "This option is only supported for image creation", "Unknown compatibility
+// level 2.0", "Refcount width must be a power of two and may not exceed 64 bits", ...).
+struct AmendOptionList {
+  Qcow2AmendOptions options;
+  bool help = false;  // "-o help"
+};
+Result<AmendOptionList> parse_amend_options(const std::string& format,
+                                            const std::vector<std::string>& option_strings);
+// The "-o help" text: "Amend options for 'qcow2':" and the keys.
+std::string amend_options_help(const std::string& format);
+// Changes an open image's options in place (qemu's qcow2_amend_options): compat 0.10 <-> 1.1,
+// lazy_refcounts, refcount_bits (the refcount structure rewritten), size. A downgrade expands
+// zero clusters and is refused while a version-3-only feature is in use; backing file changes
+// are refused as in qemu-img 7.2 (rebase does them). Each step commits with a header write, so
+// a failure leaves a valid image. Formats other than qcow2: "Format driver 'raw' does not
+// support option amendment". REQUIRES: no other request in flight on drv.
+Task<Status> amend_image(BlockDriver& drv, const Qcow2AmendOptions& opts,
+                         const AmendProgress& progress);
 
 // ---- option parsing ------------------------------------------------------------------------
 

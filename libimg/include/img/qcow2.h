@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -61,6 +63,20 @@ Task<Result<CheckResult>> check_qcow2(File& f, RepairMode mode);
 // extensions libimg does not interpret kept as they were. Use BlockDriver::set_backing_file on
 // an open image instead.
 Task<Status> write_qcow2_backing_file(File& f, const std::string& name, const std::string& format);
+
+// What `qemu-img amend -o ...` asks of a qcow2 image: each field set is a change requested (a
+// value equal to the present one changes nothing). ops.h's parse_amend_options fills it.
+struct Qcow2AmendOptions {
+  std::optional<int> version;             // compat: 2 ("0.10") or 3 ("1.1")
+  std::optional<bool> lazy_refcounts;
+  std::optional<uint32_t> refcount_bits;  // 1, 2, 4, ..., 64
+  std::optional<std::string> backing_file;
+  std::optional<std::string> backing_format;
+  std::optional<std::string> data_file;
+  std::optional<uint64_t> size;  // 0 changes nothing, as in qemu
+};
+// Progress of an amend, (done, total) of its current pass.
+using AmendProgress = std::function<void(uint64_t done, uint64_t total)>;
 
 // Header facts for `img info`.
 struct Qcow2Info {

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "img/ops.h"
+#include "ops/option_list.h"
 
 namespace img {
 namespace {
@@ -76,6 +77,29 @@ Result<Preallocation> parse_preallocation(const std::string& format, const std::
 
 }  // namespace
 
+std::vector<std::string> split_option_items(const std::string& text) {
+  std::vector<std::string> items;
+  size_t i = 0;
+  while (i <= text.size()) {
+    // One "key=value" up to an unescaped comma; ",," stands for a comma in a value.
+    std::string item;
+    while (i < text.size()) {
+      if (text[i] == ',') {
+        if (i + 1 < text.size() && text[i + 1] == ',') {
+          item += ',';
+          i += 2;
+          continue;
+        }
+        break;
+      }
+      item += text[i++];
+    }
+    ++i;
+    if (!item.empty()) items.push_back(std::move(item));
+  }
+  return items;
+}
+
 const std::string* CreateOptionList::find(std::string_view key) const {
   for (auto it = items.rbegin(); it != items.rend(); ++it) {
     if (it->first == key) return &it->second;
@@ -87,23 +111,7 @@ Result<CreateOptionList> parse_create_options(const std::string& format,
                                               const std::vector<std::string>& option_strings) {
   CreateOptionList list;
   for (const std::string& text : option_strings) {
-    size_t i = 0;
-    while (i <= text.size()) {
-      // One "key=value" up to an unescaped comma; ",," stands for a comma in a value.
-      std::string item;
-      while (i < text.size()) {
-        if (text[i] == ',') {
-          if (i + 1 < text.size() && text[i + 1] == ',') {
-            item += ',';
-            i += 2;
-            continue;
-          }
-          break;
-        }
-        item += text[i++];
-      }
-      ++i;
-      if (item.empty()) continue;
+    for (std::string& item : split_option_items(text)) {
       if (item == "help" || item == "?") {
         list.help = true;
         continue;

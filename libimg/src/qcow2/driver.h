@@ -12,6 +12,9 @@
 //   resize.cc        grow (L1 table growth, preallocation) and shrink
 //   snapshot.cc      internal snapshots: create, apply, delete (snapshot_table.cc holds the
 //                    table codec, refcount_batch.cc the streaming whole-tree passes)
+//   amend.cc         qemu-img amend: compat upgrade/downgrade, lazy refcounts, size;
+//                    amend_zero.cc expands zero clusters for a downgrade, amend_refcount.cc
+//                    rewrites the refcount structures for another refcount width
 //
 // Crash safety (qcow2.rst "Host cluster management" and QEMU's ordering): data is written before
 // the L2 entry that maps it is updated; refcount increases reach the file before the L2 entries
@@ -35,6 +38,7 @@
 
 #include "img/block_driver.h"
 #include "img/image.h"
+#include "img/qcow2.h"
 #include "qcow2/cache.h"
 #include "qcow2/cluster_locks.h"
 #include "qcow2/compress.h"
@@ -87,7 +91,26 @@ class Qcow2Image final : public BlockDriver {
   Task<Status> snapshot_apply(size_t index);
   Task<Status> snapshot_delete(size_t index);
 
+  // --- amend.cc --- qemu's qcow2_amend_options: the changes in QEMU's order, each one leaving
+  // a valid image if the next fails. REQUIRES: no other request in flight.
+  Task<Status> amend(const Qcow2AmendOptions& o, const AmendProgress& progress);
+
  private:
+  // --- amend.cc ---
+  // Writes h (encoded, unknown autoclear bits cleared) as the first cluster and flushes: the
+  // commit point of an amend step.
+  Task<Status> rewrite_header(Header h);
+  // Everything durable, then the dirty bit cleared (qcow2_mark_clean).
+  Task<Status> mark_clean();
+  Task<Status> downgrade(const AmendProgress& progress);
+  // --- amend_zero.cc --- every zero cluster of every L1 table (active and snapshots) becomes
+  // one version 2 can say: unallocated without a backing file, else a cluster of zeros.
+  Task<Status> expand_zero_clusters(const AmendProgress& progress);
+  Task<Result<bool>> has_compressed_clusters();
+  // --- amend_refcount.cc --- new refcount blocks and table of width 2^order written to free
+  // space, the header switched to them, the old ones left free.
+  Task<Status> change_refcount_order(uint32_t order, const AmendProgress& progress);
+
   Qcow2Image(IoLoop& loop, std::unique_ptr<File> file, Header h, bool read_only);
 
   // --- driver.cc ---

@@ -8,6 +8,7 @@
 #include "img/block_driver.h"
 #include "img/file.h"
 #include "img/image.h"
+#include "img/qcow2.h"
 
 namespace img::qcow2 {
 
@@ -22,5 +23,8 @@ struct BackingRef {
 std::optional<BackingRef> backing_reference(const BlockDriver& d);
 // Hands the opened backing image to a qcow2 driver (chain opening, libimg/src/chain).
 void attach_backing(BlockDriver& d, std::unique_ptr<BlockDriver> backing);
+
+// Qcow2Image::amend on d; kNotSupported if d is not a qcow2 driver.
+Task<Status> amend_qcow2(BlockDriver& d, const Qcow2AmendOptions& o, const AmendProgress& progress);
 
 }  // namespace img::qcow2
