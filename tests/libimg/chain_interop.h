@@ -83,11 +83,13 @@ struct LayerSpec {
   uint64_t size;
   unsigned cluster_bits = 16;  // qcow2 only
   std::string compat = "1.1";  // qcow2 only: "0.10" (version 2) or "1.1" (version 3)
+  bool extended_l2 = false;    // qcow2 only: 32 subclusters a cluster (cluster_bits >= 14)
 };
 
 // qemu-img create's -o for a qcow2 layer.
 inline std::string qcow2_opts(const LayerSpec& l) {
-  return "-o cluster_size=" + std::to_string(1ull << l.cluster_bits) + ",compat=" + l.compat;
+  return "-o cluster_size=" + std::to_string(1ull << l.cluster_bits) + ",compat=" + l.compat +
+         (l.extended_l2 ? ",extended_l2=on" : "");
 }
 
 // Creates layers[i] with layers[i-1] as its backing file, named relative to layers[i]'s folder

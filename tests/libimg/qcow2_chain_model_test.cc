@@ -90,6 +90,7 @@ class ChainRun {
   ChainRun(const std::vector<Layer>& lower, const Qcow2CreateOptions& top_opts, uint64_t seed)
       : loop_(test::make_loop()), fs_(nullptr), rng_(seed) {
     top_cs_ = top_opts.cluster_size;
+    top_extended_ = top_opts.extended_l2;
     version_ = top_opts.version;
     depth_ = lower.size() + 1;
     std::string below_name, below_fmt;
@@ -167,6 +168,7 @@ class ChainRun {
   std::mt19937_64 rng_;
   std::unique_ptr<BlockDriver> top_;
   uint64_t top_cs_ = 0;
+  bool top_extended_ = false;  // extended L2: discard drops whole subclusters too
   int version_ = 3;
   size_t depth_ = 0;
   std::vector<uint8_t> model_;  // what the top reads
@@ -300,8 +302,9 @@ void ChainRun::run(const ChainOp& op) {
     case ChainOp::kDiscard: {
       log(off, len);
       ok(loop_->run(top_->discard(off, len)), "discard");
-      uint64_t first = (off + cs - 1) / cs * cs;
-      uint64_t last = off + len == size ? size : (off + len) / cs * cs;
+      const uint64_t unit = top_extended_ ? cs / 32 : cs;
+      uint64_t first = (off + unit - 1) / unit * unit;
+      uint64_t last = off + len == size ? size : (off + len) / unit * unit;
       const bool shows_below = version_ < 3;
       for (uint64_t i = first; i < last; ++i) model_[i] = shows_below ? below_at(i) : 0;
       break;
@@ -395,8 +398,10 @@ RC_GTEST_PROP(Qcow2ChainModel, RandomOpsOnAChainMatchTheModel, ()) {
   const bool lazy = version == 3 && *rc::gen::arbitrary<bool>();
   const bool zstd = version == 3 && *rc::gen::arbitrary<bool>();
   const uint64_t size = (*rc::gen::inRange<uint64_t>(1, kMaxSize) + 511) / 512 * 512;
+  // Extended L2 (subclusters) where QEMU allows it: version 3, clusters of 16 KiB or more.
+  const bool extended = version == 3 && cluster_bits >= 14 && *rc::gen::arbitrary<bool>();
   const uint64_t seed = *rc::gen::arbitrary<uint64_t>();
-  RC_TAG(lower_count, version);
+  RC_TAG(lower_count, version, extended);
 
   auto gen_op = rc::gen::apply(
       [](int kind, uint64_t a, uint64_t b, uint32_t s) {
@@ -422,7 +427,8 @@ RC_GTEST_PROP(Qcow2ChainModel, RandomOpsOnAChainMatchTheModel, ()) {
                 .cluster_size = 1u << cluster_bits,
                 .refcount_bits = refcount_bits,
                 .lazy_refcounts = lazy,
-                .compression_type = zstd ? "zstd" : "zlib"},
+                .compression_type = zstd ? "zstd" : "zlib",
+                .extended_l2 = extended},
                seed);
   for (const ChainOp& op : ops) run.run(op);
   run.finish();

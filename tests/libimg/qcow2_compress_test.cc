@@ -361,7 +361,7 @@ TEST(CompressedHostile, DescriptorPastTheEndOfTheFile) {
       "zlib",
       [](std::vector<uint8_t>& b, uint64_t* e) {
         store_be64(reinterpret_cast<uint8_t*>(e),
-                   qcow2::encode_compressed(b.size() + (1 << 20), 3000, 16));
+                   qcow2::encode_compressed(b.size() + (1 << 20), 3000, 16).entry);
       },
       "past the end of the file");
 }
@@ -371,7 +371,7 @@ TEST(CompressedHostile, DescriptorPointingAtTheHeaderDoesNotDecompress) {
     expect_hostile(
         type,
         [](std::vector<uint8_t>&, uint64_t* e) {
-          store_be64(reinterpret_cast<uint8_t*>(e), qcow2::encode_compressed(0, 4096, 16));
+          store_be64(reinterpret_cast<uint8_t*>(e), qcow2::encode_compressed(0, 4096, 16).entry);
         },
         "does not decompress");
   }
@@ -391,7 +391,7 @@ TEST(CompressedHostile, StreamThatDecompressesToTheWrongSize) {
           uint64_t at = align_up(b.size(), 512);
           b.resize(at + *n);
           std::memcpy(&b[at], c.data(), *n);
-          store_be64(reinterpret_cast<uint8_t*>(e), qcow2::encode_compressed(at, *n, 16));
+          store_be64(reinterpret_cast<uint8_t*>(e), qcow2::encode_compressed(at, *n, 16).entry);
         },
         "20000 of 65536");
   }
@@ -406,7 +406,7 @@ TEST(CompressedHostile, WriteOverADescriptorPointingAtMetadataMarksCorrupt) {
   auto& b = m.file_bytes();
   uint64_t reftable = load_be64(&b[48]);
   store_be64(reinterpret_cast<uint8_t*>(l2_entry_ptr(b, 0)),
-             qcow2::encode_compressed(reftable, 1000, 16));
+             qcow2::encode_compressed(reftable, 1000, 16).entry);
   ASSERT_OK(m.open({}));
   std::vector<uint8_t> w(65536, 1);
   auto s = loop->run(m.drv->write(0, w.data(), w.size()));

@@ -55,14 +55,16 @@ RC_GTEST_PROP(Qcow2Model, RandomOpsMatchAFlatDisk, ()) {
   const bool lazy = version == 3 && *rc::gen::arbitrary<bool>();
   // qcow2 rounds the virtual size up to 512 bytes, as QEMU does.
   const uint64_t size = (*rc::gen::inRange<uint64_t>(1, 3 << 20) + 511) / 512 * 512;
-  RC_TAG(cluster_bits, version, refcount_bits, lazy);
+  const bool extended = version == 3 && cluster_bits >= 14 && *rc::gen::arbitrary<bool>();
+  RC_TAG(cluster_bits, version, refcount_bits, lazy, extended);
 
   auto loop = test::make_loop();
   test::MemImage m(*loop, {.size = size,
                            .version = version,
                            .cluster_size = 1u << cluster_bits,
                            .refcount_bits = refcount_bits,
-                           .lazy_refcounts = lazy});
+                           .lazy_refcounts = lazy,
+                           .extended_l2 = extended});
   RC_ASSERT(m.drv != nullptr);
   RC_ASSERT(m.drv->size() == size);
   std::vector<uint8_t> model(size, 0);
@@ -100,10 +102,12 @@ RC_GTEST_PROP(Qcow2Model, RandomOpsMatchAFlatDisk, ()) {
       case Op::kDiscard: {
         auto s = loop->run(m.drv->discard(op.off, op.len));
         RC_ASSERT(s.has_value());
-        // Whole clusters only (the image's last cluster counts whole at the end).
-        uint64_t a = (op.off + cs - 1) / cs * cs;
+        // Whole clusters only (the image's last cluster counts whole at the end); with
+        // extended L2 whole subclusters.
+        const uint64_t unit = extended ? cs / 32 : cs;
+        uint64_t a = (op.off + unit - 1) / unit * unit;
         uint64_t end = op.off + op.len;
-        uint64_t b = end == size ? size : end / cs * cs;
+        uint64_t b = end == size ? size : end / unit * unit;
         if (b > a) std::fill(model.begin() + a, model.begin() + b, 0);
         break;
       }

@@ -26,6 +26,7 @@ struct Qcow2CreateOptions {
   bool lazy_refcounts = false;    // version 3 only
   Preallocation preallocation = Preallocation::kOff;
   std::string compression_type = "zlib";  // "zlib" or "zstd" (version 3 only)
+  bool extended_l2 = false;       // 128-bit L2 entries, 32 subclusters (v3, clusters >= 16 KiB)
   std::string backing_file;       // recorded in the header
   std::string backing_format;
 };

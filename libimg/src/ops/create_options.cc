@@ -185,8 +185,7 @@ Result<Qcow2CreateOptions> to_create_options(const std::string& format,
     ASSIGN_OR_RETURN(o.lazy_refcounts, parse_bool("lazy_refcounts", *v));
   }
   if (auto v = list.find("extended_l2")) {
-    ASSIGN_OR_RETURN(bool ext, parse_bool("extended_l2", *v));
-    if (ext) return not_supported("extended_l2=on is not supported yet");
+    ASSIGN_OR_RETURN(o.extended_l2, parse_bool("extended_l2", *v));
   }
   if (auto v = list.find("compression_type")) {
     if (*v != "zlib" && *v != "zstd") return bad_value("compression-type", *v);
@@ -210,6 +209,15 @@ Result<Qcow2CreateOptions> to_create_options(const std::string& format,
           "Non-zlib compression type is only supported with compatibility level 1.1 and "
           "above (use version=v3 or greater)");
     }
+    if (o.extended_l2) {
+      return invalid_argument(
+          "Extended L2 entries are only supported with compatibility level 1.1 and above (use "
+          "version=v3 or greater)");
+    }
+  }
+  if (o.extended_l2 && o.cluster_size < 16384) {
+    return invalid_argument(
+        "Extended L2 entries are only supported with cluster sizes of at least 16384 bytes");
   }
   if (!o.backing_format.empty() && o.backing_file.empty()) {
     return invalid_argument("Backing format cannot be used without backing file");

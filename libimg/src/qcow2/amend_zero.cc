@@ -137,7 +137,7 @@ Task<Status> Qcow2Image::expand_zero_clusters(const AmendProgress& progress) {
     }
     CO_RETURN_IF_ERROR(co_await file_->flush());
     for (const Fix& f : fixes)
-      store_be64(&table[f.index * 8], f.host ? encode_normal(f.host, f.copied) : 0);
+      store_be64(&table[f.index * 8], f.host ? encode_normal(f.host, f.copied).entry : 0);
     CO_RETURN_IF_ERROR(co_await file_->write(toff, table.data(), table.size()));
     CO_RETURN_IF_ERROR(co_await file_->flush());
   }

@@ -29,8 +29,8 @@ Task<Result<BlockStatus>> Qcow2Image::block_status(uint64_t off, uint64_t len) {
   auto unallocated_kind = [&](uint64_t at) {
     return at < backing_end ? BlockStatus::Kind::kBacking : BlockStatus::Kind::kUnallocated;
   };
-  auto kind_of = [&](const L2Entry& e, uint64_t at) {
-    switch (e.kind) {
+  auto kind_of = [&](ClusterKind kind, uint64_t at) {
+    switch (kind) {
       case ClusterKind::kUnallocated:
         return unallocated_kind(at);
       case ClusterKind::kZeroPlain:
@@ -47,7 +47,7 @@ Task<Result<BlockStatus>> Qcow2Image::block_status(uint64_t off, uint64_t len) {
   uint64_t run_end = off;    // guest end of the run found so far
   uint64_t next_host = 0;    // the host offset a data run's next cluster must have
   unsigned tables_read = 0;  // allocated L2 tables looked at
-  std::vector<uint64_t> entries;
+  std::vector<RawL2> entries;
   // Takes a piece [at, piece_end) of kind k into the run; false once the run is over.
   auto extend = [&](BlockStatus::Kind k, uint64_t piece_end) {
     if (!started) {
@@ -77,22 +77,44 @@ Task<Result<BlockStatus>> Qcow2Image::block_status(uint64_t off, uint64_t len) {
     ++tables_read;
     CO_RETURN_IF_ERROR(co_await lookup(gc, n, entries));
     for (uint64_t k = 0; k < n && more; ++k) {
-      const uint64_t at = std::max(off, (gc + k) << cluster_bits_);
+      const uint64_t cstart = (gc + k) << cluster_bits_;
       CO_ASSIGN_OR_RETURN(L2Entry e, decode_entry(gc + k, entries[k]));
-      if (started && (st.compressed || e.kind == ClusterKind::kCompressed ||
-                      (st.host_offset && e.host_offset != next_host))) {
-        more = false;  // a compressed cluster is a run of its own; data runs are contiguous
-        break;
+      if (e.kind == ClusterKind::kCompressed) {
+        // A compressed cluster is a run of its own.
+        if (started) {
+          more = false;
+          break;
+        }
+        more = extend(BlockStatus::Kind::kData, cstart + cluster_size_);
+        st.compressed = true;
+        continue;
       }
-      bool first = !started;
-      more = extend(kind_of(e, at), (gc + k + 1) << cluster_bits_);
-      if (run_end != (gc + k + 1) << cluster_bits_) break;  // a different kind: not taken
-      if (first) {
-        st.compressed = e.kind == ClusterKind::kCompressed;
-        if (e.kind == ClusterKind::kNormal)
-          st.host_offset = e.host_offset + (at - (gc + k) * cluster_size_);
+      // With extended L2, runs of subclusters of one kind; without it, the cluster.
+      for (uint64_t in = off > cstart ? off - cstart : 0; in < cluster_size_ && more;) {
+        const unsigned sc = static_cast<unsigned>(in >> sc_bits_);
+        const ClusterKind sk = e.sub_kind(sc);
+        const uint64_t piece_end = uint64_t{e.sub_run_end(sc)} << sc_bits_;
+        const uint64_t host = e.host_offset + in;
+        if (started && st.compressed) {
+          more = false;
+          break;
+        }
+        // Data runs are contiguous in the file.
+        if (started && st.kind == BlockStatus::Kind::kData &&
+            (sk != ClusterKind::kNormal || host != next_host)) {
+          more = false;
+          break;
+        }
+        const bool first = !started;
+        more = extend(kind_of(sk, cstart + in), cstart + piece_end);
+        if (run_end != cstart + piece_end) {  // a different kind: not taken
+          more = false;
+          break;
+        }
+        if (first && sk == ClusterKind::kNormal) st.host_offset = host;
+        next_host = e.host_offset + piece_end;
+        in = piece_end;
       }
-      next_host = e.host_offset + cluster_size_;
     }
     gc += n;
   }

@@ -306,7 +306,8 @@ Task<Status> Checker::check_copied() {
     for (uint64_t j = 0; j + step <= cs_; j += step) {
       const uint64_t raw = load_be64(l2.data() + j);
       if (raw == 0) continue;
-      const L2Entry d = decode_l2(raw, h_.cluster_bits, h_.version).entry;
+      const uint64_t bitmap = step == 16 ? load_be64(l2.data() + j + 8) : 0;
+      const L2Entry d = decode_l2(raw, h_.cluster_bits, h_.version, step == 16, bitmap).entry;
       if (!d.has_host_cluster() || !is_aligned(d.host_offset, cs_)) continue;
       if (fix && d.host_offset >= walked_file_size_) {
         // The walk reported it (and counted no reference): there is no data, and QEMU reads
@@ -316,7 +317,8 @@ Task<Status> Checker::check_copied() {
         // there is never mapped as data. Without repair, its COPIED flag is checked as QEMU
         // does (refcount 0).
         note(strfmt("Repairing L2 entry %" PRIx64 ": cluster lies past the end of the file", raw));
-        store_be64(l2.data() + j, h_.version >= 3 ? encode_zero(0, false) : 0);
+        store_l2(l2.data(), j / step, step,
+                 h_.version >= 3 ? encode_zero(0, false, step == 16) : RawL2{});
         l2_dirty = true;
         --res_.corruptions;
         ++res_.corruptions_fixed;

@@ -103,35 +103,36 @@ Task<Status> Checker::walk_l1(uint64_t l1_off, uint64_t l1_entries, bool active)
 Task<Status> Checker::walk_l2(const uint8_t* l2, bool active) {
   uint64_t next_contiguous = 0;
   const uint64_t step = l2_entry_bytes(h_);
+  const bool extended = step == 16;
   for (uint64_t i = 0; i + step <= cs_; i += step) {
     const uint64_t raw = load_be64(l2 + i);
-    // Spec "Extended L2 Entries": bits 0-31 of the second word say which subclusters are
-    // allocated, bits 32-63 which read as zeros.
-    const uint64_t bitmap = step == 16 ? load_be64(l2 + i + 8) : 0;
+    const uint64_t bitmap = extended ? load_be64(l2 + i + 8) : 0;
     if (raw == 0 && bitmap == 0) continue;
-    const L2Decoded d = decode_l2(raw, h_.cluster_bits, h_.version);
+    const L2Decoded d = decode_l2(raw, h_.cluster_bits, h_.version, extended, bitmap);
     const L2Entry& e = d.entry;
     if (d.defect == L2Defect::kReservedBits) {
       error(strfmt("ERROR found l2 entry with reserved bits set: %" PRIx64, raw));
     }
-    if (step == 16) {
-      // The bitmap must agree with the entry (QEMU's check_refcounts_l2 makes the same three
-      // tests): none for a compressed cluster, no subcluster both allocated and zero, no
-      // allocated subcluster without a host cluster.
-      if (e.kind == ClusterKind::kCompressed && bitmap != 0) {
-        error(strfmt("ERROR compressed cluster %" PRIu64
-                     " with non-zero subcluster allocation bitmap, entry=0x%" PRIx64,
-                     i / step, raw));
-        continue;
-      }
-      if (e.has_host_cluster() && ((bitmap >> 32) & bitmap) != 0) {
-        error(strfmt("ERROR offset=%" PRIx64
-                     ": Allocated cluster has corrupted subcluster allocation bitmap",
+    // Spec "Extended L2 Entries": a subcluster never both allocated and zero; no allocated
+    // subclusters without a host cluster; a compressed cluster's bitmap all zero. QEMU's
+    // check_refcounts_l2 counts each as a corruption; the compressed one's data is then not
+    // counted as referenced.
+    if (d.defect == L2Defect::kAllocAndZero) {
+      error(strfmt("ERROR offset=%" PRIx64 ": Allocated cluster has corrupted subcluster "
+                   "allocation bitmap",
+                   e.host_offset));
+    } else if (d.defect == L2Defect::kUnallocatedAlloc) {
+      error("ERROR: Unallocated cluster has non-zero subcluster allocation map");
+    } else if (d.defect == L2Defect::kCompressedBitmap && !has_data_file_) {
+      if (e.copied) {
+        error(strfmt("ERROR: coffset=0x%" PRIx64 ": copied flag must never be set for "
+                     "compressed clusters",
                      e.host_offset));
       }
-      if (e.kind == ClusterKind::kUnallocated && (bitmap & 0xffffffffu) != 0) {
-        error("ERROR: Unallocated cluster has non-zero subcluster allocation map");
-      }
+      error(strfmt("ERROR compressed cluster %" PRIu64 " with non-zero subcluster allocation "
+                   "bitmap, entry=0x%" PRIx64,
+                   i / step, raw));
+      continue;
     }
     switch (e.kind) {
       case ClusterKind::kCompressed:

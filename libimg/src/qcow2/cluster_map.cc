@@ -25,8 +25,9 @@ Result<uint64_t> Qcow2Image::l2_offset_from_l1(uint64_t idx) const {
   return off;
 }
 
-Result<L2Entry> Qcow2Image::decode_entry(uint64_t gc, uint64_t raw) const {
-  L2Decoded d = decode_l2(raw, cluster_bits_, h_.version);
+Result<L2Entry> Qcow2Image::decode_entry(uint64_t gc, RawL2 r) const {
+  const uint64_t raw = r.entry;
+  L2Decoded d = decode_l2(raw, cluster_bits_, h_.version, extended_, r.bitmap);
   switch (d.defect) {
     case L2Defect::kNone:
       break;
@@ -40,6 +41,19 @@ Result<L2Entry> Qcow2Image::decode_entry(uint64_t gc, uint64_t raw) const {
                                "cluster aligned",
                                file_->name().c_str(), (unsigned long long)d.entry.host_offset,
                                (unsigned long long)(gc << cluster_bits_)));
+    case L2Defect::kAllocAndZero:
+    case L2Defect::kUnallocatedAlloc:
+    case L2Defect::kCompressedBitmap:
+      // QEMU's qcow2_get_subcluster_type() calls the first two invalid (and reading them
+      // fails); the spec reserves the bitmap of a compressed cluster ("set to 0").
+      return corruption(strfmt(
+          "%s: extended L2 entry for guest offset 0x%llx (0x%llx, bitmap 0x%016llx) is invalid: %s",
+          file_->name().c_str(), (unsigned long long)(gc << cluster_bits_), (unsigned long long)raw,
+          (unsigned long long)r.bitmap,
+          d.defect == L2Defect::kAllocAndZero ? "a subcluster is both allocated and zero"
+          : d.defect == L2Defect::kUnallocatedAlloc
+              ? "allocated subclusters without a host cluster"
+              : "a compressed cluster with a subcluster bitmap"));
   }
   return d.entry;
 }
@@ -63,13 +77,13 @@ bool Qcow2Image::overlaps_metadata(uint64_t off, uint64_t len) const {
   return false;
 }
 
-Task<Status> Qcow2Image::lookup(uint64_t first, uint64_t count, std::vector<uint64_t>& entries) {
-  entries.assign(count, 0);
+Task<Status> Qcow2Image::lookup(uint64_t first, uint64_t count, std::vector<RawL2>& entries) {
+  entries.assign(count, RawL2{});
   CO_ASSIGN_OR_RETURN(auto ref, co_await get_l2(l1_index(first), false));
   if (!ref) co_return Status{};
   const uint8_t* t = ref.data();
   uint64_t i0 = l2_index(first);
-  for (uint64_t k = 0; k < count; ++k) entries[k] = load_be64(t + (i0 + k) * 8);
+  for (uint64_t k = 0; k < count; ++k) entries[k] = load_l2(t, i0 + k, l2_entry_bytes_);
   co_return Status{};
 }
 

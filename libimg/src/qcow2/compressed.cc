@@ -204,8 +204,7 @@ Task<Status> Qcow2Image::write_compressed_run(uint64_t gc, const uint8_t* src, u
   std::vector<L2Entry> old(n);
   for (size_t i = 0; i < n; ++i) {
     if (csize[i] == 0) continue;
-    CO_ASSIGN_OR_RETURN(old[i],
-                        decode_entry(gc + i, load_be64(l2.data() + (l2_index(gc) + i) * 8)));
+    CO_ASSIGN_OR_RETURN(old[i], decode_entry(gc + i, l2_at(l2.data(), gc + i)));
     const L2Entry& e = old[i];
     uint64_t host_len = e.kind == ClusterKind::kCompressed ? e.compressed_size
                         : e.has_host_cluster()             ? cs
@@ -260,8 +259,7 @@ Task<Status> Qcow2Image::write_compressed_run(uint64_t gc, const uint8_t* src, u
     if (csize[i] == 0) continue;
     const L2Entry& e = old[i];
     if (e.kind == ClusterKind::kCompressed || e.has_host_cluster()) freed.push_back(host_run_of(e));
-    store_be64(l2.data() + (l2_index(gc) + i) * 8,
-               encode_compressed(host[i], csize[i], cluster_bits_));
+    set_l2_at(l2.data(), gc + i, encode_compressed(host[i], csize[i], cluster_bits_));
   }
   l2_cache_->mark_dirty(l2);
   if (!freed.empty()) {

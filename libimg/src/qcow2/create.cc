@@ -45,6 +45,17 @@ Status validate(const Qcow2CreateOptions& o) {
   if (o.version == 2 && o.compression_type != "zlib") {
     return invalid_argument("compression_type zstd needs compat 1.1 (version 3)");
   }
+  // qemu-img's words (qcow2_co_create): a subcluster is at least 512 bytes, and the feature
+  // bit lives in the version 3 header.
+  if (o.extended_l2 && o.version < 3) {
+    return invalid_argument(
+        "Extended L2 entries are only supported with compatibility level 1.1 and above (use "
+        "version=v3 or greater)");
+  }
+  if (o.extended_l2 && o.cluster_size < 16384) {
+    return invalid_argument(
+        "Extended L2 entries are only supported with cluster sizes of at least 16384 bytes");
+  }
   if (o.backing_file.size() > kMaxBackingFileNameSize) {
     return invalid_argument(strfmt("backing file name is %zu bytes, more than %u",
                                    o.backing_file.size(), kMaxBackingFileNameSize));
@@ -130,6 +141,7 @@ Task<Status> create_qcow2(File& f, const Qcow2CreateOptions& opts) {
     h.compression_type = 1;
     h.incompatible_features |= kIncompatCompressionType;
   }
+  if (opts.extended_l2) h.incompatible_features |= kIncompatExtendedL2;
   h.backing_file = opts.backing_file;
   h.backing_format = opts.backing_format;
 
@@ -177,12 +189,15 @@ Task<Status> create_qcow2(File& f, const Qcow2CreateOptions& opts) {
     }
     CO_RETURN_IF_ERROR(co_await f.write((l.l1_start + c) * cs, buf.data(), cs));
   }
+  // L2 entries: 8 bytes, or 16 with extended L2, whose bitmap stays 0 as QEMU leaves it: the
+  // preallocated subclusters are "unallocated" and read as zeros.
+  const uint64_t l2e = l2_entry_bytes(h), per_l2_table = cs / l2e;
   for (uint64_t t = 0; t < l.l2_clusters; ++t) {
     std::fill(buf.begin(), buf.end(), 0);
-    for (uint64_t i = 0; i < per_l2; ++i) {
-      uint64_t g = t * per_l2 + i;
+    for (uint64_t i = 0; i < per_l2_table; ++i) {
+      uint64_t g = t * per_l2_table + i;
       if (g >= l.data_clusters) break;
-      store_be64(buf.data() + 8 * i, ((l.data_start + g) * cs) | kOflagCopied);
+      store_be64(buf.data() + l2e * i, ((l.data_start + g) * cs) | kOflagCopied);
     }
     CO_RETURN_IF_ERROR(co_await f.write((l.l2_start + t) * cs, buf.data(), cs));
   }

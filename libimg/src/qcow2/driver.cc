@@ -30,8 +30,12 @@ Qcow2Image::Qcow2Image(IoLoop& loop, std::unique_ptr<File> file, Header h, bool 
       cluster_locks_(loop) {
   cluster_bits_ = h_.cluster_bits;
   cluster_size_ = h_.cluster_size();
-  l2_entries_ = cluster_size_ / 8;
-  l2_bits_ = cluster_bits_ - 3;
+  extended_ = h_.has(kIncompatExtendedL2);
+  l2_entry_bytes_ = l2_entry_bytes(h_);
+  l2_entries_ = cluster_size_ / l2_entry_bytes_;
+  l2_bits_ = cluster_bits_ - (extended_ ? 4 : 3);
+  sc_bits_ = extended_ ? cluster_bits_ - 5 : cluster_bits_;
+  sc_size_ = 1ull << sc_bits_;
   refcount_order_ = h_.refcount_order;
   refblock_entries_ = refcount_block_entries(cluster_bits_, refcount_order_);
   lazy_ = h_.compatible_features & kCompatLazyRefcounts;
@@ -53,8 +57,12 @@ Task<Result<std::unique_ptr<BlockDriver>>> Qcow2Image::open(IoLoop& loop,
   if (h.has(kIncompatExternalData)) {
     co_return not_supported(name + ": external data files are not supported yet");
   }
-  if (h.has(kIncompatExtendedL2)) {
-    co_return not_supported(name + ": extended L2 entries (subclusters) are not supported yet");
+  if (h.has(kIncompatExtendedL2) && h.cluster_bits < 14) {
+    // As QEMU's qcow2_do_open: a subcluster is at least 512 bytes.
+    co_return invalid_argument(
+        strfmt("%s: unsupported subcluster size: %llu (extended L2 "
+               "entries need clusters of 16 KiB or more)",
+               name.c_str(), (unsigned long long)(h.cluster_size() / 32)));
   }
   if (h.has(kIncompatCorrupt) && !ro) {
     co_return read_only_error(name + ": image is corrupt; cannot be opened read/write (run "
@@ -124,7 +132,7 @@ Task<Status> Qcow2Image::load_tables(const OpenOptions& opts) {
 
   uint64_t l2_bytes = opts.l2_cache_size;
   if (l2_bytes == 0) {
-    uint64_t whole = div_round_up(h_.size, cluster_size_) * 8;
+    uint64_t whole = div_round_up(h_.size, cluster_size_) * l2_entry_bytes_;
     l2_bytes = std::min(whole, kMaxDefaultL2Cache);
   }
   size_t l2_tables = std::max<uint64_t>(4, div_round_up(l2_bytes, cluster_size_));

@@ -176,11 +176,16 @@ class Qcow2Image final : public BlockDriver {
   Status check_refblock_offset(uint64_t block_index, uint64_t off) const;
 
   // --- cluster_map.cc ---
-  struct Mapping {
-    uint64_t entry = 0;  // raw L2 entry (0 if the L2 table does not exist)
-  };
-  // The L2 entries for guest clusters [first, first+count) within one L2 table.
-  Task<Status> lookup(uint64_t first_cluster, uint64_t count, std::vector<uint64_t>& entries);
+  // The L2 entries for guest clusters [first, first+count) within one L2 table (zeros if the
+  // table does not exist).
+  Task<Status> lookup(uint64_t first_cluster, uint64_t count, std::vector<RawL2>& entries);
+  // Entry and bitmap of guest cluster gc in its (loaded) L2 table.
+  RawL2 l2_at(const uint8_t* table, uint64_t gc) const {
+    return load_l2(table, l2_index(gc), l2_entry_bytes_);
+  }
+  void set_l2_at(uint8_t* table, uint64_t gc, RawL2 v) const {
+    store_l2(table, l2_index(gc), l2_entry_bytes_, v);
+  }
   // The L2 table for l1_index, allocated if missing (only for writers).
   Task<Result<TableCache::Ref>> get_l2(uint64_t l1_index, bool allocate);
   Task<Status> l2_allocate(uint64_t l1_index);
@@ -190,7 +195,7 @@ class Qcow2Image final : public BlockDriver {
   Result<uint64_t> l2_offset_from_l1(uint64_t l1_index) const;
   // Decodes the raw L2 entry of guest cluster gc; an entry the spec forbids is a corruption
   // error that names the guest offset.
-  Result<L2Entry> decode_entry(uint64_t gc, uint64_t raw) const;
+  Result<L2Entry> decode_entry(uint64_t gc, RawL2 raw) const;
   Status compressed_not_supported(uint64_t gc) const;
   // True if [off, off+len) touches qcow2 metadata (header, L1, refcount table, refcount
   // blocks, L2 tables): writing guest data there would corrupt the image.
@@ -203,6 +208,10 @@ class Qcow2Image final : public BlockDriver {
   // The guest-visible content of cluster gc (mapped by e) into buf (cluster_size_ bytes): what a
   // partial write leaves in place around the new data.
   Task<Status> read_old_cluster(uint64_t gc, const L2Entry& e, uint8_t* buf);
+  // The same for bytes [from, to) of the cluster only, subcluster by subcluster with extended
+  // L2 (data, zeros, the backing image), into buf[0, to - from).
+  Task<Status> read_old_range(uint64_t gc, const L2Entry& e, uint64_t from, uint64_t to,
+                              uint8_t* buf);
   // Whether unallocated guest bytes at off read anything but zeros.
   bool backing_covers(uint64_t off) const { return backing_ && off < backing_->size(); }
   Task<Status> write_allocated(uint64_t off, std::span<const iovec> iov, bool* done);
@@ -231,6 +240,10 @@ class Qcow2Image final : public BlockDriver {
   // full (with discard): every entry becomes unallocated, even over a backing image (make_empty).
   Task<Status> zero_or_discard(uint64_t off, uint64_t len, bool discard, bool may_unmap,
                                bool full = false);
+  // Extended L2: subclusters [s0, s1) of guest cluster gc read as zeros (zero bits set,
+  // allocation bits cleared). *fallback: a compressed cluster, which has no subclusters.
+  Task<Status> zero_subclusters(uint64_t gc, unsigned s0, unsigned s1, bool discard,
+                                bool* fallback);
 
   // --- resize.cc ---
   Task<Status> commit_size(uint64_t new_size);  // flushes, then writes the header's size
@@ -266,6 +279,12 @@ class Qcow2Image final : public BlockDriver {
   uint64_t l2_entries_;
   uint64_t refblock_entries_;
   uint32_t refcount_order_;
+  // Extended L2 (spec: "Extended L2 Entries"): 16-byte entries, 32 subclusters a cluster.
+  // Without it a cluster is its own single subcluster (sc_bits_ == cluster_bits_).
+  bool extended_ = false;
+  uint64_t l2_entry_bytes_ = 8;
+  uint32_t sc_bits_;
+  uint64_t sc_size_;
 
   std::vector<uint64_t> l1_;        // host-endian copy of the L1 table
   std::vector<uint64_t> reftable_;  // host-endian copy of the refcount table

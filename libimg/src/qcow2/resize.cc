@@ -165,14 +165,15 @@ Task<Status> Qcow2Image::zero_partial_tail(uint64_t old, uint64_t new_size) {
   // QEMU 7.2 leaves them readable; zeroing costs one small write.
   if (is_aligned(old, cluster_size_)) co_return Status{};
   uint64_t gc = cluster_index(old);
-  std::vector<uint64_t> entries;
+  std::vector<RawL2> entries;
   CO_RETURN_IF_ERROR(co_await lookup(gc, 1, entries));
   CO_ASSIGN_OR_RETURN(L2Entry e, decode_entry(gc, entries[0]));
   uint64_t in = old & (cluster_size_ - 1);
   uint64_t len = std::min(cluster_size_ - in, new_size - old);
-  if (e.kind == ClusterKind::kCompressed) {
-    // Its old bytes lie in the compressed stream: the write path turns it into a normal cluster
-    // with zeros there. REQUIRES h_.size == new_size (the range check).
+  if (e.kind == ClusterKind::kCompressed || (extended_ && e.kind == ClusterKind::kNormal)) {
+    // Its old bytes lie in the compressed stream (or, with extended L2, in subclusters that
+    // may be data, zeros or unallocated, each needing its own treatment): the write path turns it
+    // into a normal cluster with zeros there. REQUIRES h_.size == new_size (the range check).
     co_return co_await zero_or_discard(old, len, /*discard=*/false, /*may_unmap=*/false);
   }
   if (e.kind != ClusterKind::kNormal) co_return Status{};  // zero, unallocated: reads as zeros
@@ -224,8 +225,7 @@ Task<Status> Qcow2Image::preallocate(uint64_t from, uint64_t to, Preallocation m
     CO_ASSIGN_OR_RETURN(auto l2, co_await get_l2(l1_index(gc), true));
     todo.clear();
     for (uint64_t k = 0; k < n; ++k) {
-      uint8_t* p = l2.data() + (l2_index(gc) + k) * 8;
-      CO_ASSIGN_OR_RETURN(L2Entry e, decode_entry(gc + k, load_be64(p)));
+      CO_ASSIGN_OR_RETURN(L2Entry e, decode_entry(gc + k, l2_at(l2.data(), gc + k)));
       if (e.kind == ClusterKind::kUnallocated || e.kind == ClusterKind::kZeroPlain) {
         todo.push_back(k);
       }
@@ -242,8 +242,13 @@ Task<Status> Qcow2Image::preallocate(uint64_t from, uint64_t to, Preallocation m
       if (!lazy_) CO_RETURN_IF_ERROR(co_await l2_cache_->set_dependency(refcount_cache_.get()));
       l2_cache_->set_depends_on_flush();
       for (size_t i = 0; i < todo.size(); ++i) {
-        uint8_t* p = l2.data() + (l2_index(gc) + todo[i]) * 8;
-        store_be64(p, encode_normal(host + i * cluster_size_, /*copied=*/true));
+        // With extended L2 and no backing file the bitmap stays as it was (preallocated
+        // subclusters read zeros as before, as QEMU's preallocation leaves them). Over a backing
+        // file "unallocated" would show its data: the zeros prepared above become the data.
+        const uint64_t g = gc + todo[i];
+        const RawL2 ne{encode_normal(host + i * cluster_size_, /*copied=*/true).entry,
+                       h_.backing_file.empty() ? l2_at(l2.data(), g).bitmap : kBitmapAllAlloc};
+        set_l2_at(l2.data(), g, ne);
       }
       l2_cache_->mark_dirty(l2);
       mapped_end = std::max(mapped_end, host + len);
@@ -261,7 +266,7 @@ Task<Status> Qcow2Image::refuse_shrink_over_data(uint64_t new_size) {
   const uint64_t old = h_.size;
   uint64_t gc = cluster_index(new_size);
   const uint64_t gc_end = div_round_up(old, cluster_size_);
-  std::vector<uint64_t> entries;
+  std::vector<RawL2> entries;
   while (gc < gc_end) {
     uint64_t n = std::min(gc_end - gc, l2_entries_ - l2_index(gc));
     CO_RETURN_IF_ERROR(co_await lookup(gc, n, entries));
@@ -305,9 +310,8 @@ Task<Status> Qcow2Image::shrink(uint64_t new_size, bool allow_data_loss) {
     freed.clear();
     bool changed = false;
     for (uint64_t k = 0; k < n; ++k) {
-      uint8_t* p = l2.data() + (l2_index(gc) + k) * 8;
-      CO_ASSIGN_OR_RETURN(L2Entry e, decode_entry(gc + k, load_be64(p)));
-      if (e.raw == 0) continue;
+      CO_ASSIGN_OR_RETURN(L2Entry e, decode_entry(gc + k, l2_at(l2.data(), gc + k)));
+      if (e.raw_l2() == RawL2{}) continue;
       uint64_t host_len = e.kind == ClusterKind::kCompressed ? e.compressed_size
                           : e.has_host_cluster()             ? cluster_size_
                                                              : 0;
@@ -319,7 +323,7 @@ Task<Status> Qcow2Image::shrink(uint64_t new_size, bool allow_data_loss) {
             (unsigned long long)((gc + k) << cluster_bits_), (unsigned long long)e.host_offset));
       }
       if (host_len) freed.push_back(host_run_of(e));
-      store_be64(p, 0);
+      set_l2_at(l2.data(), gc + k, RawL2{});
       changed = true;
     }
     if (changed) l2_cache_->mark_dirty(l2);

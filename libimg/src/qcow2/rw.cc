@@ -1,6 +1,7 @@
 // Guest reads and writes. Requests are cut at L2-table boundaries; inside one table, clusters
 // whose host clusters are contiguous become one vectored read or write straight between the
 // caller's buffers and the file.
+#include <bit>
 #include <cstdlib>
 
 #include "qcow2/driver.h"
@@ -30,15 +31,20 @@ Task<Status> Qcow2Image::readv(uint64_t off, std::span<const iovec> iov) {
   uint64_t len = iov_length(iov);
   CO_RETURN_IF_ERROR(check_range("read", off, len));
   IovCursor cur(iov);
-  std::vector<uint64_t> entries;
+  std::vector<RawL2> entries;
   std::vector<iovec> run;
+  // Zeros read alike whether a host cluster is kept or not.
+  auto read_class = [](ClusterKind k) {
+    return k == ClusterKind::kZeroAlloc ? ClusterKind::kZeroPlain : k;
+  };
   while (len > 0) {
-    uint64_t gc = cluster_index(off);
-    uint64_t in = off & (cluster_size_ - 1);
-    uint64_t n = std::min(div_round_up(in + len, cluster_size_), l2_entries_ - l2_index(gc));
+    const uint64_t gc = cluster_index(off);
+    const uint64_t n = std::min(div_round_up((off & (cluster_size_ - 1)) + len, cluster_size_),
+                                l2_entries_ - l2_index(gc));
     CO_RETURN_IF_ERROR(co_await lookup(gc, n, entries));
-    uint64_t k = 0;
-    while (k < n && len > 0) {
+    while (len > 0 && cluster_index(off) - gc < n) {
+      const uint64_t k = cluster_index(off) - gc;
+      const uint64_t in = off & (cluster_size_ - 1);
       CO_ASSIGN_OR_RETURN(L2Entry e, decode_entry(gc + k, entries[k]));
       if (e.kind == ClusterKind::kCompressed) {
         // A run of compressed clusters decompresses in parallel.
@@ -55,37 +61,36 @@ Task<Status> Qcow2Image::readv(uint64_t off, std::span<const iovec> iov) {
         CO_RETURN_IF_ERROR(co_await read_compressed(gc + k, run_entries, in, bytes, cur));
         off += bytes;
         len -= bytes;
-        in = 0;
-        k = j;
         continue;
       }
-      bool data = e.kind == ClusterKind::kNormal;
-      uint64_t host = e.host_offset;
-      // Extend over following clusters of the same kind (and contiguous host clusters).
-      uint64_t bytes = std::min(cluster_size_ - in, len);
-      uint64_t j = k + 1;
-      while (j < n && bytes < len) {
+      // The run of subclusters from `in` that read alike (with extended L2 it may end inside
+      // the cluster), then over following clusters of the same kind, data only while the host
+      // clusters are contiguous.
+      const unsigned sc = static_cast<unsigned>(in >> sc_bits_);
+      const ClusterKind kind = read_class(e.sub_kind(sc));
+      const bool data = kind == ClusterKind::kNormal;
+      const uint64_t host = e.host_offset + in;
+      uint64_t end_in = uint64_t{e.sub_run_end(sc)} << sc_bits_;
+      uint64_t bytes = std::min(end_in - in, len);
+      for (uint64_t j = k + 1; end_in == cluster_size_ && j < n && bytes < len; ++j) {
         CO_ASSIGN_OR_RETURN(L2Entry e2, decode_entry(gc + j, entries[j]));
-        if (e2.kind == ClusterKind::kCompressed) break;
-        if (e2.kind != e.kind && !(e.is_zero() && e2.is_zero())) break;
-        if (data && e2.host_offset != host + (j - k) * cluster_size_) break;
-        bytes += std::min(cluster_size_, len - bytes);
-        ++j;
+        if (e2.kind == ClusterKind::kCompressed || read_class(e2.sub_kind(0)) != kind) break;
+        if (data && e2.host_offset != host + bytes) break;
+        end_in = uint64_t{e2.sub_run_end(0)} << sc_bits_;
+        bytes += std::min(end_in, len - bytes);
       }
       if (data) {
         run.clear();
         cur.take(bytes, run);
-        CO_ASSIGN_OR_RETURN(uint64_t got, co_await file_->readv(host + in, run));
+        CO_ASSIGN_OR_RETURN(uint64_t got, co_await file_->readv(host, run));
         (void)got;  // past the end of the file reads as zeros, as in QEMU
-      } else if (e.kind == ClusterKind::kUnallocated) {
+      } else if (kind == ClusterKind::kUnallocated) {
         CO_RETURN_IF_ERROR(co_await read_unallocated(off, bytes, cur));
       } else {
-        cur.zero(bytes);  // a zero cluster: hides the backing image
+        cur.zero(bytes);  // zero clusters or subclusters: hide the backing image
       }
       off += bytes;
       len -= bytes;
-      in = 0;
-      k = j;
     }
   }
   co_return Status{};
@@ -103,24 +108,37 @@ Task<Status> Qcow2Image::read_unallocated(uint64_t off, uint64_t len, IovCursor&
 }
 
 Task<Status> Qcow2Image::read_old_cluster(uint64_t gc, const L2Entry& e, uint8_t* buf) {
-  switch (e.kind) {
-    case ClusterKind::kNormal: {
-      CO_ASSIGN_OR_RETURN(uint64_t got, co_await file_->read(e.host_offset, buf, cluster_size_));
-      std::memset(buf + got, 0, cluster_size_ - got);  // past the end of the file: zeros
-      co_return Status{};
-    }
-    case ClusterKind::kUnallocated: {
-      iovec v{buf, cluster_size_};
-      IovCursor cur(std::span<const iovec>(&v, 1));
-      co_return co_await read_unallocated(gc << cluster_bits_, cluster_size_, cur);
-    }
-    case ClusterKind::kCompressed:
-      co_return co_await read_compressed_part(gc, e, 0, buf, cluster_size_);
-    case ClusterKind::kZeroPlain:
-    case ClusterKind::kZeroAlloc:
-      break;
+  co_return co_await read_old_range(gc, e, 0, cluster_size_, buf);
+}
+
+Task<Status> Qcow2Image::read_old_range(uint64_t gc, const L2Entry& e, uint64_t from, uint64_t to,
+                                        uint8_t* buf) {
+  if (e.kind == ClusterKind::kCompressed) {
+    co_return co_await read_compressed_part(gc, e, from, buf, to - from);
   }
-  std::memset(buf, 0, cluster_size_);
+  for (uint64_t at = from; at < to;) {
+    const unsigned sc = static_cast<unsigned>(at >> sc_bits_);
+    const uint64_t end = std::min(to, uint64_t{e.sub_run_end(sc)} << sc_bits_);
+    uint8_t* p = buf + (at - from);
+    const uint64_t n = end - at;
+    switch (e.sub_kind(sc)) {
+      case ClusterKind::kNormal: {
+        CO_ASSIGN_OR_RETURN(uint64_t got, co_await file_->read(e.host_offset + at, p, n));
+        std::memset(p + got, 0, n - got);  // past the end of the file: zeros
+        break;
+      }
+      case ClusterKind::kUnallocated: {
+        iovec v{p, n};
+        IovCursor cur(std::span<const iovec>(&v, 1));
+        CO_RETURN_IF_ERROR(co_await read_unallocated((gc << cluster_bits_) + at, n, cur));
+        break;
+      }
+      default:  // zeros
+        std::memset(p, 0, n);
+        break;
+    }
+    at = end;
+  }
   co_return Status{};
 }
 
@@ -157,11 +175,18 @@ Task<Status> Qcow2Image::write_allocated(uint64_t off, std::span<const iovec> io
   uint64_t gc = cluster_index(off);
   uint64_t in = off & (cluster_size_ - 1);
   uint64_t n = div_round_up(in + len, cluster_size_);
-  std::vector<uint64_t> entries;
+  std::vector<RawL2> entries;
   CO_RETURN_IF_ERROR(co_await lookup(gc, n, entries));
   auto in_place = [&](uint64_t k) {
     Result<L2Entry> e = decode_entry(gc + k, entries[k]);
-    return e && e->writable_in_place();
+    if (!e || !e->writable_in_place()) return false;
+    if (!extended_) return true;
+    // Extended L2: every subcluster the write touches must hold data already.
+    const uint64_t t0 = k == 0 ? in : 0;
+    const uint64_t t1 = std::min(cluster_size_, in + len - k * cluster_size_);
+    const uint64_t want = alloc_range(static_cast<unsigned>(t0 >> sc_bits_),
+                                      static_cast<unsigned>(div_round_up(t1, sc_size_)));
+    return (e->bitmap & want) == want;
   };
   for (uint64_t k = 0; k < n; ++k) {
     if (!in_place(k)) co_return Status{};  // the slow path reports what is wrong with it
@@ -175,9 +200,9 @@ Task<Status> Qcow2Image::write_allocated(uint64_t off, std::span<const iovec> io
   std::vector<iovec> run;
   uint64_t k = 0;
   while (k < n) {
-    uint64_t host = entries[k] & kL2OffsetMask;  // decoded above: a normal cluster
+    uint64_t host = entries[k].entry & kL2OffsetMask;  // decoded above: a normal cluster
     uint64_t j = k + 1;
-    while (j < n && (entries[j] & kL2OffsetMask) == host + (j - k) * cluster_size_) ++j;
+    while (j < n && (entries[j].entry & kL2OffsetMask) == host + (j - k) * cluster_size_) ++j;
     uint64_t start = k == 0 ? in : 0;
     uint64_t end_byte = std::min<uint64_t>((j - k) * cluster_size_, in + len - k * cluster_size_);
     uint64_t bytes = end_byte - start;
@@ -196,22 +221,21 @@ Task<Status> Qcow2Image::write_allocated(uint64_t off, std::span<const iovec> io
   co_return Status{};
 }
 
-// Slow path: some cluster needs a new host cluster (unallocated, zero, or shared). Exclusive
-// cluster locks; new clusters come from one allocation, so they are contiguous; partial first and
-// last clusters are completed with their old contents (read_old_cluster) and written once, guest
+// Slow path: some cluster needs a new host cluster (unallocated, zero, or shared), or with
+// extended L2 some subcluster needs allocating. Exclusive cluster locks; new clusters come from
+// one allocation, so they are contiguous; the partial first and last clusters (subclusters, with
+// extended L2) are completed with their old contents (read_old_range) and written once, guest
 // data merged in.
 Task<Status> Qcow2Image::write_allocating(uint64_t off, std::span<const iovec> iov) {
   uint64_t len = iov_length(iov);
   uint64_t gc = cluster_index(off);
   uint64_t in = off & (cluster_size_ - 1);
   uint64_t n = div_round_up(in + len, cluster_size_);
-  uint64_t tail = n * cluster_size_ - (in + len);
   auto guard = co_await cluster_locks_.lock(gc, n, true);
   CO_ASSIGN_OR_RETURN(auto l2, co_await get_l2(l1_index(gc), true));
   std::vector<L2Entry> entries(n);
   for (uint64_t k = 0; k < n; ++k) {
-    CO_ASSIGN_OR_RETURN(entries[k],
-                        decode_entry(gc + k, load_be64(l2.data() + (l2_index(gc) + k) * 8)));
+    CO_ASSIGN_OR_RETURN(entries[k], decode_entry(gc + k, l2_at(l2.data(), gc + k)));
     const L2Entry& e = entries[k];
     // A compressed cluster is replaced by a normal one and its bytes released below: a hostile
     // entry must not make us drop the refcount of metadata.
@@ -247,43 +271,85 @@ Task<Status> Qcow2Image::write_allocating(uint64_t off, std::span<const iovec> i
       next += cluster_size_;
     }
   }
-  // A cluster must be written whole when it is fresh or was a zero cluster: its old content
-  // (zeros) fills the part the guest does not write.
-  auto whole = [&](uint64_t k) { return fresh[k] || entries[k].is_zero(); };
-  // The old content around the guest's data (a shared cluster's data, the backing image's, or
-  // zeros): one read of the first cluster, one of the last, one in all when they are the same.
-  bool need_head = whole(0) && in > 0;
-  bool need_tail = whole(n - 1) && tail > 0;
-  AlignedBuf first_old(need_head || (n == 1 && need_tail) ? cluster_size_ : 0);
-  AlignedBuf last_old(n > 1 && need_tail ? cluster_size_ : 0);
-  if (first_old.size) CO_RETURN_IF_ERROR(co_await read_old_cluster(gc, entries[0], first_old.p));
-  if (last_old.size) {
-    CO_RETURN_IF_ERROR(co_await read_old_cluster(gc + n - 1, entries[n - 1], last_old.p));
+  // Per cluster, the guest's bytes [t0, t1) and the bytes [from, to) written to the host
+  // cluster around them: with old content (zeros, the backing image's, a shared cluster's data)
+  // where the guest's do not cover a unit that becomes data. The unit is the cluster without
+  // extended L2 (a fresh or zero cluster is written whole), the subcluster with it.
+  std::vector<uint64_t> from(n), to(n);
+  auto t0 = [&](uint64_t k) { return k == 0 ? in : 0; };
+  auto t1 = [&](uint64_t k) { return std::min(cluster_size_, in + len - k * cluster_size_); };
+  for (uint64_t k = 0; k < n; ++k) {
+    const L2Entry& e = entries[k];
+    if (!extended_) {
+      bool whole = fresh[k] || e.is_zero();
+      from[k] = whole ? 0 : t0(k);
+      to[k] = whole ? cluster_size_ : t1(k);
+      continue;
+    }
+    if (fresh[k] && e.kind == ClusterKind::kCompressed) {
+      from[k] = 0;  // compressed clusters have no subclusters: all of it becomes data
+      to[k] = cluster_size_;
+      continue;
+    }
+    from[k] = align_down(t0(k), sc_size_);
+    to[k] = align_up(t1(k), sc_size_);
+    if (!fresh[k]) {
+      // A subcluster holding our data already needs no copy: write from the guest's bytes.
+      if (e.sub_kind(static_cast<unsigned>(t0(k) >> sc_bits_)) == ClusterKind::kNormal) {
+        from[k] = t0(k);
+      }
+      if (e.sub_kind(static_cast<unsigned>((t1(k) - 1) >> sc_bits_)) == ClusterKind::kNormal) {
+        to[k] = t1(k);
+      }
+    } else if (const uint32_t alloc = static_cast<uint32_t>(e.bitmap & kBitmapAllAlloc)) {
+      // A shared cluster is copied: its data subclusters come along (all in between become
+      // data, completed from what they read as, as QEMU's calculate_l2_meta does).
+      from[k] = std::min<uint64_t>(from[k], uint64_t(std::countr_zero(alloc)) << sc_bits_);
+      to[k] = std::max<uint64_t>(to[k], uint64_t(32 - std::countl_zero(alloc)) << sc_bits_);
+    }
   }
-  uint8_t* tail_src = (n == 1 ? first_old.p : last_old.p);
-  if (tail_src) tail_src += cluster_size_ - tail;
+  // The old content around the guest's data: one read before it in the first cluster, one
+  // after it in the last, one in all when they are the same cluster.
+  const uint64_t head = t0(0) - from[0];
+  const uint64_t tail = to[n - 1] - t1(n - 1);
+  AlignedBuf first_old(head && n == 1 && tail ? to[0] - from[0] : head);
+  AlignedBuf last_old(tail && !(head && n == 1) ? tail : 0);
+  if (first_old.size) {
+    CO_RETURN_IF_ERROR(
+        co_await read_old_range(gc, entries[0], from[0], from[0] + first_old.size, first_old.p));
+  }
+  if (last_old.size) {
+    CO_RETURN_IF_ERROR(
+        co_await read_old_range(gc + n - 1, entries[n - 1], t1(n - 1), to[n - 1], last_old.p));
+  }
+  uint8_t* tail_src = !tail           ? nullptr
+                      : last_old.size ? last_old.p
+                                      : first_old.p + (t1(0) - from[0]);
   IovCursor cur(iov);
   std::vector<iovec> run;
   uint64_t k = 0;
   while (k < n) {
+    // Clusters written back to back: each one up to its end, the next from its start.
     uint64_t j = k + 1;
-    while (j < n && host[j] == host[k] + (j - k) * cluster_size_) ++j;
-    uint64_t start = (k == 0 && !whole(0)) ? in : 0;
-    bool to_end = !(j == n && !whole(n - 1));
-    uint64_t end_byte = to_end ? (j - k) * cluster_size_ : in + len - k * cluster_size_;
-    if (overlaps_metadata(host[k] + start, end_byte - start)) {
+    while (j < n && to[j - 1] == cluster_size_ && from[j] == 0 &&
+           host[j] == host[k] + (j - k) * cluster_size_) {
+      ++j;
+    }
+    const uint64_t start = host[k] + from[k];
+    const uint64_t bytes = (j - 1 - k) * cluster_size_ + to[j - 1] - from[k];
+    if (overlaps_metadata(start, bytes)) {
       co_return co_await mark_corrupt(
           strfmt("L2 entry for guest offset 0x%llx points into "
                  "metadata (host offset 0x%llx)",
                  (unsigned long long)((gc + k) << cluster_bits_), (unsigned long long)host[k]));
     }
     run.clear();
-    if (k == 0 && need_head) run.push_back({first_old.p, in});
-    uint64_t guest_bytes =
-        std::min((j - k) * cluster_size_, in + len - k * cluster_size_) - (k == 0 ? in : 0);
+    if (k == 0 && head) run.push_back({first_old.p, head});
+    uint64_t guest_bytes = 0;
+    for (uint64_t i = k; i < j; ++i) guest_bytes += t1(i) - t0(i);
     cur.take(guest_bytes, run);
-    if (j == n && need_tail) run.push_back({tail_src, tail});
-    CO_RETURN_IF_ERROR(co_await file_->writev(host[k] + start, run));
+    if (j == n && tail) run.push_back({tail_src, tail});
+    CO_RETURN_IF_ERROR(co_await file_->writev(start, run));
     k = j;
   }
   // Data first, then the mapping: the refcounts of new clusters reach the file before the L2
@@ -299,11 +365,18 @@ Task<Status> Qcow2Image::write_allocating(uint64_t off, std::span<const iovec> i
   std::vector<HostRun> freed_compressed;
   for (uint64_t k = 0; k < n; ++k) {
     const L2Entry& e = entries[k];
-    uint64_t ne = encode_normal(host[k], /*copied=*/true);
-    if (ne == e.raw) continue;
+    RawL2 ne = encode_normal(host[k], /*copied=*/true);
+    if (extended_) {
+      // The subclusters written become data; the others keep what they were (a compressed
+      // entry's bitmap is zero, and it was written whole).
+      const unsigned s0 = static_cast<unsigned>(from[k] >> sc_bits_);
+      const unsigned s1 = static_cast<unsigned>(div_round_up(to[k], sc_size_));
+      ne.bitmap = (e.bitmap | alloc_range(s0, s1)) & ~zero_range(s0, s1);
+    }
+    if (ne == e.raw_l2()) continue;
     if (fresh[k] && e.has_host_cluster()) freed.push_back(e.host_offset);
     if (e.kind == ClusterKind::kCompressed) freed_compressed.push_back(host_run_of(e));
-    store_be64(l2.data() + (l2_index(gc) + k) * 8, ne);
+    set_l2_at(l2.data(), gc + k, ne);
   }
   l2_cache_->mark_dirty(l2);
   if (!freed.empty() || !freed_compressed.empty()) {

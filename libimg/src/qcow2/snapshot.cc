@@ -146,10 +146,10 @@ Task<Status> Qcow2Image::refcount_tree(RefcountBatch& rb, const std::vector<uint
       CO_RETURN_IF_ERROR(change(st.offset(t) >> cluster_bits_, d));
       const uint8_t* p = st.table(t);
       for (uint64_t i = 0; i < l2_entries_; ++i) {
-        uint64_t raw = load_be64(p + i * 8);
-        if (raw == 0) continue;
-        L2Decoded dec = decode_l2(raw, cluster_bits_, h_.version);
-        if (dec.defect != L2Defect::kNone) CO_RETURN_IF_ERROR(decode_entry(0, raw));
+        const RawL2 r = load_l2(p, i, l2_entry_bytes_);
+        if (r == RawL2{}) continue;
+        L2Decoded dec = decode_l2(r.entry, cluster_bits_, h_.version, extended_, r.bitmap);
+        if (dec.defect != L2Defect::kNone) CO_RETURN_IF_ERROR(decode_entry(0, r));
         const L2Entry& e = dec.entry;
         if (e.has_host_cluster()) {
           CO_RETURN_IF_ERROR(change(e.host_offset >> cluster_bits_, d));
@@ -193,10 +193,12 @@ Task<Status> Qcow2Image::fix_copied(RefcountBatch& rb) {
     bool changed = false;
     *complete = true;
     for (uint64_t i = 0; i < l2_entries_; ++i) {
-      uint64_t raw = load_be64(p + i * 8);
-      if (raw == 0) continue;
-      L2Decoded dec = decode_l2(raw, cluster_bits_, h_.version);
-      if (dec.defect != L2Defect::kNone) RETURN_IF_ERROR(decode_entry(0, raw));
+      // The first 8 bytes of an entry, extended or not, hold the standard descriptor.
+      const uint64_t raw = load_be64(p + i * l2_entry_bytes_);
+      const RawL2 r = load_l2(p, i, l2_entry_bytes_);
+      if (r == RawL2{}) continue;
+      L2Decoded dec = decode_l2(raw, cluster_bits_, h_.version, extended_, r.bitmap);
+      if (dec.defect != L2Defect::kNone) RETURN_IF_ERROR(decode_entry(0, r));
       const L2Entry& e = dec.entry;
       if (!e.has_host_cluster()) continue;
       const uint64_t c = e.host_offset >> cluster_bits_;
@@ -207,7 +209,7 @@ Task<Status> Qcow2Image::fix_copied(RefcountBatch& rb) {
       }
       bool want = rb.get(c) == 1;
       if (want == e.copied) continue;
-      store_be64(p + i * 8, want ? (raw | kOflagCopied) : (raw & ~kOflagCopied));
+      store_be64(p + i * l2_entry_bytes_, want ? (raw | kOflagCopied) : (raw & ~kOflagCopied));
       changed = true;
     }
     if (changed) st.mark_changed(t);

@@ -44,18 +44,40 @@ Task<Status> Qcow2Image::zero_or_discard(uint64_t off, uint64_t len, bool discar
   uint64_t end = off + len;
   uint64_t last_full =
       end == h_.size ? align_up(end, cluster_size_) : align_down(end, cluster_size_);
-  if (!discard) {
-    // Edges: zero bytes through the normal write path.
-    uint64_t head_end = std::min(end, first_full);
-    uint64_t tail_start = std::max(std::max(off, last_full), head_end);
-    std::vector<uint8_t> zeros;
-    if (head_end > off || (end > tail_start && tail_start >= last_full)) {
-      zeros.assign(cluster_size_, 0);
+  // Edges (partial clusters): write_zeroes writes zero bytes through the write path, discard
+  // leaves them alone. With extended L2 their whole subclusters get zero bits instead (QEMU's
+  // zero_l2_subclusters), and only the bytes of partial subclusters are written.
+  const uint64_t head_end = std::min(end, first_full);
+  const uint64_t tail_start = std::max(std::max(off, last_full), head_end);
+  std::vector<uint8_t> zeros;
+  auto edge = [&](uint64_t a, uint64_t b) -> Task<Status> {
+    uint64_t sa = b, sb = b;  // the whole subclusters of [a, b)
+    if (extended_) {
+      sa = std::min(b, align_up(a, sc_size_));
+      sb = b == h_.size ? b : std::max(sa, align_down(b, sc_size_));
     }
-    if (head_end > off) CO_RETURN_IF_ERROR(co_await write(off, zeros.data(), head_end - off));
-    if (end > tail_start && last_full < end) {
-      CO_RETURN_IF_ERROR(co_await write(tail_start, zeros.data(), end - tail_start));
+    if (sa < sb) {
+      const uint64_t cstart = align_down(a, cluster_size_);
+      bool fallback = false;
+      CO_RETURN_IF_ERROR(co_await zero_subclusters(
+          cluster_index(a), static_cast<unsigned>((sa - cstart) >> sc_bits_),
+          static_cast<unsigned>(div_round_up(sb - cstart, sc_size_)), discard, &fallback));
+      if (fallback) {
+        // A compressed cluster has no subclusters: zero bytes instead, for a discard too (so
+        // that whole discarded subclusters always read as zeros, as elsewhere).
+        zeros.assign(cluster_size_, 0);
+        CO_RETURN_IF_ERROR(co_await write(sa, zeros.data(), sb - sa));
+      }
     }
+    if (discard) co_return Status{};
+    if (zeros.empty()) zeros.assign(cluster_size_, 0);
+    if (sa > a) CO_RETURN_IF_ERROR(co_await write(a, zeros.data(), sa - a));
+    if (b > sb) CO_RETURN_IF_ERROR(co_await write(sb, zeros.data(), b - sb));
+    co_return Status{};
+  };
+  if (!discard || extended_) {
+    if (head_end > off) CO_RETURN_IF_ERROR(co_await edge(off, head_end));
+    if (end > tail_start && last_full < end) CO_RETURN_IF_ERROR(co_await edge(tail_start, end));
   }
   if (last_full <= first_full) co_return Status{};
 
@@ -91,8 +113,7 @@ Task<Status> Qcow2Image::zero_or_discard(uint64_t off, uint64_t len, bool discar
     freed.clear();
     bool changed = false;
     for (uint64_t k = 0; k < n; ++k) {
-      uint8_t* p = l2.data() + (l2_index(gc) + k) * 8;
-      CO_ASSIGN_OR_RETURN(L2Entry e, decode_entry(gc + k, load_be64(p)));
+      CO_ASSIGN_OR_RETURN(L2Entry e, decode_entry(gc + k, l2_at(l2.data(), gc + k)));
       // Every host range an entry names is checked before anything is punched or zeroed there:
       // a hostile entry pointing at a refcount block must not make discard destroy it.
       uint64_t host_len = e.kind == ClusterKind::kCompressed ? e.compressed_size
@@ -104,7 +125,7 @@ Task<Status> Qcow2Image::zero_or_discard(uint64_t off, uint64_t len, bool discar
             "metadata (host offset 0x%llx)",
             (unsigned long long)((gc + k) << cluster_bits_), (unsigned long long)e.host_offset));
       }
-      uint64_t ne;
+      RawL2 ne;
       bool release = false;
       if (!discard && h_.version < 3 && e.kind == ClusterKind::kCompressed) {
         // No zero flag to give it: zero bytes through the write path, which replaces it with a
@@ -115,15 +136,16 @@ Task<Status> Qcow2Image::zero_or_discard(uint64_t off, uint64_t len, bool discar
       if (discard || (h_.version >= 3 && may_unmap) || e.kind == ClusterKind::kCompressed) {
         bool zero =
             !discard || (h_.version >= 3 && !full && backing_covers((gc + k) << cluster_bits_));
-        ne = zero ? encode_zero(0, false) : 0;
+        ne = zero ? encode_zero(0, false, extended_) : RawL2{};
         release = host_len != 0;
       } else if (h_.version >= 3) {
         if (e.kind == ClusterKind::kUnallocated) {
           // Reads as zeros already unless a backing image lies behind it.
-          ne = backing_covers((gc + k) << cluster_bits_) ? encode_zero(0, false) : e.raw;
+          ne = backing_covers((gc + k) << cluster_bits_) ? encode_zero(0, false, extended_)
+                                                         : e.raw_l2();
         } else {
           // Keep the allocation ("zero, allocated"), and its COPIED flag.
-          ne = encode_zero(e.has_host_cluster() ? e.host_offset : 0, e.copied);
+          ne = encode_zero(e.has_host_cluster() ? e.host_offset : 0, e.copied, extended_);
         }
       } else {
         // Version 2: no zero flag. Clusters of our own get zero bytes in place; shared ones go
@@ -137,8 +159,8 @@ Task<Status> Qcow2Image::zero_or_discard(uint64_t off, uint64_t len, bool discar
         continue;
       }
       if (release) freed.push_back(host_run_of(e));
-      if (ne != e.raw) {
-        store_be64(p, ne);
+      if (ne != e.raw_l2()) {
+        set_l2_at(l2.data(), gc + k, ne);
         changed = true;
       }
     }
@@ -158,6 +180,35 @@ Task<Status> Qcow2Image::zero_or_discard(uint64_t off, uint64_t len, bool discar
       CO_RETURN_IF_ERROR(co_await write(at, zeros.data(), std::min(cluster_size_, h_.size - at)));
     }
   }
+  co_return Status{};
+}
+
+Task<Status> Qcow2Image::zero_subclusters(uint64_t gc, unsigned s0, unsigned s1, bool discard,
+                                          bool* fallback) {
+  *fallback = false;
+  auto guard = co_await cluster_locks_.lock(gc, 1, true);
+  // As for whole clusters: zeros must hide a backing image (zero bits in an L2 table allocated
+  // for them if need be); a table shared with a snapshot is copied first, or left alone by a
+  // discard.
+  const bool hide = backing_covers(gc << cluster_bits_);
+  CO_ASSIGN_OR_RETURN(auto l2, co_await get_l2(l1_index(gc), hide));
+  if (!l2) co_return Status{};  // unallocated, nothing behind it: zeros already
+  if (!(l1_[l1_index(gc)] & kOflagCopied)) {
+    if (discard) co_return Status{};
+    CO_ASSIGN_OR_RETURN(l2, co_await get_l2(l1_index(gc), /*allocate=*/true));
+  }
+  CO_ASSIGN_OR_RETURN(L2Entry e, decode_entry(gc, l2_at(l2.data(), gc)));
+  if (e.kind == ClusterKind::kCompressed) {
+    // "Compressed clusters don't have subclusters": the caller writes zero bytes (QEMU's block
+    // layer falls back the same way when zero_l2_subclusters refuses).
+    *fallback = true;
+    co_return Status{};
+  }
+  if (e.kind == ClusterKind::kUnallocated && !hide) co_return Status{};
+  const RawL2 ne{e.raw, (e.bitmap | zero_range(s0, s1)) & ~alloc_range(s0, s1)};
+  if (ne == e.raw_l2()) co_return Status{};
+  set_l2_at(l2.data(), gc, ne);
+  l2_cache_->mark_dirty(l2);
   co_return Status{};
 }
 
