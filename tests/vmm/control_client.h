@@ -13,6 +13,8 @@
 #include <string>
 #include <thread>
 
+#include "img/unix_socket.h"
+
 namespace vmm_test {
 
 struct ControlClient {
@@ -32,16 +34,8 @@ struct ControlClient {
   // Connects to `path`, trying every 50 ms for `tries` times, and reads the greeting line.
   bool connect_to(const std::string& path, int tries = 300) {
     for (int i = 0; i < tries && fd < 0; ++i) {
-      int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      sockaddr_un a{};
-      a.sun_family = AF_UNIX;
-      std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
-      if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
-        fd = s;
-      } else {
-        ::close(s);
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      }
+      fd = img::unix_stream_connect(path, SOCK_CLOEXEC);
+      if (fd < 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     if (fd < 0) return false;
     greeting = read_line();

@@ -37,15 +37,16 @@ std::string tmpdir() {
 }
 
 using vmm_test::ConsolePeer;
-using vmm_test::RunResult;
 using vmm_test::run_shell;
+using vmm_test::RunResult;
 using vmm_test::slurp;
 
 class VmmE2eTest : public ::testing::Test {
  public:  // used by run_guest_on_qcow2 below
   void SetUp() override {
     if (access("/dev/kvm", F_OK) != 0) GTEST_SKIP() << "/dev/kvm is missing";
-    if (access("/dev/kvm", R_OK | W_OK) != 0) GTEST_SKIP() << "/dev/kvm is not read/write for this user";
+    if (access("/dev/kvm", R_OK | W_OK) != 0)
+      GTEST_SKIP() << "/dev/kvm is not read/write for this user";
     dir_ = tmpdir();
   }
   void TearDown() override {
@@ -71,7 +72,7 @@ TEST_F(VmmE2eTest, GuestReadsRngAndTalksOverTheConsoleSocket) {
   peer.serve("hello host\n", "ping-from-host\n");
   auto r = vmm(std::string("run --kernel ") + VMM_TEST_GUEST +
                " --memory 64M --cmdline 'nodisk rng console' --rng --console socket=" + sock);
-  peer.t.join();
+  peer.finish();
   EXPECT_EQ(r.rc, 0) << r.err;
   EXPECT_NE(r.out.find("GUEST: rng ok"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("GUEST: console 80x24"), std::string::npos) << r.out;
@@ -81,7 +82,8 @@ TEST_F(VmmE2eTest, GuestReadsRngAndTalksOverTheConsoleSocket) {
 }
 
 TEST_F(VmmE2eTest, GuestFailsWhenTheDevicesItWasToldAboutAreMissing) {
-  auto r = vmm(std::string("run --kernel ") + VMM_TEST_GUEST + " --memory 64M --cmdline 'nodisk rng'");
+  auto r =
+      vmm(std::string("run --kernel ") + VMM_TEST_GUEST + " --memory 64M --cmdline 'nodisk rng'");
   EXPECT_EQ(r.rc, 0) << r.err;
   EXPECT_NE(r.out.find("GUEST: FAIL no virtio-rng device"), std::string::npos) << r.out;
   r = vmm(std::string("run --kernel ") + VMM_TEST_GUEST + " --memory 64M --rng rate=0");
@@ -89,12 +91,13 @@ TEST_F(VmmE2eTest, GuestFailsWhenTheDevicesItWasToldAboutAreMissing) {
   EXPECT_NE(r.err.find("--rng rate must be above 0"), std::string::npos) << r.err;
   r = vmm(std::string("run --kernel ") + VMM_TEST_GUEST + " --memory 64M --console tcp:1");
   EXPECT_EQ(r.rc, 2) << r.err;
-  EXPECT_NE(r.err.find("--console must be stdio, file=PATH or socket=PATH"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--console must be stdio, file=PATH or socket=PATH"), std::string::npos)
+      << r.err;
 }
 
 TEST_F(VmmE2eTest, SerialToFileAndTwoCpus) {
-  auto r = vmm(std::string("run --kernel ") + VMM_TEST_GUEST + " --cpus 2 --cmdline nodisk --serial file:" +
-               dir_ + "/serial.txt");
+  auto r = vmm(std::string("run --kernel ") + VMM_TEST_GUEST +
+               " --cpus 2 --cmdline nodisk --serial file:" + dir_ + "/serial.txt");
   EXPECT_EQ(r.rc, 0) << r.err;
   EXPECT_NE(slurp(dir_ + "/serial.txt").find("GUEST: PASS"), std::string::npos);
 }
@@ -117,7 +120,10 @@ TEST_F(VmmE2eTest, ClearErrorsAndExitCodes) {
 // A one-instruction ELF guest: ud2 with an empty IDT is a triple fault.
 TEST_F(VmmE2eTest, TripleFaultExitsWithCode3) {
   std::vector<uint8_t> f(0x1000, 0);
-  std::memcpy(&f[0], "\x7f" "ELF\x02\x01\x01", 7);
+  std::memcpy(&f[0],
+              "\x7f"
+              "ELF\x02\x01\x01",
+              7);
   f[16] = 2;
   f[18] = 62;
   img::store_le64(&f[24], 0x200000);
@@ -131,7 +137,8 @@ TEST_F(VmmE2eTest, TripleFaultExitsWithCode3) {
   img::store_le64(&f[64 + 40], 2);
   f[0x800] = 0x0f;
   f[0x801] = 0x0b;
-  std::ofstream(dir_ + "/ud2.elf", std::ios::binary).write(reinterpret_cast<char*>(f.data()), f.size());
+  std::ofstream(dir_ + "/ud2.elf", std::ios::binary)
+      .write(reinterpret_cast<char*>(f.data()), f.size());
   auto r = vmm("run --kernel " + dir_ + "/ud2.elf --memory 32M");
   EXPECT_EQ(r.rc, 3) << r.err;
   EXPECT_NE(r.err.find("triple fault"), std::string::npos) << r.err;
@@ -156,7 +163,8 @@ void run_guest_on_qcow2(VmmE2eTest& t, const std::string& disk_opts) {
   }
   std::string img = dir_ + "/disk.qcow2";
   ASSERT_EQ(0, std::system(("qemu-img create -q -f qcow2 " + img + " 64M").c_str()));
-  ASSERT_EQ(0, std::system(("qemu-io -f qcow2 -c 'write -P 0x5a 0 1M' " + img + " >/dev/null").c_str()));
+  ASSERT_EQ(
+      0, std::system(("qemu-io -f qcow2 -c 'write -P 0x5a 0 1M' " + img + " >/dev/null").c_str()));
   auto r = vmm(std::string("run --kernel ") + VMM_TEST_GUEST + " --memory 64M --disk " + img +
                disk_opts);
   if (r.err.find("no virtio-blk device yet") != std::string::npos) {
@@ -164,7 +172,8 @@ void run_guest_on_qcow2(VmmE2eTest& t, const std::string& disk_opts) {
   }
   ASSERT_EQ(r.rc, 0) << r.out << r.err;
   ASSERT_NE(r.out.find("GUEST: PASS"), std::string::npos) << r.out;
-  ASSERT_EQ(0, std::system(("qemu-img check -q " + img).c_str())) << "qemu-img check found problems";
+  ASSERT_EQ(0, std::system(("qemu-img check -q " + img).c_str()))
+      << "qemu-img check found problems";
   std::string raw = dir_ + "/disk.raw";
   ASSERT_EQ(0, std::system(("qemu-img convert -O raw " + img + " " + raw).c_str()));
   std::string d = slurp(raw);

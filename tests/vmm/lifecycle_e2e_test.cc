@@ -134,7 +134,8 @@ TEST_F(LifecycleE2eTest, DefineStartSuspendResumeRebootShutdown) {
       << info;
   auto big = run_shell(vmm("setmem", "demo 1G"), dir_);
   EXPECT_EQ(big.rc, 1);
-  EXPECT_TRUE(big.err.starts_with("vmm: VM 'demo': balloon: 'value' 1073741824 is more than the VM's memory"))
+  EXPECT_TRUE(big.err.starts_with(
+      "vmm: VM 'demo': balloon: 'value' 1073741824 is more than the VM's memory"))
       << big.err;
 
   // reboot: the guest ends on Ctrl-Alt-Del and the supervisor starts it again in a new process,
@@ -202,6 +203,24 @@ TEST_F(LifecycleE2eTest, KillNineShowsShutOffAndANewStartWorks) {
   auto d = run_shell(vmm("destroy", "demo"), dir_);
   EXPECT_EQ(d.rc, 1);
   EXPECT_EQ(d.err, "vmm: VM 'demo' is not running\n");
+}
+
+// A state directory so deep that DIR/run/NAME/control.sock passes sockaddr_un's 107 bytes (the
+// /proc/self/fd route of img/unix_socket.h): start, the control socket and the supervisor's
+// console socket work as in a short one.
+TEST_F(LifecycleE2eTest, AStateDirectoryDeeperThanASocketPathHoldsWorks) {
+  state_ = dir_ + "/" + std::string(60, 's') + "/" + std::string(60, 't');
+  define("demo");
+  ASSERT_GT(run_path("demo", "control.sock").size(), 107u);
+  EXPECT_EQ(ok("start", "demo").out, "Domain 'demo' started\n\n");
+  EXPECT_TRUE(fs::is_socket(run_path("demo", "control.sock")));
+  EXPECT_TRUE(fs::is_socket(run_path("demo", "console.sock")));
+  EXPECT_TRUE(wait_ticks_above("demo", -1, 20));
+  EXPECT_EQ(ok("suspend", "demo").out, "Domain 'demo' suspended\n\n");
+  EXPECT_NE(list(true).find(" demo   paused\n"), std::string::npos) << list(true);
+  EXPECT_EQ(ok("resume", "demo").out, "Domain 'demo' resumed\n\n");
+  EXPECT_NE(list(false).find(" demo   running\n"), std::string::npos) << list(false);
+  EXPECT_EQ(ok("destroy", "demo").out, "Domain 'demo' destroyed\n\n");
 }
 
 TEST_F(LifecycleE2eTest, UndefineKeepsOrRemovesTheStorage) {
@@ -295,8 +314,7 @@ TEST_F(LifecycleE2eTest, CloneCopiesAShutOffVmAndLeavesTheSourceUntouched) {
                    " --memory 64M --cmdline counter --disk " + copy + ",format=qcow2");
   ok("start", "demo-clone");
   EXPECT_TRUE(wait_ticks_above("demo-clone", -1, 20));
-  EXPECT_NE(slurp(run_path("demo-clone", "console.log")).find("GUEST: PASS"),
-            std::string::npos)
+  EXPECT_NE(slurp(run_path("demo-clone", "console.log")).find("GUEST: PASS"), std::string::npos)
       << slurp(run_path("demo-clone", "console.log"));
   auto running = run_shell(vmm("clone", "--original demo-clone --auto-clone"), dir_);
   EXPECT_EQ(running.rc, 1);

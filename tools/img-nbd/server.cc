@@ -13,6 +13,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include "img/unix_socket.h"
+
 namespace imgnbd {
 
 namespace {
@@ -29,20 +31,9 @@ void on_signal(int) {
 
 img::Result<int> listen_on(const ListenSpec& spec) {
   if (!spec.unix_path.empty()) {
-    sockaddr_un sa{};
-    sa.sun_family = AF_UNIX;
-    if (spec.unix_path.size() >= sizeof sa.sun_path) {
-      return img::invalid_argument("socket path '" + spec.unix_path + "' is too long");
-    }
-    std::memcpy(sa.sun_path, spec.unix_path.c_str(), spec.unix_path.size() + 1);
-    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return img::io_error(errno, "socket");
     ::unlink(spec.unix_path.c_str());  // qemu-nbd replaces a stale socket too
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0 || ::listen(fd, 16) < 0) {
-      int e = errno;
-      ::close(fd);
-      return img::io_error(e, "Failed to bind socket to " + spec.unix_path);
-    }
+    int fd = img::unix_stream_listen(spec.unix_path, SOCK_CLOEXEC, 16);
+    if (fd < 0) return img::io_error(errno, "Failed to bind socket to " + spec.unix_path);
     return fd;
   }
   addrinfo hints{};
@@ -75,8 +66,8 @@ img::Result<int> listen_on(const ListenSpec& spec) {
   return img::io_error(err, "Failed to bind socket to " + spec.bind_addr + ":" + spec.port);
 }
 
-Server::Server(img::IoLoop& loop, int listen_fd, const img::nbd::ExportConfig& exp,
-               unsigned shared, bool persistent, bool verbose)
+Server::Server(img::IoLoop& loop, int listen_fd, const img::nbd::ExportConfig& exp, unsigned shared,
+               bool persistent, bool verbose)
     : loop_(loop),
       listen_fd_(listen_fd),
       exp_(exp),
@@ -96,7 +87,7 @@ img::Status Server::install_signals() {
   stop_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (stop_fd_ < 0) return img::io_error(errno, "eventfd");
   g_stop_fd = stop_fd_;
-  struct sigaction sa{};
+  struct sigaction sa {};
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
   for (int sig : {SIGTERM, SIGINT, SIGHUP}) ::sigaction(sig, &sa, nullptr);

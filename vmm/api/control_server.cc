@@ -10,32 +10,21 @@
 #include <cerrno>
 #include <cstring>
 
+#include "img/unix_socket.h"
+
 namespace vmm::api {
 namespace {
 
-img::Result<sockaddr_un> unix_address(const std::string& path) {
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  if (path.empty() || path.size() >= sizeof a.sun_path) {
-    return img::invalid_argument(img::strfmt("--control path must be 1 to %zu bytes: '%s'",
-                                             sizeof a.sun_path - 1, path.c_str()));
-  }
-  std::memcpy(a.sun_path, path.data(), path.size());
-  return a;
-}
-
 // A socket file nobody accepts on is a leftover of a VMM that died: it may be replaced.
-img::Status check_stale(const std::string& path, const sockaddr_un& a) {
+img::Status check_stale(const std::string& path) {
   struct stat st;
   if (::lstat(path.c_str(), &st) != 0) return {};  // nothing there
   if (!S_ISSOCK(st.st_mode)) {
     return img::invalid_argument("--control " + path + " exists and is not a socket");
   }
-  int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (probe < 0) return img::io_error(errno, "socket");
-  int r = ::connect(probe, reinterpret_cast<const sockaddr*>(&a), sizeof a);
-  ::close(probe);
-  if (r == 0) {
+  int probe = img::unix_stream_connect(path, SOCK_CLOEXEC);
+  if (probe >= 0) {
+    ::close(probe);
     return img::invalid_argument("--control " + path + " is in use by a running vmm");
   }
   if (::unlink(path.c_str()) != 0) return img::io_error(errno, "removing stale " + path);
@@ -46,21 +35,15 @@ img::Status check_stale(const std::string& path, const sockaddr_un& a) {
 
 img::Result<std::unique_ptr<ControlServer>> ControlServer::listen(const std::string& path,
                                                                   const Dispatcher& d) {
-  ASSIGN_OR_RETURN(sockaddr_un a, unix_address(path));
-  RETURN_IF_ERROR(check_stale(path, a));
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) return img::io_error(errno, "socket");
+  if (path.empty()) return img::invalid_argument("--control needs a socket path");
+  RETURN_IF_ERROR(check_stale(path));
   // bind() creates the file with the umask applied: 0177 leaves 0600. Set-up runs before the
   // VMM's other threads create files, so the process-wide umask change races with nothing.
   mode_t old = ::umask(0177);
-  int r = ::bind(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a);
+  int fd = img::unix_stream_listen(path, SOCK_CLOEXEC | SOCK_NONBLOCK, 4);
   int e = errno;
   ::umask(old);
-  if (r != 0 || ::listen(fd, 4) != 0) {
-    if (r == 0) e = errno;
-    ::close(fd);
-    return img::io_error(e, "--control " + path);
-  }
+  if (fd < 0) return img::io_error(e, "--control " + path);
   return std::unique_ptr<ControlServer>(new ControlServer(path, fd, d));
 }
 

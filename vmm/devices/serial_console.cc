@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "img/unix_socket.h"
+
 namespace vmm {
 
 img::Result<std::unique_ptr<SerialConsole>> SerialConsole::open(const std::string& spec) {
@@ -25,24 +27,18 @@ img::Result<std::unique_ptr<SerialConsole>> SerialConsole::open(const std::strin
     c->own_out_ = true;
   } else if (spec.starts_with("unix:")) {
     std::string path = spec.substr(5);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (path.empty() || path.size() >= sizeof addr.sun_path) {
-      return img::invalid_argument("--serial unix: path is empty or too long: " + path);
-    }
-    std::memcpy(addr.sun_path, path.c_str(), path.size());
-    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return img::io_error(errno, "socket");
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
-      int e = errno;
-      ::close(fd);
-      return img::io_error(e, "connecting the serial port to " + path +
-                                  " (start a listener first, e.g. socat UNIX-LISTEN:" + path + " -)");
+    if (path.empty()) return img::invalid_argument("--serial unix: needs a socket path");
+    int fd = img::unix_stream_connect(path, SOCK_CLOEXEC);
+    if (fd < 0) {
+      return img::io_error(errno, "connecting the serial port to " + path +
+                                      " (start a listener first, e.g. socat UNIX-LISTEN:" + path +
+                                      " -)");
     }
     c->out_fd_ = c->in_fd_ = fd;
     c->own_out_ = true;
   } else {
-    return img::invalid_argument("--serial must be stdio, file:PATH or unix:PATH, not '" + spec + "'");
+    return img::invalid_argument("--serial must be stdio, file:PATH or unix:PATH, not '" + spec +
+                                 "'");
   }
   return c;
 }

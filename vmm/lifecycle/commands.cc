@@ -166,10 +166,6 @@ int cmd_start(const StateDir& sd, const std::string& name, const std::string& vm
   if (!vm) return fail(vm.error().message());
   if (auto s = make_dirs(sd.run_dir(name)); !s) return fail(s.error().message());
   ::chmod(sd.run_dir(name).c_str(), 0700);
-  if (sd.console(name).size() >= 108 || sd.control(name).size() >= 108) {
-    return fail("the runtime path " + sd.control(name) +
-                " is longer than a unix socket allows (107 bytes): use a shorter --state-dir");
-  }
   // The VM lock, kept across fork and exec: it is released only when the VM's processes end.
   auto lock = FileLock::acquire(sd.lock(name), LOCK_EX | LOCK_NB, true, /*cloexec=*/false);
   for (int i = 0; !lock && lock.error().sys_errno() == EWOULDBLOCK && i < 20; ++i) {

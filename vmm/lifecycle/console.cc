@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "img/unix_socket.h"
 #include "lifecycle/commands.h"
 #include "lifecycle/vm_access.h"
 
@@ -56,13 +57,9 @@ int cmd_console(const StateDir& sd, const std::string& name) {
     auto vm = open_vm(sd, name, LOCK_SH);
     if (!vm) return fail(vm.error().message());
     if (!lock_held(sd.lock(name))) return fail("VM '" + name + "' is not running");
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
     std::string path = sd.console(name);
-    if (path.size() >= sizeof addr.sun_path) return fail("console path too long: " + path);
-    std::memcpy(addr.sun_path, path.c_str(), path.size());
-    fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
+    fd = img::unix_stream_connect(path, SOCK_CLOEXEC);
+    if (fd < 0) {
       return fail("VM '" + name + "': cannot connect to its console " + path + ": " +
                   std::strerror(errno));
     }

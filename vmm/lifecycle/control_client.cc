@@ -8,24 +8,15 @@
 #include <cerrno>
 #include <cstring>
 
+#include "img/unix_socket.h"
+
 namespace vmm::lifecycle {
 
 using Json = nlohmann::json;
 
 img::Result<ControlClient> ControlClient::connect(const std::string& path, int timeout_ms) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof addr.sun_path) {
-    return img::invalid_argument("control socket path is longer than 107 bytes: " + path);
-  }
-  std::memcpy(addr.sun_path, path.c_str(), path.size());
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return img::io_error(errno, "socket");
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
-    int e = errno;
-    ::close(fd);
-    return img::io_error(e, "connecting to " + path);
-  }
+  int fd = img::unix_stream_connect(path, SOCK_CLOEXEC);
+  if (fd < 0) return img::io_error(errno, "connecting to " + path);
   ControlClient c(fd, timeout_ms);
   ASSIGN_OR_RETURN(std::string greeting, c.read_line());
   // A Busy error comes instead of the greeting when another client holds the socket.

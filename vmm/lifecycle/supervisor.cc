@@ -14,24 +14,16 @@
 #include <cstdio>
 #include <cstring>
 
+#include "img/unix_socket.h"
+
 namespace vmm::lifecycle {
 namespace {
 
 int listen_unix(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof addr.sun_path) return -1;
-  std::memcpy(addr.sun_path, path.c_str(), path.size());
   ::unlink(path.c_str());
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) return -1;
   mode_t old = ::umask(0177);  // 0600: only the VM's user may attach
-  int r = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  int fd = img::unix_stream_listen(path, SOCK_CLOEXEC | SOCK_NONBLOCK, 4);
   ::umask(old);
-  if (r < 0 || ::listen(fd, 4) < 0) {
-    ::close(fd);
-    return -1;
-  }
   return fd;
 }
 

@@ -35,8 +35,8 @@ namespace {
 namespace fs = std::filesystem;
 
 using vmm_test::ConsolePeer;
-using vmm_test::RunResult;
 using vmm_test::run_shell;
+using vmm_test::RunResult;
 using vmm_test::slurp;
 
 bool host_is_kvm_pvm() { return access("/sys/module/kvm_pvm", F_OK) == 0; }
@@ -78,8 +78,8 @@ class LinuxGuestTest : public ::testing::Test {
     if (!skip_.empty()) GTEST_SKIP() << skip_;
     ASSERT_TRUE(kernel_error_.empty()) << kernel_error_;
     const char* tmp = std::getenv("IMG_TEST_TMPDIR");
-    dir_ = std::string(tmp && *tmp ? tmp : "/tmp") + "/vmm_linux_" + std::to_string(getpid()) + "_" +
-           ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    dir_ = std::string(tmp && *tmp ? tmp : "/tmp") + "/vmm_linux_" + std::to_string(getpid()) +
+           "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name();
     fs::remove_all(dir_);
     fs::create_directories(dir_);
   }
@@ -107,11 +107,10 @@ class LinuxGuestTest : public ::testing::Test {
   // frame (tests/vmm/tap_peer.h); `devices` then should hold --net tap=vmm_test::kTestTap.
   RunResult boot(const std::string& kernel, const std::string& devices, const std::string& checks,
                  int cpus = 1, const std::string& extra = "", bool with_tap = false) {
-    std::string cmd = std::string("timeout 900 ") + VMM_BINARY + " run --kernel " + kernel_dir_ + "/" +
-                      kernel + " --initrd " + LINUX_INITRD + " --memory " +
-                      std::to_string(kMemory >> 20) + "M --cpus " +
-                      std::to_string(cpus) + " " + devices + " --cmdline '" + kCmdline + " " + extra +
-                      " check=" + checks + "'";
+    std::string cmd = std::string("timeout 900 ") + VMM_BINARY + " run --kernel " + kernel_dir_ +
+                      "/" + kernel + " --initrd " + LINUX_INITRD + " --memory " +
+                      std::to_string(kMemory >> 20) + "M --cpus " + std::to_string(cpus) + " " +
+                      devices + " --cmdline '" + kCmdline + " " + extra + " check=" + checks + "'";
     RunResult r;
     if (with_tap) {
       auto t0 = std::chrono::steady_clock::now();
@@ -124,6 +123,8 @@ class LinuxGuestTest : public ::testing::Test {
       r = sh(cmd);
     }
     std::fprintf(stderr, "%s: vmm exited %d after %.1f s\n", kernel.c_str(), r.rc, r.seconds);
+    // A vmm that failed says why on stderr; the failures below then name only the symptoms.
+    if (r.rc != 0) std::fprintf(stderr, "vmm's stderr:\n%s\n", r.err.substr(0, 4000).c_str());
     RecordProperty("boot_seconds", std::to_string(r.seconds));
     return r;
   }
@@ -132,8 +133,8 @@ class LinuxGuestTest : public ::testing::Test {
   std::string make_ext4_qcow2() {
     fs::create_directories(dir_ + "/ext4-src");
     std::ofstream(dir_ + "/ext4-src/" EXT4_HOST_FILE) << EXT4_HOST_TEXT;
-    RunResult c = sh("mke2fs -q -t ext4 -L vmmtest -d " + dir_ + "/ext4-src -F " + dir_ +
-                     "/ext4.raw 32M");
+    RunResult c =
+        sh("mke2fs -q -t ext4 -L vmmtest -d " + dir_ + "/ext4-src -F " + dir_ + "/ext4.raw 32M");
     EXPECT_EQ(c.rc, 0) << c.err;
     c = sh(std::string(IMG_BINARY) + " convert -f raw -O qcow2 " + dir_ + "/ext4.raw " + dir_ +
            "/ext4.qcow2");
@@ -195,7 +196,8 @@ class LinuxGuestTest : public ::testing::Test {
     std::string checks = with_ext4 ? "blk,ext4,rng" : "blk,rng";
     std::string scsi_image = dir_ + "/scsi.qcow2";
     if (b.scsi) {  // the same plan on /dev/sda: a qcow2 LUN behind virtio-scsi
-      RunResult c = sh(std::string(IMG_BINARY) + " convert -f raw -O qcow2 " + raw + " " + scsi_image);
+      RunResult c =
+          sh(std::string(IMG_BINARY) + " convert -f raw -O qcow2 " + raw + " " + scsi_image);
       ASSERT_EQ(c.rc, 0) << c.err;
       disks += " --scsi " + scsi_image + ",format=qcow2,cache=" + cache;
       checks += ",scsi";
@@ -263,11 +265,11 @@ class LinuxGuestTest : public ::testing::Test {
           << r.out;
     }
     if (b.console) {
-      peer.t.join();
+      peer.finish();
       // The guest's line as the tty sends it (ONLCR: "\r\n"), and the guest read the answer.
       EXPECT_NE(peer.got.find(CONSOLE_HELLO "\r\n"), std::string::npos) << peer.got;
-      EXPECT_NE(r.out.find("CHECK console PASS wrote '" CONSOLE_HELLO "' to /dev/hvc0, read '" CONSOLE_REPLY
-                           "' back"),
+      EXPECT_NE(r.out.find("CHECK console PASS wrote '" CONSOLE_HELLO
+                           "' to /dev/hvc0, read '" CONSOLE_REPLY "' back"),
                 std::string::npos)
           << r.out;
     }
@@ -276,8 +278,9 @@ class LinuxGuestTest : public ::testing::Test {
     EXPECT_NE(r.out.find("INIT: userspace up at "), std::string::npos) << r.out << r.err;
     EXPECT_NE(r.out.find("CHECK blk PASS "), std::string::npos) << r.out << r.err;
     EXPECT_EQ(r.out.find("CHECK blk FAIL"), std::string::npos) << r.out;
-    EXPECT_NE(r.out.find("CHECK rng PASS virtio_rng.0: two 64-byte reads from /dev/hwrng, different"),
-              std::string::npos)
+    EXPECT_NE(
+        r.out.find("CHECK rng PASS virtio_rng.0: two 64-byte reads from /dev/hwrng, different"),
+        std::string::npos)
         << r.out;
     if (smp) {
       EXPECT_NE(r.out.find("CHECK smp PASS online CPUs 0-1"), std::string::npos) << r.out;
@@ -348,18 +351,18 @@ TEST_F(LinuxGuestTest, BlkAndExt4OnQcow2Writeback) {
 // With the console check: hvc0 against a socket the test listens on; and the balloon check:
 // the host inflates and deflates Linux's balloon over the control socket.
 TEST_F(LinuxGuestTest, BlkOnQcow2CacheNoneConsoleAndBalloon) {
-  blk_round_trip({.format = "qcow2",
-                  .cache = "none",
-                  .kernel = "vmlinux",
-                  .console = true,
-                  .balloon = true});
+  blk_round_trip(
+      {.format = "qcow2", .cache = "none", .kernel = "vmlinux", .console = true, .balloon = true});
 }
 // The disk found through the DSDT's PCI root bridge (every boot here: ACPI on, no pci= flag),
 // and `poweroff` reaching vmm through the FADT's sleep control register.
 // With the scsi check: the blk plan again through Linux's sd driver on a virtio-scsi LUN.
 TEST_F(LinuxGuestTest, BlkOnRawWritebackAndScsiThenPowerOff) {
-  blk_round_trip(
-      {.format = "raw", .cache = "writeback", .kernel = "vmlinux", .power_off = true, .scsi = true});
+  blk_round_trip({.format = "raw",
+                  .cache = "writeback",
+                  .kernel = "vmlinux",
+                  .power_off = true,
+                  .scsi = true});
 }
 // Two vCPUs from the MADT (without the tsc=unstable that vmm adds under kvm_pvm, the guest
 // stalled at its clocksource switch: docs/vmm.md "Status").

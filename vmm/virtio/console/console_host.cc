@@ -11,6 +11,8 @@
 #include <cstring>
 #include <vector>
 
+#include "img/unix_socket.h"
+
 namespace vmm::virtio::console {
 
 img::Result<std::unique_ptr<ConsoleHost>> ConsoleHost::open(const ConsoleHostSpec& spec) {
@@ -36,20 +38,12 @@ img::Result<std::unique_ptr<ConsoleHost>> ConsoleHost::open(const ConsoleHostSpe
       break;
     }
     case ConsoleHostSpec::Kind::kSocket: {
-      sockaddr_un addr{};
-      addr.sun_family = AF_UNIX;
-      if (spec.path.empty() || spec.path.size() >= sizeof addr.sun_path) {
-        return img::invalid_argument("--console socket= path is empty or too long: " + spec.path);
-      }
-      std::memcpy(addr.sun_path, spec.path.c_str(), spec.path.size());
-      int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      if (fd < 0) return img::io_error(errno, "socket");
-      if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
-        int e = errno;
-        ::close(fd);
+      if (spec.path.empty()) return img::invalid_argument("--console socket= needs a path");
+      int fd = img::unix_stream_connect(spec.path, SOCK_CLOEXEC);
+      if (fd < 0) {
         return img::io_error(
-            e, "connecting the console to " + spec.path +
-                   " (start a listener first, e.g. socat UNIX-LISTEN:" + spec.path + " -)");
+            errno, "connecting the console to " + spec.path +
+                       " (start a listener first, e.g. socat UNIX-LISTEN:" + spec.path + " -)");
       }
       h->in_fd_ = h->out_fd_ = fd;
       h->own_out_ = true;
