@@ -11,13 +11,6 @@
 namespace imgcli {
 namespace {
 
-int usage_error(const std::string& msg) {
-  std::fflush(stdout);
-  std::fprintf(stderr, "%s: %s\nTry '%s --help' for more information\n", program_name().c_str(),
-               msg.c_str(), program_name().c_str());
-  return kExitError;
-}
-
 // "-o help" for a format named with -f (no image needed) or the opened image's.
 int print_help(const std::string& fmt) {
   if (fmt != "qcow2") return fail("Format driver '" + fmt + "' does not support option amendment");

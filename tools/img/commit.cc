@@ -19,12 +19,6 @@
 namespace imgcli {
 namespace {
 
-int usage_error(const std::string& msg) {
-  fail(msg);
-  std::fprintf(stderr, "Try '%s --help' for more information\n", program_name().c_str());
-  return kExitError;
-}
-
 // qemu's bdrv_find_backing_image: BASE names layer i when it is the backing file name that
 // layer i-1 records, or (combined with layer i-1's folder when relative) the same file.
 // Returns 0 if no layer below the top matches.

@@ -44,6 +44,12 @@ int fail(const std::string& msg) {
   return kExitError;
 }
 
+int usage_error(const std::string& msg) {
+  fail(msg);
+  std::fprintf(stderr, "Try '%s --help' for more information\n", program_name().c_str());
+  return kExitError;
+}
+
 std::string reason(const img::Error& e) {
   if (e.sys_errno() != 0) return std::strerror(e.sys_errno());
   return e.message();

@@ -41,6 +41,7 @@ int run_commit(const std::vector<std::string>& args);
 int run_rebase(const std::vector<std::string>& args);
 int run_amend(const std::vector<std::string>& args);
 int run_clone(const std::vector<std::string>& args);
+int run_bench(const std::vector<std::string>& args);
 
 // Parses args into app. Returns -1 to go on, or the exit code (0 after --help, 1 on a bad flag,
 // with CLI11's message printed).
@@ -53,6 +54,9 @@ const std::string& program_name();
 
 // Prints "<program>: <msg>" to stderr and returns kExitError.
 int fail(const std::string& msg);
+// fail(msg) and qemu-img's hint "Try '<program> --help' for more information", for a wrong
+// number of file arguments and the like.
+int usage_error(const std::string& msg);
 // "Could not open 'path': No such file or directory" from an open error.
 std::string open_error(const std::string& path, const img::Error& e);
 // The reason part of an error: strerror for OS errors, else the message.

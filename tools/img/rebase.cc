@@ -20,12 +20,6 @@
 namespace imgcli {
 namespace {
 
-int usage_error(const std::string& msg) {
-  fail(msg);
-  std::fprintf(stderr, "Try '%s --help' for more information\n", program_name().c_str());
-  return kExitError;
-}
-
 struct Args {
   std::string fmt, backing_fmt, cache = "writeback", src_cache = "writeback";
   std::optional<std::string> backing;

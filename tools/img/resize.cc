@@ -25,12 +25,6 @@ bool parse_prealloc(const std::string& s, img::Preallocation* out) {
   return true;
 }
 
-int usage_error(const std::string& msg) {
-  std::fflush(stdout);
-  std::fprintf(stderr, "img: %s\nTry 'img --help' for more information\n", msg.c_str());
-  return kExitError;
-}
-
 // qemu refuses version 2 images with snapshots (they do not record each snapshot's size); the
 // driver says the same, but cannot be opened read/write on images with snapshots yet, so the
 // header facts are read first to give qemu's answer.

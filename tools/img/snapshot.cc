@@ -39,12 +39,6 @@ int errno_of(const img::Error& e) {
   }
 }
 
-int usage_error(const std::string& msg) {
-  std::fflush(stdout);
-  std::fprintf(stderr, "img: %s\nTry 'img --help' for more information\n", msg.c_str());
-  return kExitError;
-}
-
 }  // namespace
 
 // bdrv_snapshot_dump (block/qapi.c, 7.2): header "%-10s%-17s%8s%20s%13s%11s", rows
