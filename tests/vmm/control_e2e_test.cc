@@ -295,3 +295,64 @@ TEST_F(ControlE2eTest, SigtermStopsAPausedVmCleanly) {
 }
 
 }  // namespace
+
+namespace {
+
+// "Uid:\t65534\t65534\t65534\t65534" and the like from /proc/PID/status.
+std::string status_line(pid_t pid, const std::string& key) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.starts_with(key + ":")) return line;
+  }
+  return "";
+}
+
+}  // namespace
+
+// --user/--group: root opens /dev/kvm, a root-only (0600) disk image and the sockets, then every
+// id of the process (real, effective, saved, file system; the supplementary groups) is the
+// unprivileged one while the guest runs, does its disk I/O and obeys the control socket.
+TEST_F(ControlE2eTest, UserFlagDropsRootAfterEverythingIsOpen) {
+  if (getuid() != 0) GTEST_SKIP() << "needs root to drop from (running as uid " << getuid() << ")";
+  if (std::system("command -v qemu-img >/dev/null && command -v qemu-io >/dev/null") != 0) {
+    GTEST_SKIP() << "qemu-img/qemu-io not installed";
+  }
+  std::string img = dir_ + "/root-only.raw";
+  ASSERT_EQ(0, std::system(("qemu-img create -q -f raw " + img + " 64M && qemu-io -f raw -c "
+                            "'write -P 0x5a 0 1M' " + img + " >/dev/null && chmod 600 " + img)
+                               .c_str()));
+  // The socket folder is the VM user's, so that it can remove its socket when it ends.
+  ASSERT_EQ(0, chown(sock_dir_.c_str(), 65534, 65534));
+  ASSERT_NO_FATAL_FAILURE(start({"--kernel", VMM_TEST_GUEST, "--cmdline", "counter", "--disk",
+                                 img + ",format=raw", "--user", "65534", "--group", "65534"}));
+  ASSERT_TRUE(wait_ticks_above(3, 60)) << slurp(serial_) << err();
+  EXPECT_NE(slurp(serial_).find("GUEST: PASS"), std::string::npos) << slurp(serial_);
+  EXPECT_EQ(status_line(pid_, "Uid"), "Uid:\t65534\t65534\t65534\t65534");
+  EXPECT_EQ(status_line(pid_, "Gid"), "Gid:\t65534\t65534\t65534\t65534");
+  EXPECT_EQ(status_line(pid_, "Groups"), "Groups:\t65534 ");
+  EXPECT_EQ(status_line(pid_, "Seccomp"), "Seccomp:\t2") << "filters are on by default";
+  Json st = cmd("disk-stats")["return"]["disks"][0];
+  EXPECT_GT(st["writes"].get<uint64_t>(), 0u);
+  EXPECT_EQ(st["errors"], 0);
+  EXPECT_EQ(cmd("shutdown", {{"timeout", 30}}), Json({{"return", Json::object()}}));
+  EXPECT_EQ(wait_exit(30), 0) << err();
+  EXPECT_FALSE(fs::exists(sock_));
+}
+
+TEST(VmmUserFlag, UnknownUserOrGroupIsAClearError) {
+  std::string run = std::string(VMM_BINARY) + " run --kernel " + VMM_TEST_GUEST +
+                    " --memory 64M --cmdline nodisk ";
+  auto r = vmm_test::run_shell(run + "--user no-such-user-here", "/tmp");
+  EXPECT_EQ(r.rc, 2) << r.err;
+  EXPECT_NE(r.err.find("--user: no such user 'no-such-user-here'"), std::string::npos) << r.err;
+  r = vmm_test::run_shell(run + "--user 65534 --group no-such-group-here", "/tmp");
+  EXPECT_EQ(r.rc, 2) << r.err;
+  EXPECT_NE(r.err.find("--group: no such group"), std::string::npos) << r.err;
+  r = vmm_test::run_shell(run + "--group 65534", "/tmp");
+  EXPECT_EQ(r.rc, 2) << r.err;
+  EXPECT_NE(r.err.find("--group needs --user"), std::string::npos) << r.err;
+  r = vmm_test::run_shell(run + "--seccomp strict", "/tmp");
+  EXPECT_EQ(r.rc, 2) << r.err;
+  EXPECT_NE(r.err.find("--seccomp must be off, log or on"), std::string::npos) << r.err;
+}

@@ -8,9 +8,11 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "img/unix_socket.h"
+#include "security/seccomp.h"
 
 namespace vmm {
 
@@ -80,6 +82,10 @@ void SerialConsole::stop() {
 }
 
 void SerialConsole::input_loop(Serial* uart) {
+  if (auto s = security::enter_thread(security::ThreadKind::kDevice); !s) {
+    std::fprintf(stderr, "vmm: serial input stays off: %s\n", s.error().to_string().c_str());
+    return;
+  }
   uint8_t buf[256];
   size_t have = 0, pos = 0;
   for (;;) {

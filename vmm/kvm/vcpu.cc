@@ -11,6 +11,7 @@
 
 #include "devices/log.h"
 #include "kvm/kvm_abi.h"
+#include "security/seccomp.h"
 
 namespace vmm {
 namespace {
@@ -122,7 +123,14 @@ void Vcpu::start(Bus* pio, Bus* mmio, std::function<void(const VcpuStop&)> on_st
   install_kick_handler();
   started_ = true;
   thread_ = std::thread([this, pio, mmio, on_stop = std::move(on_stop)] {
-    VcpuStop s = run_loop(pio, mmio);
+    // The vCPU's own filter before its first KVM_RUN: from here on a guest drives this thread.
+    VcpuStop s;
+    if (auto f = security::enter_thread(security::ThreadKind::kVcpu); !f) {
+      s = {VcpuStop::Reason::kInternalError,
+           img::strfmt("vCPU %u: %s", id_, f.error().to_string().c_str())};
+    } else {
+      s = run_loop(pio, mmio);
+    }
     {
       std::lock_guard lock(park_mu_);
       ended_ = true;

@@ -45,6 +45,14 @@ void add_run_flags(CLI::App& run, RunFlags& f, bool with_host_io) {
                    "serve the control socket (JSON lines: info, pause, resume, shutdown, reboot, "
                    "destroy, disk-stats, balloon) on this unix socket path; see "
                    "docs/vmm-control.md");
+    run.add_option("--seccomp", cfg.seccomp,
+                   "per-thread seccomp filters: on (a forbidden call kills the VMM), log (allow "
+                   "and log to the kernel's audit log), off; see docs/vmm-security.md")
+        ->capture_default_str();
+    run.add_option("--user", cfg.user,
+                   "drop root to this user (name or uid) once /dev/kvm, taps, images and sockets "
+                   "are open");
+    run.add_option("--group", cfg.group, "with --user: this group (default: the user's own)");
   }
 }
 

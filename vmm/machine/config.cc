@@ -279,6 +279,10 @@ img::Status validate(const MachineConfig& c) {
   }
   if (c.kernel.empty()) return img::invalid_argument("--kernel is required");
   if (c.scsi.size() > 256) return img::invalid_argument("--scsi: at most 256 LUNs");
+  if (c.seccomp != "off" && c.seccomp != "log" && c.seccomp != "on") {
+    return img::invalid_argument("--seccomp must be off, log or on, not '" + c.seccomp + "'");
+  }
+  if (c.user.empty() && !c.group.empty()) return img::invalid_argument("--group needs --user");
   if (c.balloon && c.balloon->target && *c.balloon->target > c.memory) {
     return img::invalid_argument("--balloon target is larger than --memory");
   }

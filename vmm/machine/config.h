@@ -89,6 +89,10 @@ struct MachineConfig {
   bool pvm_workarounds = true;
   // --control PATH: the control socket (docs/vmm-control.md); empty = none.
   std::string control;
+  // --seccomp off|log|on (docs/vmm-security.md): "on" unless asked otherwise.
+  std::string seccomp = "on";
+  // --user / --group: drop root to these once everything is open; empty = stay.
+  std::string user, group;
 };
 
 // "512M", "2G", "1048576", "64K", "1T" (binary units; optional trailing "iB"/"B").

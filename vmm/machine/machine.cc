@@ -13,10 +13,15 @@
 #include <chrono>
 #include <cstdio>
 
+#include "img/workers.h"
+
 #include "devices/acpi_sleep.h"
 #include "machine/check.h"
 #include "machine/file_util.h"
 #include "machine/guest_cmdline.h"
+#include "security/privileges.h"
+#include "security/seccomp.h"
+#include "security/thread_spawner.h"
 #include "x86/acpi.h"
 #include "x86/boot_params.h"
 #include "x86/cpu_setup.h"
@@ -72,6 +77,23 @@ img::Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& c) {
   // Both would read stdin; the virtio console (the guest's hvc0) gets it.
   m->serial_input_ = !(c.console && c.console->kind == ConsoleSpec::Kind::kStdio);
   RETURN_IF_ERROR(m->setup_vcpus(c));
+  ASSIGN_OR_RETURN(m->seccomp_, security::parse_seccomp_mode(c.seccomp));
+  // Everything is open (/dev/kvm, taps, images, sockets) and no thread runs yet, so the whole
+  // process changes credentials at once (glibc's setxid broadcast would meet filtered threads).
+  if (!c.user.empty()) {
+    ASSIGN_OR_RETURN(security::Credentials who, security::resolve_credentials(c.user, c.group));
+    RETURN_IF_ERROR(security::drop_privileges(who));
+  }
+  // Compressed clusters are inflated on libimg's workers; started here, by this unfiltered
+  // thread, since a device thread may not create threads (security/seccomp.h).
+  if (m->seccomp_ != security::SeccompMode::kOff && (!c.disks.empty() || !c.scsi.empty())) {
+    security::SeccompMode mode = m->seccomp_;
+    RETURN_IF_ERROR(img::start_shared_workers([mode] {
+      auto s = security::install_filter(security::ThreadKind::kDevice, mode);
+      if (!s) std::fprintf(stderr, "vmm: image worker: %s\n", s.error().to_string().c_str());
+      return s.has_value();
+    }));
+  }
   return m;
 }
 
@@ -254,12 +276,23 @@ int Machine::run() {
     std::fprintf(stderr, "vmm: main loop: %s\n", s.error().to_string().c_str());
     return kExitVmmError;
   }
+  security::set_process_mode(seccomp_);  // before the first thread (serial input) starts
   if (auto s = serial_input_ ? console_->start_input(serial_.get()) : img::Status{}; !s) {
     std::fprintf(stderr, "vmm: serial input: %s\n", s.error().to_string().c_str());
   }
   started_ = std::chrono::steady_clock::now();
+  // Threads read the mode as they start and install their filter (security/seccomp.h): the
+  // serial input thread above, the spawner (which creates device threads), the vCPUs; then this
+  // thread, the last one set up.
+  if (auto s = security::ThreadSpawner::start(); !s) {
+    std::fprintf(stderr, "vmm: %s\n", s.error().to_string().c_str());
+    return kExitVmmError;
+  }
   for (auto& v : vcpus_) {
     v->start(&pio_, &mmio_, [this](const VcpuStop& s) { on_vcpu_stop(s); });
+  }
+  if (auto s = security::install_filter(security::ThreadKind::kMain, seccomp_); !s) {
+    request_exit(kExitVmmError, s.error().to_string());
   }
   while (!exiting()) {
     if (auto s = loop_->run_once(-1); !s) {
@@ -269,6 +302,7 @@ int Machine::run() {
   control_.reset();  // no client sees a half-torn-down machine
   for (auto& v : vcpus_) v->kick();
   for (auto& v : vcpus_) v->join();
+  security::ThreadSpawner::stop();
   console_->stop();
   int code = *exit_code_;
   // A reset is the common end (the guest's `reboot`) and stays quiet; a power-off says so,

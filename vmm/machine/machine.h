@@ -33,6 +33,7 @@
 #include "kvm/kvm_irq.h"
 #include "kvm/vcpu.h"
 #include "machine/config.h"
+#include "security/seccomp.h"
 #include "x86/cpu_setup.h"
 
 namespace vmm {
@@ -123,6 +124,7 @@ class Machine {
   Fd signal_fd_;  // SIGINT, SIGTERM
   Fd shutdown_timer_;
 
+  security::SeccompMode seccomp_ = security::SeccompMode::kOff;  // from --seccomp
   std::mutex mu_;
   std::optional<int> exit_code_;
   std::string exit_why_;

@@ -11,6 +11,9 @@
 #include <cstdio>
 #include <cstring>
 
+#include "security/seccomp.h"
+#include "security/thread_spawner.h"
+
 namespace vmm::virtio {
 
 void LoopEvent::notify() {
@@ -53,7 +56,8 @@ img::Status QueueServer::start() {
   }
   stopping_.store(false);
   paused_.store(false);
-  thread_ = std::thread([this] { thread_main(); });
+  // On a vCPU thread (DRIVER_OK), the spawner creates it: vCPUs may not clone (seccomp.h).
+  ASSIGN_OR_RETURN(thread_, security::spawn_thread([this] { thread_main(); }));
   return {};
 }
 
@@ -127,6 +131,11 @@ img::Task<void> QueueServer::wait_idle() {
 }
 
 void QueueServer::thread_main() {
+  if (auto s = security::enter_thread(security::ThreadKind::kDevice); !s) {
+    // No unfiltered device thread: the device stays dead and the driver is told to reset.
+    for (auto& q : queues_) fail_queue(q->aq.index, s.error().to_string());
+    return;
+  }
   handler_.started(*this);  // before the first chain: spawn() runs a coroutine at once
   loop_.spawn(watch_stop());
   loop_.spawn(watch_pause());

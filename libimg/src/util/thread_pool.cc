@@ -1,15 +1,30 @@
 #include "util/thread_pool.h"
 
+#include <atomic>
 #include <system_error>
 
-namespace img {
+#include "img/workers.h"
 
-ThreadPool::ThreadPool(unsigned threads) {
+namespace img {
+namespace {
+
+std::function<bool()>& shared_init() {
+  static std::function<bool()> init;
+  return init;
+}
+std::atomic<bool> shared_started{false};
+
+}  // namespace
+
+ThreadPool::ThreadPool(unsigned threads, std::function<bool()> init) {
   if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  alive_ = threads;
   for (unsigned i = 0; i < threads; ++i) {
     try {
-      threads_.emplace_back([this] { work(); });
+      threads_.emplace_back([this, init] { work(init); });
     } catch (const std::system_error&) {
+      std::lock_guard<std::mutex> lock(mu_);
+      alive_ = i;
       break;  // keep the threads we got (errors are values: nothing escapes the library)
     }
   }
@@ -25,23 +40,38 @@ ThreadPool::~ThreadPool() {
 }
 
 ThreadPool& ThreadPool::shared() {
-  static ThreadPool pool;
+  shared_started.store(true);
+  static ThreadPool pool(0, shared_init());
   return pool;
 }
 
-void ThreadPool::submit(std::function<void()> job) {
-  if (threads_.empty()) {
-    job();
-    return;
+Status start_shared_workers(std::function<bool()> init) {
+  if (shared_started.exchange(true)) {
+    return invalid_argument("libimg's shared workers are already running");
   }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    jobs_.push_back(std::move(job));
-  }
-  cv_.notify_one();
+  shared_init() = std::move(init);
+  (void)ThreadPool::shared();
+  return {};
 }
 
-void ThreadPool::work() {
+void ThreadPool::submit(std::function<void()> job) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (alive_ > 0) {
+      jobs_.push_back(std::move(job));
+      cv_.notify_one();
+      return;
+    }
+  }
+  job();
+}
+
+void ThreadPool::work(const std::function<bool()>& init) {
+  if (init && !init()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    --alive_;
+    return;  // start_shared_workers() runs init before any job exists
+  }
   for (;;) {
     std::function<void()> job;
     {

@@ -28,7 +28,7 @@ class ThreadPool {
  public:
   // threads == 0: one per core (std::thread::hardware_concurrency()). If the OS refuses threads,
   // the pool keeps those it got; with none at all, submit() runs jobs on the caller's thread.
-  explicit ThreadPool(unsigned threads = 0);
+  explicit ThreadPool(unsigned threads = 0, std::function<bool()> init = {});
   ~ThreadPool();  // runs what is queued, then joins
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -40,8 +40,9 @@ class ThreadPool {
   void submit(std::function<void()> job);
 
  private:
-  void work();
+  void work(const std::function<bool()>& init);
   std::mutex mu_;
+  unsigned alive_ = 0;  // workers taking jobs (guarded by mu_)
   std::condition_variable cv_;
   std::deque<std::function<void()>> jobs_;
   bool stop_ = false;
