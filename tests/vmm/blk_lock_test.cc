@@ -14,6 +14,8 @@
 namespace vmm {
 namespace {
 
+using testing::Rig;
+using testing::temp_path;
 using V = std::vector<int>;
 
 std::string make_qcow2(const std::string& name) {
