@@ -1,6 +1,9 @@
 // `vmm run --rng`, `--console`, `--net`, `--balloon` and `--scsi` option parsing (machine/config.h): what a user types, the values
 // the devices get, and the messages for what is refused.
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdio>
 
 #include "machine/config.h"
 
@@ -156,6 +159,31 @@ TEST(ScsiOption, RefusesNonsenseWithAMessage) {
   auto s = validate(m);
   ASSERT_FALSE(s);
   EXPECT_NE(s.error().message().find("at most 256 LUNs"), std::string::npos);
+}
+
+TEST(DiskOption, AnImageGivenTwiceIsRefusedUnlessReadOnlyBoth) {
+  // The same file under two names (a symlink), as a --disk and as a --scsi LUN.
+  std::string dir = ::testing::TempDir();
+  std::string a = dir + "/twice.raw", b = dir + "/twice-link.raw";
+  FILE* f = std::fopen(a.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fclose(f);
+  ::unlink(b.c_str());
+  ASSERT_EQ(::symlink(a.c_str(), b.c_str()), 0);
+  MachineConfig m;
+  m.kernel = "k";
+  m.disks.push_back(DiskSpec{a, "raw", false, false});
+  m.scsi.push_back(ScsiSpec{b, "raw", true, false, true});
+  auto s = validate(m);
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.error().message(), "--scsi " + b + ": the same image as --disk " + a +
+                                     "; an image can back two disks only if both are readonly=on");
+  m.disks[0].read_only = true;
+  EXPECT_TRUE(validate(m));
+  m.disks.push_back(DiskSpec{a, "raw", false, false});
+  EXPECT_FALSE(validate(m));
+  ::unlink(b.c_str());
+  ::unlink(a.c_str());
 }
 
 }  // namespace

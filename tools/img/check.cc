@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "common.h"
+#include "img/image.h"
 #include "img/qcow2.h"
 #include "json.h"
 
@@ -81,11 +82,13 @@ void print_messages(const img::CheckResult& r) {
 int run_check(const std::vector<std::string>& args) {
   CLI::App app("Check a disk image for consistency", "img check");
   std::string fmt, output = "human", repair, file;
-  bool quiet = false;
+  bool quiet = false, force_share = false;
   app.add_option("-f,--format", fmt, "image format (probed if not given)");
   app.add_option("--output", output, "human (default) or json");
   app.add_option("-r", repair, "repair: leaks or all");
   app.add_flag("-q", quiet, "quiet: print nothing on success");
+  app.add_flag("-U,--force-share", force_share,
+               "check the image even while another process writes it (without -r)");
   app.add_option("FILE", file, "the image")->required();
   if (int rc = parse_args(app, args); rc >= 0) return rc;
   if (output != "human" && output != "json") {
@@ -109,6 +112,9 @@ int run_check(const std::vector<std::string>& args) {
   img::File& f = **file_or;
   auto format = detect_format(*loop, f, fmt);
   if (!format) return fail(open_error(file, format.error()));
+  if (auto locked = img::lock_image_file(f, *format, !writable, force_share); !locked) {
+    return fail(open_error(file, locked.error()));
+  }
   if (*format != "qcow2") {
     fail("This image format does not support checks");
     return kExitNotSupported;

@@ -165,10 +165,10 @@ int run_compare(const std::vector<std::string>& args) {
   app.add_option("-F", fmt2, "format of the second image (probed if not given)");
   app.add_flag("-s", strict, "strict: images of different sizes or allocation differ");
   app.add_flag("-q", quiet, "quiet: print nothing, answer with the exit code");
-  app.add_flag("-U,--force-share", force_share, "open the images shared (img takes no locks)");
+  app.add_flag("-U,--force-share", force_share,
+               "read the images even while another process writes them");
   app.add_option("FILES", files, "FILE1 FILE2");
   if (int rc = parse_args(app, args); rc >= 0) return rc;
-  (void)force_share;
   if (files.size() != 2) {
     fail("Expecting two image file names");
     std::fprintf(stderr, "Try '%s --help' for more information\n", program_name().c_str());
@@ -182,12 +182,12 @@ int run_compare(const std::vector<std::string>& args) {
   }
   auto loop = make_loop();
   if (!loop) return kExitError;
-  auto image1 = open_mapped(*loop, files[0], fmt1);
+  auto image1 = open_mapped(*loop, files[0], fmt1, force_share);
   if (!image1) {
     fail(image1.error().message());
     return kExitOpen;
   }
-  auto image2 = open_mapped(*loop, files[1], fmt2);
+  auto image2 = open_mapped(*loop, files[1], fmt2, force_share);
   if (!image2) {
     fail(image2.error().message());
     return kExitOpen;

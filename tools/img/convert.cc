@@ -30,7 +30,7 @@ struct Args {
                       src_cache = "writeback", backing, backing_fmt;
   std::vector<std::string> opt_strings, files;
   bool progress = false, quiet = false, unordered = false, no_create = false, compress = false,
-       target_is_zero = false, copy_range = false;
+       target_is_zero = false, copy_range = false, force_share = false;
 };
 
 void add_options(CLI::App& app, Args& a) {
@@ -54,6 +54,8 @@ void add_options(CLI::App& app, Args& a) {
   app.add_flag("-p", a.progress, "show progress");
   app.add_flag("-q", a.quiet, "quiet");
   app.add_flag("-W", a.unordered, "allow out-of-order writes");
+  app.add_flag("-U,--force-share", a.force_share,
+               "read the sources even while another process writes them");
   app.add_option("-m", a.coroutines_text, "requests in flight (1..16, default 8)");
   app.add_option("-S", a.sparse_text, "minimum run of zeros left unwritten (default 4k; 0: off)");
   app.add_option("FILES", a.files, "SRC... DST");
@@ -147,7 +149,7 @@ int run_convert(const std::vector<std::string>& args) {
   std::vector<img::BlockDriver*> src_ptrs;
   uint64_t total = 0;
   for (size_t i = 0; i < nsrc; ++i) {
-    img::OpenOptions o{.format = a.in_fmt, .read_only = true};
+    img::OpenOptions o{.format = a.in_fmt, .read_only = true, .force_share = a.force_share};
     src_cache->apply_to(o);
     auto s = loop->run(img::open_image(*loop, a.files[i], o));
     if (!s) return fail(open_error(a.files[i], s.error()));

@@ -65,10 +65,10 @@ int run_dd(const std::vector<std::string>& args) {
   bool force_share = false;
   app.add_option("-f", in_fmt, "the input's format (probed if not given)");
   app.add_option("-O", out_fmt, "the output's format: raw (default) or qcow2");
-  app.add_flag("-U,--force-share", force_share, "open the input shared (img takes no locks)");
+  app.add_flag("-U,--force-share", force_share,
+               "read the input even while another process writes it");
   app.add_option("OPERANDS", operands, "bs=BYTES (512) count=BLOCKS skip=BLOCKS if=IN of=OUT");
   if (int rc = parse_args(app, args); rc >= 0) return rc;
-  (void)force_share;
   DdArgs a;
   if (!parse_operands(operands, a)) return kExitError;
   if (a.in.empty() || a.out.empty()) return fail("Must specify both input and output files");
@@ -77,7 +77,8 @@ int run_dd(const std::vector<std::string>& args) {
 
   auto loop = make_loop();
   if (!loop) return kExitError;
-  auto src = loop->run(img::open_image(*loop, a.in, {.format = in_fmt, .read_only = true}));
+  auto src = loop->run(img::open_image(
+      *loop, a.in, {.format = in_fmt, .read_only = true, .force_share = force_share}));
   if (!src) return fail(open_error(a.in, src.error()));
   uint64_t size = (*src)->size();
   if (a.count && *a.count <= INT64_MAX / a.bs && *a.count * a.bs < size) size = *a.count * a.bs;

@@ -103,12 +103,16 @@ void print_human(const ImageFacts& f) {
 
 // The facts of one image file, as qemu-img info prints them.
 img::Result<ImageFacts> gather_facts(img::IoLoop& loop, const std::string& file,
-                                     const std::string& fmt) {
+                                     const std::string& fmt, bool force_share) {
   auto file_or = img::open_file(loop, file, {.read_only = true});
   if (!file_or) return img::Unexpected(file_or.error());
   img::File& f = **file_or;
   auto format = detect_format(loop, f, fmt);
   if (!format) return img::Unexpected(format.error());
+  // qemu-img info opens the image read-only, so a VM that writes it keeps it from us without -U.
+  if (auto locked = img::lock_image_file(f, *format, true, force_share); !locked) {
+    return img::Unexpected(locked.error());
+  }
   // An NBD name as qemu prints it (the legacy nbd:unix: form comes out as its URI).
   ImageFacts facts{.filename = img::is_nbd_name(file) ? f.name() : file, .format = *format};
   auto allocated = f.allocated_size();
@@ -140,10 +144,10 @@ int run_info(const std::vector<std::string>& args) {
   app.add_option("-f,--format", fmt, "image format (probed if not given)");
   app.add_option("--output", output, "human (default) or json");
   app.add_flag("--backing-chain", chain, "also show every image of the backing chain");
-  app.add_flag("-U,--force-share", force_share, "open the image shared (img takes no locks)");
+  app.add_flag("-U,--force-share", force_share,
+               "read the image even while another process writes it");
   app.add_option("FILE", file, "the image")->required();
   if (int rc = parse_args(app, args); rc >= 0) return rc;
-  (void)force_share;
   if (output != "human" && output != "json") {
     return fail("--output must be used with human or json as argument.");
   }
@@ -155,7 +159,7 @@ int run_info(const std::vector<std::string>& args) {
   std::vector<std::string> seen;
   std::string path = file, path_fmt = fmt;
   for (;;) {
-    auto facts = gather_facts(*loop, path, path_fmt);
+    auto facts = gather_facts(*loop, path, path_fmt, force_share);
     if (!facts) {
       std::string msg = open_error(path, facts.error());
       // qemu-img names a backing file twice: the open and the file it opened.

@@ -86,10 +86,10 @@ int run_map(const std::vector<std::string>& args) {
   app.add_option("--output", output, "human (default) or json");
   app.add_option("--start-offset", start_text, "first byte to map (default 0)");
   app.add_option("--max-length", length_text, "bytes to map at most (default: to the end)");
-  app.add_flag("-U,--force-share", force_share, "open the image shared (img takes no locks)");
+  app.add_flag("-U,--force-share", force_share,
+               "read the image even while another process writes it");
   app.add_option("FILE", files, "the image");
   if (int rc = parse_args(app, args); rc >= 0) return rc;
-  (void)force_share;
   uint64_t start = 0, max_length = INT64_MAX;
   if (!start_text.empty()) {
     auto v = cvtnum("start offset", start_text);
@@ -114,7 +114,7 @@ int run_map(const std::vector<std::string>& args) {
 
   auto loop = make_loop();
   if (!loop) return kExitError;
-  auto image = open_mapped(*loop, files[0], fmt);
+  auto image = open_mapped(*loop, files[0], fmt, force_share);
   if (!image) return fail(image.error().message());
   img::ChainMapper& mapper = *image->mapper;
 

@@ -15,9 +15,9 @@ struct MappedImage {
   std::unique_ptr<img::ChainMapper> mapper;
 };
 
-// Opens path (format fmt, "" probes) read-only with its chain. Errors name the file as
-// qemu-img's "Could not open 'path': ..." does.
+// Opens path (format fmt, "" probes) read-only with its chain, sharing it with writers when
+// force_share (-U). Errors name the file as qemu-img's "Could not open 'path': ..." does.
 img::Result<MappedImage> open_mapped(img::IoLoop& loop, const std::string& path,
-                                     const std::string& fmt);
+                                     const std::string& fmt, bool force_share);
 
 }  // namespace imgcli

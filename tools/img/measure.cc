@@ -27,10 +27,9 @@ int run_measure(const std::vector<std::string>& args) {
   app.add_option("-o", opt_strings, "the new image's options key=value,...")
       ->allow_extra_args(false);
   app.add_option("--output", output, "human (default) or json");
-  app.add_flag("-U,--force-share", force_share, "open FILE shared (img takes no locks)");
+  app.add_flag("-U,--force-share", force_share, "read FILE even while another process writes it");
   app.add_option("FILE", files, "the source image");
   if (int rc = parse_args(app, args); rc >= 0) return rc;
-  (void)force_share;
   std::optional<uint64_t> size;
   if (!size_text.empty()) {
     size = cvtnum("image size", size_text);
@@ -52,7 +51,7 @@ int run_measure(const std::vector<std::string>& args) {
   std::optional<MappedImage> source;
   bool source_bitmaps = false;
   if (!files.empty()) {
-    auto image = open_mapped(*loop, files[0], in_fmt);
+    auto image = open_mapped(*loop, files[0], in_fmt, force_share);
     if (!image) return fail(image.error().message());
     source = std::move(*image);
     const img::ChainLayer& top = source->mapper->layers().front();

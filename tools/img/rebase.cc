@@ -35,6 +35,11 @@ int rebase_unsafe(const Args& a, const std::string& file, const std::string& bac
   if (!f) return fail(open_error(file, f.error()));
   auto fmt = detect_format(*loop, **f, a.fmt);
   if (!fmt) return fail(open_error(file, fmt.error()));
+  // qemu-img rebase -u opens the image read-write like any writer: the lock keeps it off an
+  // image a VM runs on.
+  if (auto locked = img::lock_image_file(**f, *fmt, false, false); !locked) {
+    return fail(open_error(file, locked.error()));
+  }
   if (*fmt != "qcow2") {
     return fail("Could not change the backing file to '" + backing + "': Operation not supported");
   }
@@ -55,7 +60,7 @@ int rebase_safe(const Args& a, const std::string& file, const std::string& backi
   std::unique_ptr<img::BlockDriver> new_backing;
   if (!backing.empty()) {
     std::string path = img::combine_backing_path(file, backing);
-    img::OpenOptions bo{.format = a.backing_fmt, .read_only = true};
+    img::OpenOptions bo{.format = a.backing_fmt, .read_only = true, .force_share = a.force_share};
     src_cache.apply_to(bo);
     auto b = loop->run(img::open_image(*loop, path, bo));
     if (!b) {
@@ -98,7 +103,8 @@ int run_rebase(const std::vector<std::string>& args) {
   app.add_flag("-u", a.unsafe, "unsafe: only rewrite the header, copy nothing");
   app.add_option("-t", a.cache, "cache mode of FILE (default writeback)");
   app.add_option("-T", a.src_cache, "cache mode of the backing files (default writeback)");
-  app.add_flag("-U,--force-share", a.force_share, "open shared with other users (with -u only)");
+  app.add_flag("-U,--force-share", a.force_share,
+               "read the new backing file even while another process writes it");
   app.add_flag("-p", a.progress, "show progress");
   app.add_flag("-q", a.quiet, "quiet");
   app.add_option("FILE", a.files, "the image to rebase");

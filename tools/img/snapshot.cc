@@ -71,11 +71,11 @@ int run_snapshot(const std::vector<std::string>& args) {
   app.add_option("-c", create, "create a snapshot with this name");
   app.add_option("-d", del, "delete the snapshot with this name");
   app.add_flag("-q", quiet, "quiet");
-  app.add_flag("-U,--force-share", force_share, "open the image shared (img takes no locks)");
+  app.add_flag("-U,--force-share", force_share,
+               "list (-l) even while another process writes the image");
   app.add_option("FILE", file, "the image");
   if (int rc = parse_args(app, args); rc >= 0) return rc;
   (void)quiet;  // qemu-img's snapshot prints nothing on success anyway
-  (void)force_share;
   int actions = list + (app.count("-a") > 0) + (app.count("-c") > 0) + (app.count("-d") > 0);
   if (actions > 1) return usage_error("Cannot mix '-l', '-a', '-c', '-d'");
   if (file.empty()) return usage_error("Expecting one image file name");
@@ -84,7 +84,8 @@ int run_snapshot(const std::vector<std::string>& args) {
   if (!loop) return kExitError;
   // As qemu-img: only -l (and no action) open read-only.
   bool writes = actions == 1 && !list;
-  auto drv = loop->run(img::open_image(*loop, file, {.read_only = !writes}));
+  auto drv =
+      loop->run(img::open_image(*loop, file, {.read_only = !writes, .force_share = force_share}));
   if (!drv) {
     // qemu-img names the file twice for an OS error: its open, then the file layer's.
     std::string msg = open_error(file, drv.error());

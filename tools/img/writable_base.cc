@@ -39,6 +39,9 @@ class FileView final : public img::File {
     return f_->extent_at(off, len);
   }
   int host_fd() const override { return f_->host_fd(); }
+  // Both views lock the one open file, so their locks add up as one user's (QEMU's reopen of
+  // the base for commit changes the permissions of its one open file).
+  img::Status lock(uint64_t perm, uint64_t shared) override { return f_->lock(perm, shared); }
 
  private:
   img::Status refused() const { return img::read_only_error(f_->name() + ": opened read-only"); }

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <functional>
 
+#include "img/image.h"
 #include "x86/mptable.h"
 
 namespace vmm {
@@ -265,6 +266,34 @@ img::Result<BalloonSpec> parse_balloon_spec(const std::string& s) {
   return b;
 }
 
+namespace {
+
+// An image named twice (--disk or --scsi, under any name of the same file) is refused unless
+// every use is read-only: the second read-write open would fail on the first one's image lock
+// (docs/img.md, "Locking") with qemu's "Is another process using the image?", which would send
+// the user looking for a process that is not there.
+img::Status check_images_given_once(const MachineConfig& c) {
+  struct Use {
+    std::string flag, path, id;
+    bool read_only;
+  };
+  std::vector<Use> uses;
+  for (const DiskSpec& d : c.disks) uses.push_back({"--disk", d.path, "", d.read_only});
+  for (const ScsiSpec& d : c.scsi) uses.push_back({"--scsi", d.path, "", d.read_only});
+  for (size_t i = 0; i < uses.size(); ++i) {
+    uses[i].id = img::host_file_opener().identity(uses[i].path);
+    for (size_t j = 0; j < i; ++j) {
+      if (uses[j].id != uses[i].id || (uses[i].read_only && uses[j].read_only)) continue;
+      return img::invalid_argument(uses[i].flag + " " + uses[i].path + ": the same image as " +
+                                   uses[j].flag + " " + uses[j].path +
+                                   "; an image can back two disks only if both are readonly=on");
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
 img::Status validate(const MachineConfig& c) {
   constexpr uint64_t kMin = 16ull << 20;
   constexpr uint64_t kMax = 1ull << 40;
@@ -286,7 +315,7 @@ img::Status validate(const MachineConfig& c) {
   if (c.balloon && c.balloon->target && *c.balloon->target > c.memory) {
     return img::invalid_argument("--balloon target is larger than --memory");
   }
-  return {};
+  return check_images_given_once(c);
 }
 
 }  // namespace vmm

@@ -17,6 +17,15 @@
 
 namespace img {
 
+// QEMU's block permissions (include/block/block-common.h BLK_PERM_*), which File::lock takes and
+// shares: the bit index is what the image lock bytes count from (see docs/img.md, "Locking").
+// QEMU 7.2 has these four (7.1 dropped BLK_PERM_GRAPH_MOD, bit 4, so no one locks 104 or 204).
+constexpr uint64_t kPermConsistentRead = 1 << 0;
+constexpr uint64_t kPermWrite = 1 << 1;
+constexpr uint64_t kPermWriteUnchanged = 1 << 2;
+constexpr uint64_t kPermResize = 1 << 3;
+constexpr uint64_t kPermAll = (1 << 4) - 1;
+
 class File {
  public:
   virtual ~File() = default;
@@ -59,6 +68,12 @@ class File {
   virtual Task<Status> copy_range(uint64_t off, File& dst, uint64_t dst_off, uint64_t len);
   // The host file descriptor behind this file, or -1 (for copy_range).
   virtual int host_fd() const { return -1; }
+  // Takes QEMU's image lock on the file (byte locks on the open file, as block/file-posix.c
+  // does): adds the kPerm* bits of perm to those this open file holds and forbids other users
+  // the bits that shared leaves out, or fails with ErrorCode::kLocked (in qemu's words) when
+  // another open file's locks conflict. The locks go with the file. Files with no host file
+  // under them (memory, NBD) take none, as QEMU's NBD client takes none.
+  virtual Status lock(uint64_t /*perm*/, uint64_t /*shared*/) { return {}; }
 
   // Convenience forms over a single buffer.
   Task<Result<uint64_t>> read(uint64_t off, void* buf, uint64_t len);

@@ -50,6 +50,9 @@ struct OpenOptions {
   // image with 64 KiB clusters (32 MiB of L2 tables at most, like QEMU's l2-cache-size).
   uint64_t l2_cache_size = 0;
   uint64_t refcount_cache_size = 0;
+  // qemu's force-share=on (qemu-img -U): the image lock takes its permissions but forbids other
+  // users nothing, so an image a running VM writes can be read. Read-only opens only.
+  bool force_share = false;
   BackingPolicy backing = BackingPolicy::kOpen;
   unsigned max_chain_depth = 64;       // images below the top one, at most
   const FileOpener* opener = nullptr;  // nullptr: host files
@@ -77,6 +80,12 @@ std::string combine_backing_path(const std::string& overlay, const std::string& 
 
 // Probes "qcow2" or "raw" from the first bytes of f.
 Task<Result<std::string>> probe_format(File& f);
+
+// Takes the image lock (File::lock) that QEMU takes on the file of an image of format fmt
+// ("raw" or "qcow2") opened read-only or read-write, with force-share or not. open_image and
+// open_image_file take it on every file of the chain; callers that read an image file
+// without a driver (info, check) take it themselves. force_share with !read_only is refused.
+Status lock_image_file(File& f, const std::string& fmt, bool read_only, bool force_share);
 
 // Opens an image on a host file.
 Task<Result<std::unique_ptr<BlockDriver>>> open_image(IoLoop& loop, const std::string& path,

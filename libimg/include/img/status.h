@@ -20,6 +20,7 @@ enum class ErrorCode {
   kReadOnly,         // write to an image opened read-only (or marked corrupt)
   kNoSpace,          // the image or host file cannot grow further
   kPermission,       // the OS denied access
+  kLocked,           // another user's image lock forbids this use (File::lock)
 };
 
 class [[nodiscard]] Error {

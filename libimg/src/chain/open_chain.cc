@@ -37,6 +37,11 @@ Task<Result<std::unique_ptr<BlockDriver>>> open_driver(ChainOpen& c, std::unique
   if (fmt.empty()) {
     CO_ASSIGN_OR_RETURN(fmt, co_await probe_format(*file));
   }
+  // Before the driver reads (or, read-write, repairs) anything, as QEMU applies its
+  // permissions when it attaches the file, before the format driver opens.
+  if (fmt == "raw" || fmt == "qcow2") {
+    CO_RETURN_IF_ERROR(lock_image_file(*file, fmt, read_only, c.opts.force_share));
+  }
   if (fmt == "raw") co_return make_raw_driver(std::move(file));
   if (fmt == "qcow2") {
     OpenOptions o = c.opts;
@@ -93,6 +98,27 @@ Task<Result<std::unique_ptr<BlockDriver>>> open_layer(ChainOpen& c, std::unique_
 
 }  // namespace
 
+// The lock QEMU's block layer takes on the file of an image, as measured against qemu-io and
+// qemu-img 7.2 (docs/img.md, "Locking"). qcow2's file is its metadata child (block.c
+// bdrv_default_perms_for_storage): a writer also takes resize, and nobody else may write or
+// resize it unless force-share, which shares everything, is on. raw's file is a filtered child
+// that passes on the BlockBackend's permissions, and those share all.
+Status lock_image_file(File& f, const std::string& fmt, bool read_only, bool force_share) {
+  if (force_share && !read_only) {
+    // bdrv_open_common (block.c): sharing everything is only safe for a user that writes nothing.
+    return invalid_argument("force-share=on can only be used with read-only images");
+  }
+  uint64_t perm = kPermConsistentRead;
+  uint64_t shared = kPermAll;
+  if (fmt == "qcow2") {
+    if (!read_only) perm |= kPermWrite | kPermResize;
+    if (!force_share) shared &= ~(kPermWrite | kPermResize);
+  } else if (!read_only) {
+    perm |= kPermWrite;
+  }
+  return f.lock(perm, shared);
+}
+
 Task<Result<std::unique_ptr<BlockDriver>>> open_image_file(IoLoop& loop, std::unique_ptr<File> file,
                                                            OpenOptions opts) {
   if (opts.backing == BackingPolicy::kIgnore && !opts.read_only) {
@@ -100,6 +126,9 @@ Task<Result<std::unique_ptr<BlockDriver>>> open_image_file(IoLoop& loop, std::un
     co_return invalid_argument(file->name() +
                                ": an image opened without its backing chain "
                                "must be opened read-only");
+  }
+  if (opts.force_share && !opts.read_only) {
+    co_return invalid_argument("force-share=on can only be used with read-only images");
   }
   const FileOpener& opener = opts.opener ? *opts.opener : host_file_opener();
   ChainOpen c{loop, opts, opener, {file->name()}, {opener.identity(file->name())}};

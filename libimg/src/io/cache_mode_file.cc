@@ -53,6 +53,7 @@ class CacheModeFile final : public File {
     co_return co_await f_->extent(off, len);
   }
   int host_fd() const override { return f_->host_fd(); }
+  Status lock(uint64_t perm, uint64_t shared) override { return f_->lock(perm, shared); }
   Task<Status> copy_range(uint64_t off, File& dst, uint64_t dst_off, uint64_t len) override {
     co_return co_await f_->copy_range(off, dst, dst_off, len);
   }

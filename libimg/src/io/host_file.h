@@ -24,6 +24,7 @@
 
 #include "img/file.h"
 #include "io/dio_align.h"
+#include "io/image_lock.h"
 #include "io/range_lock.h"
 #include "util/iov.h"
 
@@ -54,6 +55,10 @@ class HostFile final : public File {
   int host_fd() const override { return buffered_fd_ >= 0 ? buffered_fd_ : fd_; }
   bool read_only() const override { return ro_; }
   const std::string& name() const override { return path_; }
+  // On fd_, whose open file lives as long as this HostFile: closing it drops the locks.
+  Status lock(uint64_t perm, uint64_t shared) override {
+    return image_lock_.acquire(fd_, path_, perm, shared);
+  }
 
   // For tests: the largest bounce buffer any HostFile has allocated since the last reset.
   static uint64_t largest_bounce_alloc();
@@ -92,6 +97,7 @@ class HostFile final : public File {
   // leave the cache stale.
   uint64_t lock_granule_ = 4096;
   RangeLock range_lock_;
+  ImageLock image_lock_;
 };
 
 }  // namespace img

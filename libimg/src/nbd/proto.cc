@@ -256,6 +256,7 @@ uint32_t wire_error(const Error& e) {
       return kEinval;
     case ErrorCode::kReadOnly:
     case ErrorCode::kPermission:
+    case ErrorCode::kLocked:
       return kEperm;
     case ErrorCode::kNoSpace:
       return kEnospc;

@@ -48,8 +48,13 @@ Task<Status> create_image(IoLoop& loop, const std::string& path, const std::stri
   if (size > static_cast<uint64_t>(INT64_MAX)) {
     co_return invalid_argument("Image size must be less than 8 EiB!");
   }
-  FileOpenOptions fo{.read_only = false, .create = true, .truncate = true};
+  // As raw_co_create (block/file-posix.c): open without O_TRUNC, take the creator's lock (write
+  // and resize, sharing all but resize), and only then empty the file, so an image a running VM
+  // uses is refused intact rather than truncated under it.
+  FileOpenOptions fo{.read_only = false, .create = true};
   CO_ASSIGN_OR_RETURN(std::unique_ptr<File> f, open_host_file(loop, path, fo));
+  CO_RETURN_IF_ERROR(f->lock(kPermWrite | kPermResize, kPermAll & ~kPermResize));
+  CO_RETURN_IF_ERROR(co_await f->truncate(0));
   if (format == "raw") co_return co_await create_raw(*f, size, opts.preallocation);
   Qcow2CreateOptions q = opts;
   q.size = size;

@@ -40,6 +40,7 @@ static const char* code_name(ErrorCode c) {
     case ErrorCode::kReadOnly: return "read-only";
     case ErrorCode::kNoSpace: return "no space";
     case ErrorCode::kPermission: return "permission denied";
+    case ErrorCode::kLocked: return "image locked";
   }
   return "error";
 }
