@@ -43,7 +43,7 @@ TEST_F(ImgLockTest, RefusedLikeQemuImgWhileQemuWritesTheImage) {
        {"info " + d, "check " + d, "map " + d, "snapshot -l " + d,
         "convert -O raw " + d + " '" + dir_.file("out.raw") + "'", "resize " + d + " 2M",
         "snapshot -c s1 " + d, "amend -o lazy_refcounts=on " + d, "create -f qcow2 " + d + " 1M",
-        "snapshot -U -c s1 " + d}) {
+        "snapshot -U -c s1 " + d, "bench -c 10 " + d, "bench -w -c 10 " + d}) {
     expect_same(args, 1);
   }
   expect_same("compare " + d + " " + d, 2);  // compare's "could not open" exit code
@@ -69,6 +69,10 @@ TEST_F(ImgLockTest, ForceShareReadsWhileQemuWritesTheImage) {
   }
   CmdResult m = img("convert -U -O raw " + d + " '" + dir_.file("copy.raw") + "'");
   EXPECT_EQ(m.rc, 0) << m.err;
+  // bench reads beside the writer with -U (its report differs only in the time).
+  m = img("bench -U -c 10 " + d);
+  EXPECT_EQ(m.rc, 0) << m.err;
+  EXPECT_EQ(sh("qemu-img bench -U -c 10 " + d).rc, 0);
 }
 
 TEST_F(ImgLockTest, ReadersShareWithAReadOnlyQemu) {

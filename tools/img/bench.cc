@@ -175,7 +175,7 @@ int run_bench(const std::vector<std::string>& args) {
   app.add_option("-s,--buffer-size", size_text, "bytes per request (default 4096)");
   app.add_option("-S,--step-size", step_text, "bytes between requests (default the size)");
   app.add_option("-t,--cache", cache, "cache mode: none, writeback (default), unsafe, ...");
-  app.add_flag("-U,--force-share", force_share, "open the image shared (read tests only)");
+  app.add_flag("-U,--force-share", force_share, "open the image shared, taking no locks others would trip on (read tests only)");
   app.add_flag("-w,--write", a.write, "write instead of read");
   app.add_flag("--random", a.random, "ours: random offsets (multiples of the step past -o)");
   app.add_option("--seed", a.seed, "ours: the seed of --random's offsets (default 1)");
@@ -252,6 +252,7 @@ int run_bench(const std::vector<std::string>& args) {
   auto loop = make_loop();
   if (!loop) return kExitError;
   img::OpenOptions opts{.format = fmt, .read_only = !a.write};
+  opts.force_share = force_share;
   mode->apply_to(opts);
   auto disk = loop->run(img::open_image(*loop, file, opts));
   if (!disk) return fail(open_error(file, disk.error()));
