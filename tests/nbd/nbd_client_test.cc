@@ -153,7 +153,10 @@ TEST(NbdClient, AgainstImgNbd) {
   for (const char* cmd : {"info", "map --output=json"}) expect_same(cmd, srv.uri("e"));
   std::string out = dir.file("out.qcow2");
   ASSERT_EQ(img("convert -O qcow2 '" + srv.uri("e") + "' '" + out + "'").rc, 0);
-  EXPECT_EQ(sh("qemu-img compare '" + src + "' '" + out + "'").rc, 0);
+  // img-nbd serves src read-write and holds QEMU's write lock on it, as qemu-nbd would: reading
+  // the file beside it takes -U.
+  EXPECT_EQ(sh("qemu-img compare -U '" + src + "' '" + out + "'").rc, 0);
+  EXPECT_EQ(sh("qemu-img compare '" + src + "' '" + out + "'").rc, 2) << "img-nbd took no lock";
   // And back: a write through our client into our server lands in the qcow2 file.
   std::string other = dir.file("b.qcow2");
   ASSERT_EQ(sh("qemu-img create -f qcow2 '" + other + "' 64M").rc, 0);

@@ -253,8 +253,14 @@ class LinuxGuestTest : public ::testing::Test {
       // by little (measured: 30.8 MB -> 29.6 MB). Making them resident first means the guest
       // kernel writing ~40 MiB, which took 100 s of guest time here (kvm_pvm's CPL0 emulator).
       // The RSS drop for resident pages is VirtioBalloon.InflatedPagesGoBackToTheHost's.
-      EXPECT_EQ(balloon.deflated.value("balloon_pages", 1u), 0u) << balloon.log;
-      EXPECT_EQ(balloon.deflated.value("actual", 0ull), kMemory) << balloon.log;
+      // Letting it out: the target is all of RAM again and the driver has begun to give pages
+      // back, `actual` following them. The init ends the VM once MemFree rose 12 MiB, which can
+      // come before the driver returned the last pages (CI saw 512 of 4096 still in at the
+      // end), so an empty balloon is not asserted; the unit tests prove a full deflate.
+      const uint64_t left = balloon.deflated.value("balloon_pages", kPages);
+      EXPECT_EQ(balloon.deflated.value("target", 0ull), kMemory) << balloon.log;
+      EXPECT_LT(left, kPages) << balloon.log;
+      EXPECT_EQ(balloon.deflated.value("actual", 0ull), kMemory - left * 4096) << balloon.log;
     }
     if (b.net) {
       if (r.err.starts_with("SKIP")) GTEST_SKIP() << r.err.substr(5, r.err.find('\n') - 5);
