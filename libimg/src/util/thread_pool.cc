@@ -16,15 +16,19 @@ std::atomic<bool> shared_started{false};
 
 }  // namespace
 
-ThreadPool::ThreadPool(unsigned threads, std::function<bool()> init) {
+ThreadPool::ThreadPool(unsigned threads, std::function<bool()> init, Spawn spawn) {
   if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
   alive_ = threads;
+  threads_.reserve(threads);  // push_back must not throw with a thread running unowned
   for (unsigned i = 0; i < threads; ++i) {
     try {
-      threads_.emplace_back([this, init] { work(init); });
+      std::function<void()> body = [this, init] { work(init); };
+      threads_.push_back(spawn ? spawn(std::move(body)) : std::thread(std::move(body)));
     } catch (const std::system_error&) {
       std::lock_guard<std::mutex> lock(mu_);
-      alive_ = i;
+      // Only the workers never started: a started one whose init() said no has already taken
+      // itself off (setting alive_ = i here would count it again and leave jobs queued forever).
+      alive_ -= threads - i;
       break;  // keep the threads we got (errors are values: nothing escapes the library)
     }
   }

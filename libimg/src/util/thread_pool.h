@@ -26,9 +26,12 @@ namespace img {
 
 class ThreadPool {
  public:
-  // threads == 0: one per core (std::thread::hardware_concurrency()). If the OS refuses threads,
-  // the pool keeps those it got; with none at all, submit() runs jobs on the caller's thread.
-  explicit ThreadPool(unsigned threads = 0, std::function<bool()> init = {});
+  // How a worker thread is made: std::thread by default; tests pass one that fails.
+  using Spawn = std::function<std::thread(std::function<void()>)>;
+  // threads == 0: one per core (std::thread::hardware_concurrency()). If the OS refuses threads
+  // (spawn throws std::system_error), the pool keeps those it got; with none at all, or none
+  // whose init() said yes, submit() runs jobs on the caller's thread.
+  explicit ThreadPool(unsigned threads = 0, std::function<bool()> init = {}, Spawn spawn = {});
   ~ThreadPool();  // runs what is queued, then joins
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
