@@ -124,7 +124,7 @@ TEST(LifecycleDefinitionTest, EverythingRunTakesRoundTripsThroughTheFileAndBoots
                                   "--rng",       "rate=64K/s",
                                   "--console",   "file=/con.txt",
                                   "--balloon",   "target=128M,stats=5",
-                                  "--hugepages", "--no-pvm-workarounds"});
+                                  "--hugepages", "--mem-prealloc", "--no-pvm-workarounds"});
   Definition d{"demo", new_uuid(), want};
   auto back = parse_definition(to_json(d), "demo.json");
   ASSERT_TRUE(back) << back.error().message();
@@ -141,6 +141,8 @@ TEST(LifecycleDefinitionTest, EverythingRunTakesRoundTripsThroughTheFileAndBoots
   EXPECT_EQ(got.balloon->target, 128u << 20);
   EXPECT_EQ(got.rng->rate, 64u << 10);
   EXPECT_FALSE(got.pvm_workarounds);
+  EXPECT_TRUE(got.mem_prealloc);
+  EXPECT_TRUE(got.hugepages);
 }
 
 }  // namespace

@@ -100,7 +100,7 @@ img::Result<Definition> parse(const Json& j, const std::string& src) {
   }
   RETURN_IF_ERROR(r.check_members({"format", "version", "name", "uuid", "vcpus", "memory", "kernel",
                                    "initrd", "cmdline", "disks", "scsi", "nics", "console", "rng",
-                                   "balloon", "hugepages", "pvm_workarounds"}));
+                                   "balloon", "hugepages", "mem_prealloc", "pvm_workarounds"}));
   Definition d;
   MachineConfig& c = d.config;
   ASSIGN_OR_RETURN(d.name, r.str("name", true));
@@ -114,6 +114,7 @@ img::Result<Definition> parse(const Json& j, const std::string& src) {
   ASSIGN_OR_RETURN(c.initrd, r.str("initrd", false));
   ASSIGN_OR_RETURN(c.cmdline, r.str("cmdline", false));
   ASSIGN_OR_RETURN(c.hugepages, r.boolean("hugepages", false));
+  ASSIGN_OR_RETURN(c.mem_prealloc, r.boolean("mem_prealloc", false));
   ASSIGN_OR_RETURN(c.pvm_workarounds, r.boolean("pvm_workarounds", true));
 
   for (const char* key : {"disks", "scsi"}) {
@@ -255,6 +256,7 @@ std::string to_json(const Definition& d) {
             {"initrd", c.initrd},
             {"cmdline", c.cmdline},
             {"hugepages", c.hugepages},
+            {"mem_prealloc", c.mem_prealloc},
             {"pvm_workarounds", c.pvm_workarounds}};
   j["disks"] = Json::array();
   for (const DiskSpec& s : c.disks) {
@@ -337,6 +339,7 @@ img::Result<std::vector<std::string>> run_args(const Definition& d) {
     a.insert(a.end(), {"--balloon", v});
   }
   if (c.hugepages) a.push_back("--hugepages");
+  if (c.mem_prealloc) a.push_back("--mem-prealloc");
   if (!c.pvm_workarounds) a.push_back("--no-pvm-workarounds");
   return a;
 }

@@ -38,6 +38,9 @@ void add_run_flags(CLI::App& run, RunFlags& f, bool with_host_io) {
                  "[,readonly]  e.g. --scsi disk.qcow2,format=qcow2 --scsi iso.raw,readonly "
                  "(repeatable)");
   run.add_flag("--hugepages", cfg.hugepages, "back guest memory with 2 MiB huge pages");
+  run.add_flag("--mem-prealloc", cfg.mem_prealloc,
+               "back all guest memory before the guest starts (as QEMU's -mem-prealloc): a host "
+               "short of memory or huge pages fails now, not mid-run");
   run.add_flag("--no-pvm-workarounds", f.no_pvm_workarounds,
                "under kvm_pvm, do not add noxsave nosmap nosmep clearcpuid=... to a Linux cmdline");
   if (with_host_io) {

@@ -58,7 +58,7 @@ img::Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& c) {
   ASSIGN_OR_RETURN(Kvm kvm, Kvm::open());
   RETURN_IF_ERROR(kvm.check_required_caps());
   ASSIGN_OR_RETURN(Vm vm, Vm::create(kvm));
-  ASSIGN_OR_RETURN(GuestRam ram, GuestRam::create(c.memory, c.hugepages));
+  ASSIGN_OR_RETURN(GuestRam ram, GuestRam::create(c.memory, c.hugepages, c.mem_prealloc));
   std::unique_ptr<Machine> m(new Machine(std::move(kvm), std::move(vm), std::move(ram)));
   m->cpus_ = c.cpus;
   m->memory_ = c.memory;

@@ -214,7 +214,7 @@ class LinuxGuestTest : public ::testing::Test {
     vmm_test::BalloonPeer balloon;
     if (b.balloon) {
       std::string sock = dir_ + "/ctl.sock";
-      disks += " --balloon stats=2 --control " + sock;
+      disks += " --balloon stats=2 --mem-prealloc --control " + sock;
       checks += ",balloon";
       balloon.start(dir_ + "/out.txt", sock, kMemory, BALLOON_TEST_MIB << 20, BALLOON_READY,
                     BALLOON_INFLATED);
@@ -248,11 +248,17 @@ class LinuxGuestTest : public ::testing::Test {
       uint64_t total = balloon.inflated["stats"].value("stat-total-memory", 0ull);
       EXPECT_GT(total, 0u) << balloon.log;
       EXPECT_LE(total, kMemory) << balloon.log;
-      // vmm's RSS is sampled and logged, not asserted: the pages Linux puts in the balloon are
-      // free pages it never wrote, which the host never backed, so giving them back moves RSS
-      // by little (measured: 30.8 MB -> 29.6 MB). Making them resident first means the guest
-      // kernel writing ~40 MiB, which took 100 s of guest time here (kvm_pvm's CPL0 emulator).
-      // The RSS drop for resident pages is VirtioBalloon.InflatedPagesGoBackToTheHost's.
+      // The host's memory: the boot runs with --mem-prealloc, so all of guest RAM is resident
+      // before the guest starts, the free pages Linux puts in the balloon included; vmm's RSS
+      // must then fall by (nearly) the balloon's size. Without prealloc those pages were never
+      // backed and RSS barely moves (measured 30.8 MB -> 29.6 MB); making the guest touch them
+      // first took 100 s of kvm_pvm emulation.
+      EXPECT_GT(balloon.rss_ready_kb, 0) << balloon.log;
+      EXPECT_GT(balloon.rss_inflated_kb, 0) << balloon.log;
+      EXPECT_GE(balloon.rss_ready_kb, long(kMemory >> 10)) << balloon.log;
+      EXPECT_GE(balloon.rss_ready_kb - balloon.rss_inflated_kb,
+                long(BALLOON_TEST_MIB << 10) * 3 / 4)
+          << balloon.log;
       // Letting it out: the target is all of RAM again and the driver has begun to give pages
       // back, `actual` following them. The init ends the VM once MemFree rose 12 MiB, which can
       // come before the driver returned the last pages (CI saw 512 of 4096 still in at the
