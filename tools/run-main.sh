@@ -73,11 +73,11 @@ fi
 
 # ---- VMM: boot a real Linux off a qcow2 image made by img ---------------------------------
 # The test kernel (Debian's linux-source-6.1, tinyconfig + virtio, three small patches for this
-# emulator: docs/vmm.md) is built on the first run, ~5 min on 2 idle cores, then cached. Its
+# emulator: docs/vmm.md) is built on the first run, ~9 min on 2 idle cores, then cached. Its
 # /init (testdata/linux-guest/test-init.c) mounts the ext4 file system on /dev/vda, reads the
 # host's file, writes its own, unmounts and powers off; the host then checks what it wrote.
 echo
-echo "run-main: building or finding the Linux test kernel (first run: ~5 min)"
+echo "run-main: building or finding the Linux test kernel (first run: ~9 min)"
 KDIR=$("$ROOT/testdata/linux-guest/build-kernel.sh")
 ninja -C "$BUILD_DIR" linux_test_initrd >/dev/null
 INITRD="$BUILD_DIR/tests/vmm/linux_guest/initrd.cpio"

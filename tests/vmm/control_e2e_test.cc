@@ -19,11 +19,13 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "img/bytes.h"
+#include "machine/config.h"
 #include "control_client.h"
 #include "run_shell.h"
 
@@ -299,6 +301,9 @@ TEST_F(ControlE2eTest, SigtermStopsAPausedVmCleanly) {
 namespace {
 
 // "Uid:\t65534\t65534\t65534\t65534" and the like from /proc/PID/status.
+// A sanitizer build's vmm runs without filters unless asked (vmm/machine/config.h).
+const bool kFiltersByDefault = std::string(vmm::kDefaultSeccomp) == "on";
+
 std::string status_line(pid_t pid, const std::string& key) {
   std::ifstream f("/proc/" + std::to_string(pid) + "/status");
   std::string line;
@@ -331,13 +336,54 @@ TEST_F(ControlE2eTest, UserFlagDropsRootAfterEverythingIsOpen) {
   EXPECT_EQ(status_line(pid_, "Uid"), "Uid:\t65534\t65534\t65534\t65534");
   EXPECT_EQ(status_line(pid_, "Gid"), "Gid:\t65534\t65534\t65534\t65534");
   EXPECT_EQ(status_line(pid_, "Groups"), "Groups:\t65534 ");
-  EXPECT_EQ(status_line(pid_, "Seccomp"), "Seccomp:\t2") << "filters are on by default";
+  if (kFiltersByDefault) {
+    EXPECT_EQ(status_line(pid_, "Seccomp"), "Seccomp:\t2") << "filters are on by default";
+  }
   Json st = cmd("disk-stats")["return"]["disks"][0];
   EXPECT_GT(st["writes"].get<uint64_t>(), 0u);
   EXPECT_EQ(st["errors"], 0);
   EXPECT_EQ(cmd("shutdown", {{"timeout", 30}}), Json({{"return", Json::object()}}));
   EXPECT_EQ(wait_exit(30), 0) << err();
   EXPECT_FALSE(fs::exists(sock_));
+}
+
+// Every thread is named for what it runs (top -H, ps -L) and runs under a seccomp filter: the
+// main loop, both vCPUs, the spawner, the disk's device thread and libimg's workers.
+TEST_F(ControlE2eTest, ThreadsAreNamedAndEachRunsUnderAFilter) {
+  if (std::system("command -v qemu-img >/dev/null && command -v qemu-io >/dev/null") != 0) {
+    GTEST_SKIP() << "qemu-img/qemu-io not installed";
+  }
+  std::string img = dir_ + "/disk.raw";
+  ASSERT_EQ(0, std::system(("qemu-img create -q -f raw " + img + " 64M && qemu-io -f raw -c "
+                            "'write -P 0x5a 0 1M' " + img + " >/dev/null")
+                               .c_str()));
+  ASSERT_NO_FATAL_FAILURE(start({"--kernel", VMM_TEST_GUEST, "--cmdline", "counter", "--cpus",
+                                 "2", "--disk", img + ",format=raw"}));
+  ASSERT_TRUE(wait_ticks_above(3, 60)) << slurp(serial_) << err();
+  std::multiset<std::string> names;
+  std::string report;
+  for (const auto& t : fs::directory_iterator("/proc/" + std::to_string(pid_) + "/task")) {
+    std::string comm = slurp(t.path() / "comm");
+    if (!comm.empty() && comm.back() == '\n') comm.pop_back();
+    names.insert(comm);
+    std::string seccomp;
+    std::ifstream f(t.path() / "status");
+    for (std::string l; std::getline(f, l);) {
+      if (l.starts_with("Seccomp:")) seccomp = l;
+    }
+    report += comm + " (" + seccomp + "); ";
+    if (kFiltersByDefault) {
+      EXPECT_EQ(seccomp, "Seccomp:\t2") << comm << ": " << report;
+    }
+  }
+  EXPECT_EQ(names.count("vcpu 0"), 1u) << report;
+  EXPECT_EQ(names.count("vcpu 1"), 1u) << report;
+  EXPECT_EQ(names.count("vmm-spawner"), 1u) << report;
+  EXPECT_EQ(names.count("virtio-blk"), 1u) << report;
+  EXPECT_GE(names.count("img-worker"), 1u) << report;
+  EXPECT_EQ(names.count("vmm"), 1u) << "the main thread keeps the program's name: " << report;
+  EXPECT_EQ(cmd("shutdown", {{"timeout", 30}}), Json({{"return", Json::object()}}));
+  EXPECT_EQ(wait_exit(30), 0) << err();
 }
 
 TEST(VmmUserFlag, UnknownUserOrGroupIsAClearError) {

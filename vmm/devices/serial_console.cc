@@ -82,7 +82,7 @@ void SerialConsole::stop() {
 }
 
 void SerialConsole::input_loop(Serial* uart) {
-  if (auto s = security::enter_thread(security::ThreadKind::kDevice); !s) {
+  if (auto s = security::enter_thread(security::ThreadKind::kDevice, "serial-input"); !s) {
     std::fprintf(stderr, "vmm: serial input stays off: %s\n", s.error().to_string().c_str());
     return;
   }

@@ -125,7 +125,8 @@ void Vcpu::start(Bus* pio, Bus* mmio, std::function<void(const VcpuStop&)> on_st
   thread_ = std::thread([this, pio, mmio, on_stop = std::move(on_stop)] {
     // The vCPU's own filter before its first KVM_RUN: from here on a guest drives this thread.
     VcpuStop s;
-    if (auto f = security::enter_thread(security::ThreadKind::kVcpu); !f) {
+    if (auto f = security::enter_thread(security::ThreadKind::kVcpu, "vcpu " + std::to_string(id_));
+        !f) {
       s = {VcpuStop::Reason::kInternalError,
            img::strfmt("vCPU %u: %s", id_, f.error().to_string().c_str())};
     } else {

@@ -89,6 +89,7 @@ img::Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& c) {
   if (m->seccomp_ != security::SeccompMode::kOff && (!c.disks.empty() || !c.scsi.empty())) {
     security::SeccompMode mode = m->seccomp_;
     RETURN_IF_ERROR(img::start_shared_workers([mode] {
+      security::name_this_thread("img-worker");
       auto s = security::install_filter(security::ThreadKind::kDevice, mode);
       if (!s) std::fprintf(stderr, "vmm: image worker: %s\n", s.error().to_string().c_str());
       return s.has_value();

@@ -51,7 +51,11 @@ img::Status install_filter(ThreadKind kind, SeccompMode mode);
 // directly run unfiltered); `vmm run` sets it from --seccomp before any thread starts.
 void set_process_mode(SeccompMode mode);
 SeccompMode process_mode();
-// install_filter(kind, process_mode()): called first thing on each VMM thread.
-img::Status enter_thread(ThreadKind kind);
+// Called first thing on each VMM thread: names the thread (`name`, cut to the 15 bytes Linux
+// keeps; default "vmm-" + the kind's name) so that top -H, ps -L and /proc/PID/task/TID/comm
+// tell vCPUs from devices, then install_filter(kind, process_mode()).
+img::Status enter_thread(ThreadKind kind, const std::string& name = "");
+// Names the calling thread (the same cut); what enter_thread does first.
+void name_this_thread(const std::string& name);
 
 }  // namespace vmm::security

@@ -131,7 +131,7 @@ img::Task<void> QueueServer::wait_idle() {
 }
 
 void QueueServer::thread_main() {
-  if (auto s = security::enter_thread(security::ThreadKind::kDevice); !s) {
+  if (auto s = security::enter_thread(security::ThreadKind::kDevice, name_); !s) {
     // No unfiltered device thread: the device stays dead and the driver is told to reset.
     for (auto& q : queues_) fail_queue(q->aq.index, s.error().to_string());
     return;
