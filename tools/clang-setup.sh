@@ -10,6 +10,7 @@
 #   JOBS            build jobs (default: nproc)
 #   IMG_APT=0       never run apt-get; IMG_APT=1 always run it
 #   SAN_OPT_FLAGS   optimization and debug flags (default: -O1 -gline-tables-only)
+#   CLANG_SETUP_CONFIGURE=0  install only (tools/run-tsan.sh configures a build of its own)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -60,4 +61,4 @@ for s in /usr/lib/llvm-19/bin/llvm-symbolizer "$(command -v llvm-symbolizer || t
 done
 
 clang_install
-clang_configure
+if [[ "${CLANG_SETUP_CONFIGURE:-1}" != 0 ]]; then clang_configure; fi

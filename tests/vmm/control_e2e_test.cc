@@ -380,7 +380,10 @@ TEST_F(ControlE2eTest, ThreadsAreNamedAndEachRunsUnderAFilter) {
   EXPECT_EQ(names.count("vcpu 1"), 1u) << report;
   EXPECT_EQ(names.count("vmm-spawner"), 1u) << report;
   EXPECT_EQ(names.count("virtio-blk"), 1u) << report;
-  EXPECT_GE(names.count("img-worker"), 1u) << report;
+  // libimg's workers start up front only under filters (a filtered thread cannot create them).
+  if (kFiltersByDefault) {
+    EXPECT_GE(names.count("img-worker"), 1u) << report;
+  }
   EXPECT_EQ(names.count("vmm"), 1u) << "the main thread keeps the program's name: " << report;
   EXPECT_EQ(cmd("shutdown", {{"timeout", 30}}), Json({{"return", Json::object()}}));
   EXPECT_EQ(wait_exit(30), 0) << err();
