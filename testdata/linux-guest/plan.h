@@ -94,6 +94,14 @@ static inline unsigned char ext4_data(unsigned long o) {
 #define CONSOLE_HELLO "hello from Linux on hvc0"
 #define CONSOLE_REPLY "hello from the host"
 
+/* check=port (a named virtio-serial port, vmm --serial-port name=PORT_NAME,path=SOCK): the guest
+ * finds the port whose /sys/class/virtio-ports/vport*p1/name is PORT_NAME, writes PORT_HELLO and
+ * a newline to its /dev node (raw: no tty in between); the host, having read it, answers
+ * PORT_REPLY and a newline, which the guest reads back. */
+#define PORT_NAME "org.example.port.0"
+#define PORT_HELLO "hello from Linux on a named port"
+#define PORT_REPLY "hello from the port's host"
+
 /* check=net (eth0, vmm --net tap=...): the guest broadcasts a frame of type NET_ETHERTYPE
  * carrying NET_GUEST_TEXT; the host, listening on the tap, answers to the guest's MAC with a
  * frame carrying NET_HOST_TEXT (tests/vmm/tap_peer.h's kHostReply). */

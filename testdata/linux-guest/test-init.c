@@ -447,6 +447,89 @@ static int check_console(void) {
   return 1;
 }
 
+/* ---- check=port: a named virtio-serial port (MULTIPORT) against a host socket ---- */
+
+static void append(char** at, const char* s) {
+  while (*s) *(*at)++ = *s++;
+  **at = 0;
+}
+static void append_dec(char** at, unsigned v) {
+  if (v >= 10) append_dec(at, v / 10);
+  *(*at)++ = (char)('0' + v % 10);
+  **at = 0;
+}
+
+static int check_port(void) {
+  long r = mount_sysfs();
+  if (r < 0) return fail("port", "mount sysfs", r);
+  /* Linux calls port 1 of virtio device D "vport<D>p1" (D depends on the probe order) and puts
+   * the name the device sent on the control queue in its sysfs directory; the name may come
+   * after the probe, so look for 30 s. */
+  static char path[64], dev[32], name[160];
+  int found = -1;
+  for (int tries = 0; tries < 300 && found < 0; tries++) {
+    for (unsigned d = 0; d < 16 && found < 0; d++) {
+      char* at = path;
+      append(&at, "/sys/class/virtio-ports/vport");
+      append_dec(&at, d);
+      append(&at, "p1/name");
+      r = read_file(path, name, sizeof name - 1);
+      if (r <= 0) continue;
+      while (r > 0 && name[r - 1] == '\n') name[--r] = 0;
+      if (word_eq(name, (unsigned long)r, PORT_NAME)) found = (int)d;
+    }
+    if (found < 0) SYS(NR_poll, 0, 0, 100);
+  }
+  if (found < 0) return fail("port", "no /sys/class/virtio-ports/vport*p1/name is " PORT_NAME, 0);
+  char* at = dev;
+  append(&at, "/dev/vport");
+  append_dec(&at, (unsigned)found);
+  append(&at, "p1");
+  long fd = SYS(NR_open, dev, O_RDWR | O_NOCTTY, 0);
+  if (fd < 0) return fail("port", "open the port's /dev node", fd);
+  static const char hello[] = PORT_HELLO "\n";
+  r = SYS(NR_write, fd, hello, sizeof hello - 1);
+  if (r != (long)sizeof hello - 1) return fail("port", "write to the port", r < 0 ? r : 0);
+  static struct {
+    int fd;
+    short events, revents;
+  } pfd;
+  pfd.fd = (int)fd;
+  pfd.events = 1; /* POLLIN */
+  static char line[128];
+  long got = 0;
+  /* Raw: the answer may come in pieces; read up to its newline, 120 s at most. */
+  while (got == 0 || line[got - 1] != '\n') {
+    r = SYS(NR_poll, &pfd, 1, 120000);
+    if (r <= 0) {
+      SYS(NR_close, fd, 0, 0);
+      return fail("port", r == 0 ? "no answer on the port within 120 s" : "poll the port", r);
+    }
+    r = SYS(NR_read, fd, line + got, sizeof line - 1 - got);
+    if (r <= 0) {
+      SYS(NR_close, fd, 0, 0);
+      return fail("port", r == 0 ? "end of file before the answer" : "read from the port", r);
+    }
+    got += r;
+    if (got == (long)sizeof line - 1) break;
+  }
+  SYS(NR_close, fd, 0, 0);
+  line[got] = 0;
+  while (got > 0 && line[got - 1] == '\n') line[--got] = 0;
+  if (!word_eq(line, (unsigned long)got, PORT_REPLY)) {
+    put("CHECK port FAIL read '");
+    put(line);
+    put("' from ");
+    put(dev);
+    put(", expected '" PORT_REPLY "'\n");
+    return 0;
+  }
+  put("CHECK port PASS ");
+  put(dev);
+  put(" named " PORT_NAME ": wrote '" PORT_HELLO "', read '" PORT_REPLY "' back\n");
+  return 1;
+}
+
 /* ---- check=net: Linux's virtio-net driver, raw frames on eth0 through AF_PACKET ---- */
 
 /* The i386 ABI's struct ifreq (32 bytes: the name, then a 16-byte union). */
@@ -638,7 +721,7 @@ struct check {
 };
 static const struct check kChecks[] = {
     {"blk", check_blk},         {"scsi", check_scsi}, {"net", check_net},   {"rng", check_rng},
-    {"console", check_console}, {"balloon", check_balloon},     {"ext4", check_ext4}, {"smp", check_smp},
+    {"console", check_console}, {"port", check_port}, {"balloon", check_balloon},     {"ext4", check_ext4}, {"smp", check_smp},
 };
 
 static void run_check(const char* name, unsigned long n) {

@@ -60,6 +60,34 @@ TEST(ConsoleOption, StdioFileAndSocket) {
   }
 }
 
+TEST(SerialPortOption, ANameAndASocketOrAFile) {
+  auto p = parse_serial_port_spec("name=org.qemu.guest_agent.0,path=/run/qga.sock");
+  ASSERT_TRUE(p) << p.error().message();
+  EXPECT_EQ(p->name, "org.qemu.guest_agent.0");
+  EXPECT_EQ(p->path, "/run/qga.sock");
+  EXPECT_FALSE(p->file);
+  p = parse_serial_port_spec("file=/tmp/log.txt,name=log");
+  ASSERT_TRUE(p) << p.error().message();
+  EXPECT_TRUE(p->file);
+  EXPECT_EQ(p->path, "/tmp/log.txt");
+  struct Bad {
+    const char* spec;
+    const char* says;
+  } bad[] = {
+      {"path=/s", "cannot be empty"},
+      {"name=a/b,path=/s", "only letters"},
+      {"name=a", "needs path=SOCKET"},
+      {"name=a,path=", "unknown option 'path='"},
+      {"name=a,path=/s,file=/f", "path= or file=, once"},
+      {"name=a,path=/s,mode=rw", "unknown option 'mode=rw'"},
+  };
+  for (const Bad& b : bad) {
+    auto r = parse_serial_port_spec(b.spec);
+    ASSERT_FALSE(r) << b.spec;
+    EXPECT_NE(r.error().message().find(b.says), std::string::npos) << r.error().message();
+  }
+}
+
 TEST(NetOption, TapCreatesOrAttachesWithAnOptionalMac) {
   auto n = parse_net_spec("tap");
   ASSERT_TRUE(n);

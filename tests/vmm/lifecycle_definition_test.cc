@@ -123,6 +123,8 @@ TEST(LifecycleDefinitionTest, EverythingRunTakesRoundTripsThroughTheFileAndBoots
                                   "--net",       "tap",
                                   "--rng",       "rate=64K/s",
                                   "--console",   "file=/con.txt",
+                                  "--serial-port", "name=org.example.0,path=/p.sock",
+                                  "--serial-port", "name=log,file=/log.txt",
                                   "--balloon",   "target=128M,stats=5",
                                   "--hugepages", "--mem-prealloc", "--no-pvm-workarounds"});
   Definition d{"demo", new_uuid(), want};
@@ -143,6 +145,30 @@ TEST(LifecycleDefinitionTest, EverythingRunTakesRoundTripsThroughTheFileAndBoots
   EXPECT_FALSE(got.pvm_workarounds);
   EXPECT_TRUE(got.mem_prealloc);
   EXPECT_TRUE(got.hugepages);
+  ASSERT_EQ(got.serial_ports.size(), 2u);
+  EXPECT_EQ(got.serial_ports[0].name, "org.example.0");
+  EXPECT_EQ(got.serial_ports[0].path, "/p.sock");
+  EXPECT_FALSE(got.serial_ports[0].file);
+  EXPECT_TRUE(got.serial_ports[1].file);
+  EXPECT_NE(to_json(d).find(R"("serial_ports": [)"), std::string::npos) << to_json(d);
+}
+
+TEST(LifecycleDefinitionTest, SerialPortsInAFileAreCheckedLikeTheFlag) {
+  std::string base = kMinimal;
+  base.pop_back();  // the closing brace
+  auto with = [&](const std::string& ports) {
+    return error_of(base + R"(, "serial_ports": )" + ports + "}");
+  };
+  EXPECT_EQ(with(R"([{"name": "a.b", "socket": "/s"}])"), "(parsed)");
+  EXPECT_NE(with(R"([{"name": "a b", "socket": "/s"}])").find("only letters"), std::string::npos);
+  EXPECT_NE(with(R"([{"name": "a", "socket": "/s", "file": "/f"}])").find("exactly one"),
+            std::string::npos);
+  EXPECT_NE(with(R"([{"name": "a", "socket": "/s,x"}])").find("contains a comma"),
+            std::string::npos);
+  EXPECT_NE(with(R"([{"name": "a", "socket": "/s"}, {"name": "a", "file": "/f"}])")
+                .find("given twice"),
+            std::string::npos);
+  EXPECT_NE(with(R"([{"name": "a", "tcp": "x"}])").find("tcp"), std::string::npos);
 }
 
 }  // namespace

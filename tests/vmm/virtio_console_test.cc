@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include "virtio/console/console_device.h"
+#include "virtio/console/control.h"
 #include "virtio_rig.h"
 
 namespace vmm::testing {
@@ -32,7 +33,9 @@ struct VirtioConsole : ::testing::Test {
       setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &sndbuf, sizeof sndbuf);
     }
     o.host = {vc::ConsoleHostSpec::Kind::kFds, "", sv[0], sv[0]};
-    rig = std::make_unique<DeviceRig>(as_device(vc::ConsoleDevice::create(o)));
+    auto d = vc::ConsoleDevice::create(o);
+    dev_ = d ? d->get() : nullptr;
+    rig = std::make_unique<DeviceRig>(as_device(std::move(d)));
     close(sv[0]);  // the device holds its own duplicate
     peer = sv[1];
     ASSERT_TRUE(rig->ok()) << rig->error;
@@ -40,6 +43,8 @@ struct VirtioConsole : ::testing::Test {
   }
   VirtioGuest& g() { return rig->guest; }
   GuestRam& ram() { return rig->ram; }
+  vc::ConsoleDevice* console() { return dev_; }
+  vc::ConsoleDevice* dev_ = nullptr;  // owned by the rig
   uint16_t post(unsigned q, const std::vector<Buf>& bufs) {
     uint16_t head = g().write_chain(q, bufs);
     g().make_available(q, head);
@@ -170,20 +175,37 @@ TEST_F(VirtioConsole, ResetWithParkedBuffersAndAStalledPeerReturnsAtOnce) {
   EXPECT_EQ(text(kBuf + 0x200000, 4), "late");
 }
 
-TEST_F(VirtioConsole, EndOfInputReturnsReceiveBuffersEmpty) {
+TEST_F(VirtioConsole, EndOfInputLeavesReceiveBuffersParked) {
+  // A driver re-queues a buffer that came back empty at once (Linux's fill_readbuf), so giving
+  // buffers back at end of input would make guest and device spin: they wait for a reset.
   make();
   post(kRx, {{kBuf, 8, true}});
   post(kRx, {{kBuf + 8, 8, true}});
+  ASSERT_EQ(write(peer, "ab", 2), 2);
+  ASSERT_TRUE(wait_for([&] { return g().used_idx(kRx) == 1; }));
   shutdown(peer, SHUT_WR);
-  ASSERT_TRUE(wait_for([&] { return g().used_idx(kRx) == 2; }));
-  EXPECT_EQ(g().used_elem(kRx, 0).second, 0u);
-  EXPECT_EQ(g().used_elem(kRx, 1).second, 0u);
-  post(kRx, {{kBuf, 8, true}});  // later buffers too, at once
-  ASSERT_TRUE(wait_for([&] { return g().used_idx(kRx) == 3; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(g().used_idx(kRx), 1) << "a buffer came back empty at end of input";
   // Output still works.
   put_text(kBuf + 0x100, "bye");
   post(kTx, {{kBuf + 0x100, 3, false}});
   EXPECT_EQ(host_read(3), "bye");
+}
+
+TEST_F(VirtioConsole, AResizeIsAConfigChangeWithTheNewSize) {
+  vc::ConsoleOptions o;
+  o.cols = 80;
+  o.rows = 24;
+  make(o);
+  auto* dev = console();
+  uint64_t cfg = g().bar() + virtio::VirtioPciDevice::kDeviceCfgOffset;
+  uint8_t gen = static_cast<uint8_t>(g().common(virtio::common::kConfigGeneration, 1));
+  dev->resize(132, 43);
+  ASSERT_TRUE(wait_for(
+      [&] { return g().common(virtio::common::kConfigGeneration, 1) != gen; }))
+      << "no config-change interrupt";
+  EXPECT_EQ(rig->drv.mmio_read(cfg + vc::cfg::kCols, 2), 132u);
+  EXPECT_EQ(rig->drv.mmio_read(cfg + vc::cfg::kRows, 2), 43u);
 }
 
 TEST(VirtioConsoleFile, OutputGoesToTheFileAndReceiveBuffersWait) {
@@ -203,6 +225,250 @@ TEST(VirtioConsoleFile, OutputGoesToTheFileAndReceiveBuffersWait) {
   auto bytes = file_bytes(path, 0, 12);
   EXPECT_EQ(std::string(bytes.begin(), bytes.end()), "to the file\n");
   unlink(path.c_str());
+}
+
+
+// Multiport (virtio-serial): the console on port 0 and two named ports, each host end on its own
+// socketpair, driven through the control queues the way Linux's virtio_console driver does.
+struct VirtioSerial : ::testing::Test {
+  static constexpr uint64_t kCtlRx = 0x2000000, kCtlTx = 0x2100000;
+  static constexpr unsigned kCtlRxQ = vc::kControlReceiveQueue, kCtlTxQ = vc::kControlTransmitQueue;
+  int con = -1, p1 = -1, p2 = -1;  // the host users' ends
+  std::unique_ptr<DeviceRig> rig;
+  vc::ConsoleDevice* dev = nullptr;
+  unsigned ctl_rx_posted = 0, ctl_tx_sent = 0;
+  uint16_t ctl_seen = 0;
+
+  ~VirtioSerial() override {
+    rig.reset();
+    for (int fd : {con, p1, p2})
+      if (fd >= 0) close(fd);
+  }
+  static int pair(int* mine) {
+    int sv[2];
+    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    *mine = sv[1];
+    return sv[0];
+  }
+  void make(bool with_console = true, uint16_t qsize = 64, uint64_t mask = ~0ull) {
+    vc::ConsoleOptions o;
+    std::vector<int> dev_ends;
+    if (with_console) {
+      int d = pair(&con);
+      o.host = {vc::ConsoleHostSpec::Kind::kFds, "", d, d};
+      dev_ends.push_back(d);
+    }
+    o.has_console = with_console;
+    int d1 = pair(&p1), d2 = pair(&p2);
+    o.ports = {{"org.example.0", {vc::ConsoleHostSpec::Kind::kFds, "", d1, d1}},
+               {"agent", {vc::ConsoleHostSpec::Kind::kFds, "", d2, d2}}};
+    auto d = vc::ConsoleDevice::create(o);
+    dev = d ? d->get() : nullptr;
+    rig = std::make_unique<DeviceRig>(as_device(std::move(d)));
+    for (int fd : {d1, d2}) close(fd);
+    for (int fd : dev_ends) close(fd);
+    ASSERT_TRUE(rig->ok()) << rig->error;
+    bool multi = mask & virtio::feature(vc::kFMultiport);
+    ASSERT_EQ(g().init(multi ? 8 : 2, qsize, mask) & 0xf, 0xf);
+  }
+  VirtioGuest& g() { return rig->guest; }
+  GuestRam& ram() { return rig->ram; }
+  uint16_t post(unsigned q, const std::vector<Buf>& bufs) {
+    uint16_t head = g().write_chain(q, bufs);
+    g().make_available(q, head);
+    g().notify(q);
+    return head;
+  }
+  std::string text(uint64_t at, size_t n) { return std::string(ram().at(at), ram().at(at) + n); }
+  void post_control_buffers(unsigned n) {
+    for (unsigned i = 0; i < n; ++i, ++ctl_rx_posted)
+      post(kCtlRxQ, {{kCtlRx + (ctl_rx_posted % 1024) * 256ull, 256, true}});
+  }
+  void send(uint32_t id, uint16_t event, uint16_t value, uint32_t len = 8) {
+    uint64_t at = kCtlTx + (ctl_tx_sent++ % 4096) * 16ull;
+    ram().put<uint32_t>(at, id);
+    ram().put<uint16_t>(at + 4, event);
+    ram().put<uint16_t>(at + 6, value);
+    post(kCtlTxQ, {{at, len, false}});
+  }
+  // The control messages the device has sent since the last call, after waiting for `want`.
+  std::vector<vc::ControlMsg> received(size_t want) {
+    wait_for([&] { return static_cast<uint16_t>(g().used_idx(kCtlRxQ) - ctl_seen) >= want; });
+    std::vector<vc::ControlMsg> out;
+    for (; ctl_seen != g().used_idx(kCtlRxQ); ++ctl_seen) {
+      auto [head, len] = g().used_elem(kCtlRxQ, ctl_seen);
+      uint64_t addr = ram().get<uint64_t>(g().desc_gpa(kCtlRxQ, static_cast<uint16_t>(head)));
+      auto m = vc::decode_control(std::span<const uint8_t>(
+          reinterpret_cast<const uint8_t*>(ram().at(addr)), len));
+      EXPECT_TRUE(m) << "a control message of " << len << " bytes";
+      if (m) out.push_back(*m);
+    }
+    return out;
+  }
+  std::string host_read(int fd, size_t want) {
+    std::string out;
+    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (out.size() < want && std::chrono::steady_clock::now() < end) {
+      pollfd p{fd, POLLIN, 0};
+      if (poll(&p, 1, 100) <= 0) continue;
+      char b[4096];
+      ssize_t n = read(fd, b, sizeof b);
+      if (n <= 0) break;
+      out.append(b, static_cast<size_t>(n));
+    }
+    return out;
+  }
+  void handshake() {
+    post_control_buffers(32);
+    send(vc::ctl::kBadId, vc::ctl::kDeviceReady, 1);
+    ASSERT_EQ(received(3).size(), 3u);
+    for (uint32_t id : {0u, 1u, 2u}) send(id, vc::ctl::kPortReady, 1);
+    ASSERT_EQ(received(7).size(), 7u);
+  }
+};
+
+using Msg = vc::ControlMsg;
+namespace ctl = vc::ctl;
+std::vector<uint8_t> name_bytes(const std::string& s) { return {s.begin(), s.end()}; }
+
+TEST_F(VirtioSerial, LinuxHandshakeThenEveryPortHasItsOwnHostEnd) {
+  make();
+  uint64_t f = g().features();
+  ASSERT_TRUE(f & virtio::feature(vc::kFMultiport));
+  uint64_t cfg = g().bar() + virtio::VirtioPciDevice::kDeviceCfgOffset;
+  EXPECT_EQ(rig->drv.mmio_read(cfg + vc::cfg::kMaxNrPorts, 4), 3u);
+  EXPECT_EQ(dev->num_queues(), 8u);
+
+  post_control_buffers(32);
+  send(ctl::kBadId, ctl::kDeviceReady, 1);
+  EXPECT_EQ(received(3), (std::vector<Msg>{{0, ctl::kDeviceAdd, 1, {}},
+                                           {1, ctl::kDeviceAdd, 1, {}},
+                                           {2, ctl::kDeviceAdd, 1, {}}}));
+  for (uint32_t id : {0u, 1u, 2u}) send(id, ctl::kPortReady, 1);
+  EXPECT_EQ(received(7), (std::vector<Msg>{{0, ctl::kConsolePort, 1, {}},
+                                           {0, ctl::kResize, 0, {80, 0, 24, 0}},
+                                           {0, ctl::kPortOpen, 1, {}},
+                                           {1, ctl::kPortName, 1, name_bytes("org.example.0")},
+                                           {1, ctl::kPortOpen, 1, {}},
+                                           {2, ctl::kPortName, 1, name_bytes("agent")},
+                                           {2, ctl::kPortOpen, 1, {}}}));
+  // Output: each port's transmit queue reaches its own host end.
+  std::memcpy(ram().at(kBuf), "con", 3);
+  std::memcpy(ram().at(kBuf + 0x100), "one", 3);
+  std::memcpy(ram().at(kBuf + 0x200), "two", 3);
+  post(1, {{kBuf, 3, false}});
+  post(vc::port_receive_queue(1) + 1u, {{kBuf + 0x100, 3, false}});
+  post(vc::port_receive_queue(2) + 1u, {{kBuf + 0x200, 3, false}});
+  EXPECT_EQ(host_read(con, 3), "con");
+  EXPECT_EQ(host_read(p1, 3), "one");
+  EXPECT_EQ(host_read(p2, 3), "two");
+
+  // Input for a named port waits until the guest opens it; the console's does not.
+  const unsigned rx2 = vc::port_receive_queue(2);
+  std::memset(ram().at(kBuf + 0x1000), '.', 16);
+  post(rx2, {{kBuf + 0x1000, 16, true}});
+  post(0, {{kBuf + 0x2000, 16, true}});
+  ASSERT_EQ(write(p2, "in2", 3), 3);
+  ASSERT_EQ(write(con, "in0", 3), 3);
+  ASSERT_TRUE(wait_for([&] { return g().used_idx(0) == 1; }));
+  EXPECT_EQ(text(kBuf + 0x2000, 3), "in0");
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(g().used_idx(rx2), 0) << "input delivered to a port nobody in the guest opened";
+  send(2, ctl::kPortOpen, 1);
+  ASSERT_TRUE(wait_for([&] { return g().used_idx(rx2) == 1; }));
+  EXPECT_EQ(g().used_elem(rx2, 0).second, 3u);
+  EXPECT_EQ(text(kBuf + 0x1000, 4), "in2.");
+  EXPECT_EQ(g().used_idx(vc::port_receive_queue(1)), 0);
+}
+
+TEST_F(VirtioSerial, AHostEndThatGoesAwayIsPortOpenZero) {
+  make();
+  handshake();
+  send(1, ctl::kPortOpen, 1);
+  post(vc::port_receive_queue(1), {{kBuf, 16, true}});
+  close(p1);  // the host user hangs up
+  p1 = -1;
+  EXPECT_EQ(received(1), (std::vector<Msg>{{1, ctl::kPortOpen, 0, {}}}));
+  EXPECT_EQ(g().used_idx(vc::port_receive_queue(1)), 0) << "the buffer stays parked";
+  // The other ports are untouched.
+  std::memcpy(ram().at(kBuf + 0x100), "still", 5);
+  post(vc::port_receive_queue(2) + 1u, {{kBuf + 0x100, 5, false}});
+  EXPECT_EQ(host_read(p2, 5), "still");
+}
+
+TEST_F(VirtioSerial, AResizeIsAControlMessageForTheConsolePort) {
+  make();
+  handshake();
+  dev->resize(100, 30);
+  EXPECT_EQ(received(1), (std::vector<Msg>{{0, ctl::kResize, 0, {100, 0, 30, 0}}}));
+}
+
+TEST_F(VirtioSerial, HostileControlMessagesComeBackAndChangeNothing) {
+  make();
+  post_control_buffers(8);
+  send(0, ctl::kPortOpen, 1, /*len=*/4);      // shorter than the header
+  send(9, ctl::kPortReady, 1);                // no such port
+  send(1, ctl::kPortName, 1);                 // an event only the device sends
+  send(1, ctl::kPortOpen, 1);                 // before DEVICE_READY and PORT_READY
+  post(kCtlTxQ, {{kCtlTx, 8, true}});         // a transmit buffer the device would write
+  post(kCtlRxQ, {{kCtlRx + 0x10000, 8, false}});  // a receive buffer it could not write
+  post(vc::port_receive_queue(1) + 1u, {{ram().size() - 2, 6, false}});  // off the end
+  ASSERT_TRUE(wait_for([&] { return g().used_idx(kCtlTxQ) == 5; }));
+  for (uint16_t i = 0; i < 5; ++i) EXPECT_EQ(g().used_elem(kCtlTxQ, i).second, 0u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  EXPECT_EQ(g().used_idx(kCtlRxQ), 1) << "only the refused receive buffer came back";
+  ctl_seen = 1;
+  EXPECT_EQ(rig->virtio().device_status() & virtio::kStatusNeedsReset, 0);
+  // Still serving: the handshake works afterwards.
+  send(ctl::kBadId, ctl::kDeviceReady, 1);
+  EXPECT_EQ(received(3).size(), 3u);
+}
+
+TEST_F(VirtioSerial, ADriverThatPostsNoControlBuffersCannotGrowTheBacklog) {
+  make(true, 256);
+  send(ctl::kBadId, ctl::kDeviceReady, 1);              // 3 messages
+  for (int i = 0; i < 150; ++i) send(1, ctl::kPortReady, 1);  // 2 each: 303 in all
+  ASSERT_TRUE(wait_for([&] { return g().used_idx(kCtlTxQ) == 151; }));
+  post_control_buffers(256);
+  ASSERT_TRUE(wait_for([&] { return g().used_idx(kCtlRxQ) == 256; }));
+  post_control_buffers(8);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(g().used_idx(kCtlRxQ), 256) << "more than the 256 held back came through";
+}
+
+TEST_F(VirtioSerial, ADriverWithoutMultiportSeesTheConsoleAlone) {
+  make(true, 16, ~virtio::feature(vc::kFMultiport));
+  std::memcpy(ram().at(kBuf), "plain", 5);
+  post(1, {{kBuf, 5, false}});
+  EXPECT_EQ(host_read(con, 5), "plain");
+}
+
+TEST_F(VirtioSerial, WithoutAConsoleThereIsNoPortZero) {
+  make(/*with_console=*/false);
+  post_control_buffers(8);
+  send(ctl::kBadId, ctl::kDeviceReady, 1);
+  EXPECT_EQ(received(2), (std::vector<Msg>{{1, ctl::kDeviceAdd, 1, {}},
+                                           {2, ctl::kDeviceAdd, 1, {}}}));
+  send(0, ctl::kPortReady, 1);  // refused: no port 0
+  send(1, ctl::kPortReady, 1);
+  EXPECT_EQ(received(2), (std::vector<Msg>{{1, ctl::kPortName, 1, name_bytes("org.example.0")},
+                                           {1, ctl::kPortOpen, 1, {}}}));
+}
+
+TEST(VirtioSerialOptions, BadPortSetsAreRefusedByName) {
+  auto with = [](std::vector<std::string> names, bool console) {
+    vc::ConsoleOptions o;
+    o.has_console = console;
+    o.host = {vc::ConsoleHostSpec::Kind::kFile, "/dev/null", -1, -1};
+    for (auto& n : names) o.ports.push_back({n, {vc::ConsoleHostSpec::Kind::kFile, "/dev/null", -1, -1}});
+    auto d = vc::ConsoleDevice::create(o);
+    return d ? std::string() : d.error().message();
+  };
+  EXPECT_EQ(with({"a", "b"}, true), "");
+  EXPECT_NE(with({"a", "a"}, true).find("given twice"), std::string::npos);
+  EXPECT_NE(with({"a b"}, true).find("only letters"), std::string::npos);
+  EXPECT_NE(with({}, false).find("neither"), std::string::npos);
+  EXPECT_NE(with(std::vector<std::string>(31, "x"), true).find("at most 30"), std::string::npos);
 }
 
 }  // namespace

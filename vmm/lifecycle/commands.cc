@@ -67,6 +67,7 @@ void absolutize(MachineConfig& c) {
   for (auto& d : c.disks) abs(d.path);
   for (auto& d : c.scsi) abs(d.path);
   if (c.console && c.console->kind != ConsoleSpec::Kind::kStdio) abs(c.console->path);
+  for (auto& p : c.serial_ports) abs(p.path);
 }
 
 int store(const StateDir& sd, Definition d, const std::string& how) {

@@ -79,7 +79,7 @@ img::Status check_path(const std::string& what, const std::string& p) {
   if (p.empty()) return img::invalid_argument(what + " is empty");
   // vmm run's --disk/--scsi options are comma-separated: a comma in a path cannot be passed on.
   if (what != "kernel" && what != "initrd" && p.find(',') != std::string::npos) {
-    return img::invalid_argument(what + " '" + p + "' contains a comma, which --disk cannot carry");
+    return img::invalid_argument(what + " '" + p + "' contains a comma, which vmm run's device options cannot carry");
   }
   return {};
 }
@@ -99,8 +99,8 @@ img::Result<Definition> parse(const Json& j, const std::string& src) {
                   std::to_string(kDefinitionVersion) + ")");
   }
   RETURN_IF_ERROR(r.check_members({"format", "version", "name", "uuid", "vcpus", "memory", "kernel",
-                                   "initrd", "cmdline", "disks", "scsi", "nics", "console", "rng",
-                                   "balloon", "hugepages", "mem_prealloc", "pvm_workarounds"}));
+                                   "initrd", "cmdline", "disks", "scsi", "nics", "console",
+                                   "serial_ports", "rng", "balloon", "hugepages", "mem_prealloc", "pvm_workarounds"}));
   Definition d;
   MachineConfig& c = d.config;
   ASSIGN_OR_RETURN(d.name, r.str("name", true));
@@ -171,6 +171,26 @@ img::Result<Definition> parse(const Json& j, const std::string& src) {
     if (file.empty() == sock.empty()) return cr.fail("give exactly one of 'file' and 'socket'");
     c.console = ConsoleSpec{file.empty() ? ConsoleSpec::Kind::kSocket : ConsoleSpec::Kind::kFile,
                             file.empty() ? sock : file};
+  }
+  ASSIGN_OR_RETURN(const Json* ports, r.arr("serial_ports"));
+  for (size_t i = 0; ports && i < ports->size(); ++i) {
+    const Json& e = (*ports)[i];
+    std::string where = "serial_ports[" + std::to_string(i) + "]: ";
+    if (!e.is_object()) return r.fail(where + "must be an object");
+    Reader pr(e, where, src);
+    RETURN_IF_ERROR(pr.check_members({"name", "file", "socket"}));
+    ASSIGN_OR_RETURN(std::string name, pr.str("name", true));
+    ASSIGN_OR_RETURN(std::string file, pr.str("file", false));
+    ASSIGN_OR_RETURN(std::string sock, pr.str("socket", false));
+    if (file.empty() == sock.empty()) return pr.fail("give exactly one of 'file' and 'socket'");
+    // The same checks as --serial-port (name syntax), on a path --serial-port can carry.
+    if (auto st = check_path("serial port path", file.empty() ? sock : file); !st) {
+      return pr.fail(st.error().message());
+    }
+    auto sp = parse_serial_port_spec("name=" + name +
+                                     (file.empty() ? ",path=" + sock : ",file=" + file));
+    if (!sp) return pr.fail(sp.error().message());
+    c.serial_ports.push_back(*sp);
   }
   ASSIGN_OR_RETURN(const Json* rng, r.obj("rng"));
   if (rng) {
@@ -284,6 +304,10 @@ std::string to_json(const Definition& d) {
     j["console"] = {
         {c.console->kind == ConsoleSpec::Kind::kFile ? "file" : "socket", c.console->path}};
   }
+  j["serial_ports"] = Json::array();
+  for (const SerialPortSpec& sp : c.serial_ports) {
+    j["serial_ports"].push_back({{"name", sp.name}, {sp.file ? "file" : "socket", sp.path}});
+  }
   j["rng"] = nullptr;
   if (c.rng) j["rng"] = {{"rate", c.rng->rate}, {"max_request", c.rng->max_request}};
   j["balloon"] = nullptr;
@@ -327,6 +351,11 @@ img::Result<std::vector<std::string>> run_args(const Definition& d) {
     a.push_back("--console");
     a.push_back((c.console->kind == ConsoleSpec::Kind::kFile ? "file=" : "socket=") +
                 c.console->path);
+  }
+  for (const SerialPortSpec& sp : c.serial_ports) {
+    RETURN_IF_ERROR(check_path("serial port path", sp.path));
+    a.insert(a.end(),
+             {"--serial-port", "name=" + sp.name + (sp.file ? ",file=" : ",path=") + sp.path});
   }
   if (c.rng) {
     std::string v = "max-request=" + std::to_string(c.rng->max_request);

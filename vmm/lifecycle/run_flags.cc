@@ -22,6 +22,11 @@ void add_run_flags(CLI::App& run, RunFlags& f, bool with_host_io) {
                  "add a virtio-console (the guest's hvc0) on stdio | file=PATH | socket=PATH  "
                  "e.g. --console socket=/tmp/con.sock (connects to a listener), with "
                  "--cmdline console=hvc0");
+  run.add_option("--serial-port", f.serial_ports,
+                 "add a named port to the virtio-console (virtio-serial; in a Linux guest "
+                 "/dev/vport*pN, named in /sys/class/virtio-ports/*/name): name=NAME,path=SOCKET "
+                 "(connects to a listening unix socket) | name=NAME,file=PATH (output only)  "
+                 "e.g. --serial-port name=org.example.0,path=/tmp/port.sock (repeatable)");
   run.add_option("--net", f.nets,
                  "add a virtio-net device on a tap: tap (create one; its name is printed) | "
                  "tap=NAME (an existing tap), optionally ,mac=XX:XX:XX:XX:XX:XX (default: "
@@ -80,6 +85,10 @@ img::Result<MachineConfig> to_config(const CLI::App& run, const RunFlags& f) {
   if (run.count("--console") > 0) {
     ASSIGN_OR_RETURN(auto spec, parse_console_spec(f.console));
     cfg.console = spec;
+  }
+  for (const std::string& p : f.serial_ports) {
+    ASSIGN_OR_RETURN(auto spec, parse_serial_port_spec(p));
+    cfg.serial_ports.push_back(spec);
   }
   for (const std::string& n : f.nets) {
     ASSIGN_OR_RETURN(auto spec, parse_net_spec(n));

@@ -5,6 +5,8 @@
 #include <functional>
 
 #include "img/image.h"
+#include "virtio/console/console_device.h"
+#include "virtio/console/control.h"
 #include "x86/mptable.h"
 
 namespace vmm {
@@ -186,6 +188,34 @@ img::Result<ConsoleSpec> parse_console_spec(const std::string& s) {
                                "'");
 }
 
+img::Result<SerialPortSpec> parse_serial_port_spec(const std::string& s) {
+  SerialPortSpec p;
+  bool have_path = false;
+  RETURN_IF_ERROR(for_each_option(
+      s, [&](const std::string& kv, const std::string& k, std::string v) -> img::Status {
+        if (k == "name") {
+          p.name = v;
+        } else if ((k == "path" || k == "file") && !v.empty()) {
+          if (have_path) return img::invalid_argument("--serial-port: give path= or file=, once");
+          have_path = true;
+          p.file = k == "file";
+          p.path = v;
+        } else {
+          return img::invalid_argument("--serial-port: unknown option '" + kv +
+                                       "' (name=NAME, path=SOCKET or file=PATH)");
+        }
+        return {};
+      }));
+  if (std::string why = virtio::console::check_port_name(p.name); !why.empty()) {
+    return img::invalid_argument("--serial-port: " + why);
+  }
+  if (!have_path) {
+    return img::invalid_argument("--serial-port " + p.name +
+                                 ": needs path=SOCKET (a listening unix socket) or file=PATH");
+  }
+  return p;
+}
+
 namespace {
 
 img::Result<std::array<uint8_t, 6>> parse_mac(const std::string& v) {
@@ -314,6 +344,18 @@ img::Status validate(const MachineConfig& c) {
   if (c.user.empty() && !c.group.empty()) return img::invalid_argument("--group needs --user");
   if (c.balloon && c.balloon->target && *c.balloon->target > c.memory) {
     return img::invalid_argument("--balloon target is larger than --memory");
+  }
+  if (c.serial_ports.size() > virtio::console::kMaxNamedPorts) {
+    return img::invalid_argument(img::strfmt("--serial-port: at most %zu ports",
+                                             virtio::console::kMaxNamedPorts));
+  }
+  for (size_t i = 0; i < c.serial_ports.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      if (c.serial_ports[i].name == c.serial_ports[j].name) {
+        return img::invalid_argument("--serial-port name " + c.serial_ports[i].name +
+                                     " is given twice");
+      }
+    }
   }
   return check_images_given_once(c);
 }

@@ -77,6 +77,15 @@ struct ConsoleSpec {
   std::string path;
 };
 
+// --serial-port name=NAME,path=SOCK | name=NAME,file=PATH: a named port on the virtio-console
+// (virtio-serial MULTIPORT; the guest's /dev/vport*pN, /sys/class/virtio-ports/*/name = NAME).
+// path= connects to a listening unix stream socket (both directions); file= takes output only.
+struct SerialPortSpec {
+  std::string name;
+  bool file = false;  // path is a file for output, not a socket
+  std::string path;
+};
+
 // --net tap[=NAME][,mac=XX:XX:XX:XX:XX:XX]: a virtio-net device on a tap. Without NAME the VMM
 // creates a tap (and prints its name); with it, it attaches to that existing tap.
 struct NetSpec {
@@ -102,6 +111,7 @@ struct MachineConfig {
   std::string serial = "stdio";
   std::optional<RngSpec> rng;
   std::optional<ConsoleSpec> console;
+  std::vector<SerialPortSpec> serial_ports;  // ports 1..N of the console device, in order
   std::vector<NetSpec> nets;
   std::optional<BalloonSpec> balloon;
   bool hugepages = false;
@@ -127,11 +137,13 @@ img::Result<ScsiSpec> parse_scsi_spec(const std::string& s);
 img::Result<RngSpec> parse_rng_spec(const std::string& s);
 // "stdio", "file=PATH" or "socket=PATH"
 img::Result<ConsoleSpec> parse_console_spec(const std::string& s);
+// "name=NAME,path=SOCK" or "name=NAME,file=PATH"
+img::Result<SerialPortSpec> parse_serial_port_spec(const std::string& s);
 // "tap", "tap=NAME", either followed by ",mac=02:00:00:00:00:01"
 img::Result<NetSpec> parse_net_spec(const std::string& s);
 // "", "on", or "target=SIZE[,stats=SECONDS]"
 img::Result<BalloonSpec> parse_balloon_spec(const std::string& s);
-// Cross-field checks: memory range, CPU count, balloon target within memory.
+// Cross-field checks: memory range, CPU count, balloon target within memory, port names.
 img::Status validate(const MachineConfig& c);
 
 }  // namespace vmm

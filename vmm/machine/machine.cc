@@ -22,6 +22,7 @@
 #include "security/privileges.h"
 #include "security/seccomp.h"
 #include "security/thread_spawner.h"
+#include "virtio/console/console_device.h"
 #include "x86/acpi.h"
 #include "x86/boot_params.h"
 #include "x86/cpu_setup.h"
@@ -37,14 +38,16 @@ namespace {
 
 constexpr const char* kPowerOffWhy = "guest powered off (ACPI S5)";
 
-// SIGINT and SIGTERM are read from a signalfd by the main loop, so every thread must have them
-// blocked: done before the first thread starts. SIGPIPE is ignored: a control or console client
+// SIGINT and SIGTERM (and SIGWINCH, a terminal's new size for --console stdio) are read from a
+// signalfd by the main loop, so every thread must have them blocked: done before the first
+// thread starts. SIGPIPE is ignored: a control or console client
 // that vanishes makes a write fail with EPIPE instead of killing the VM.
 sigset_t terminate_signals() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGWINCH);
   return set;
 }
 
@@ -243,9 +246,12 @@ img::Status Machine::serve_events() {
   if (signal_fd_.get() < 0) return img::io_error(errno, "signalfd");
   RETURN_IF_ERROR(loop_->add(signal_fd_.get(), EPOLLIN, [this](uint32_t) {
     signalfd_siginfo si;
-    if (::read(signal_fd_.get(), &si, sizeof si) == sizeof si) {
-      request_exit(kExitInterrupted, img::strfmt("stopped by signal %u", si.ssi_signo));
+    if (::read(signal_fd_.get(), &si, sizeof si) != sizeof si) return;
+    if (si.ssi_signo == SIGWINCH) {
+      if (virtio_console_) virtio_console_->host_resized();
+      return;
     }
+    request_exit(kExitInterrupted, img::strfmt("stopped by signal %u", si.ssi_signo));
   }));
   if (control_) RETURN_IF_ERROR(control_->attach(*loop_));
   return {};

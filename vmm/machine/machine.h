@@ -46,6 +46,9 @@ class BlkDevice;
 namespace balloon {
 class BalloonDevice;
 }
+namespace console {
+class ConsoleDevice;
+}
 }  // namespace virtio
 
 class Machine {
@@ -110,6 +113,7 @@ class Machine {
   std::vector<std::string> device_names_;
   std::vector<std::shared_ptr<virtio::VirtioPciDevice>> virtio_;
   virtio::balloon::BalloonDevice* balloon_ = nullptr;  // --balloon; owned through virtio_
+  virtio::console::ConsoleDevice* virtio_console_ = nullptr;  // --console stdio; as balloon_
   std::shared_ptr<I8042> i8042_;
   std::chrono::steady_clock::time_point started_;
   RunState state_ = RunState::kRunning;  // run() thread only
@@ -121,7 +125,7 @@ class Machine {
   std::unique_ptr<api::EventLoop> loop_;  // before control_, which unregisters from it
   std::unique_ptr<api::ControlServer> control_;
   Fd event_fd_;   // eventfd: request_exit() was called
-  Fd signal_fd_;  // SIGINT, SIGTERM
+  Fd signal_fd_;  // SIGINT, SIGTERM, SIGWINCH
   Fd shutdown_timer_;
 
   security::SeccompMode seccomp_ = security::SeccompMode::kOff;  // from --seccomp

@@ -48,15 +48,26 @@ img::Status Machine::setup_pci_devices(const MachineConfig& c) {
     device_names_.push_back("virtio-rng");
     RETURN_IF_ERROR(pci->add_device(std::move(p)));
   }
-  if (c.console) {
-    using Kind = virtio::console::ConsoleHostSpec::Kind;
-    virtio::console::ConsoleOptions o;
-    o.host.kind = c.console->kind == ConsoleSpec::Kind::kStdio  ? Kind::kStdio
-                  : c.console->kind == ConsoleSpec::Kind::kFile ? Kind::kFile
-                                                                : Kind::kSocket;
-    o.host.path = c.console->path;
-    auto dev = virtio::console::ConsoleDevice::create(o);
-    if (!dev) return img::Unexpected(dev.error().prepend("--console"));
+  if (c.console || !c.serial_ports.empty()) {
+    namespace vcon = virtio::console;
+    using Kind = vcon::ConsoleHostSpec::Kind;
+    vcon::ConsoleOptions o;
+    o.has_console = c.console.has_value();
+    if (c.console) {
+      o.host.kind = c.console->kind == ConsoleSpec::Kind::kStdio  ? Kind::kStdio
+                    : c.console->kind == ConsoleSpec::Kind::kFile ? Kind::kFile
+                                                                  : Kind::kSocket;
+      o.host.path = c.console->path;
+    }
+    for (const SerialPortSpec& sp : c.serial_ports) {
+      o.ports.push_back({sp.name, {sp.file ? Kind::kFile : Kind::kSocket, sp.path, -1, -1}});
+    }
+    auto dev = vcon::ConsoleDevice::create(o);
+    if (!dev) {
+      return img::Unexpected(dev.error().prepend(c.console ? "--console" : "--serial-port"));
+    }
+    // SIGWINCH reaches the console through the main loop (serve_events) when it is a terminal.
+    if (c.console && c.console->kind == ConsoleSpec::Kind::kStdio) virtio_console_ = dev->get();
     ASSIGN_OR_RETURN(
         auto p, virtio::VirtioPciDevice::create(std::move(*dev), ram_.memory(), *irq_, *ioevents_));
     virtio_.push_back(p);

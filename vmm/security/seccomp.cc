@@ -4,6 +4,7 @@
 #include <linux/kvm.h>
 #include <pthread.h>
 #include <seccomp.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <termios.h>
@@ -141,7 +142,8 @@ std::vector<SyscallRule> spawner() {
 // presses Ctrl-Alt-Del, the i8042's KVM_IRQ_LINE; balloon config changes write an irqfd), and
 // the teardown after the loop: joining threads, closing the images through libimg's loop
 // (io_uring_enter, fsync/fdatasync, ftruncate), deassigning irqfds and ioeventfds, restoring the
-// terminal (TCSETS*), removing the control socket (unlink).
+// terminal (TCSETS*), removing the control socket (unlink). TIOCGWINSZ: on SIGWINCH, the new size
+// of a --console stdio terminal.
 std::vector<SyscallRule> main_thread() {
   std::vector<SyscallRule> r = common();
   add(r, {
@@ -173,7 +175,7 @@ std::vector<SyscallRule> main_thread() {
              {SYS_unlinkat, {}},
              {SYS_ioctl,
               {KVM_IRQ_LINE, KVM_IRQFD, KVM_IOEVENTFD, kvm_abi::kSetGsiRouting, TCGETS, TCSETS,
-               TCSETSW, TCSETSF}},
+               TCSETSW, TCSETSF, TIOCGWINSZ}},
          });
   return r;
 }

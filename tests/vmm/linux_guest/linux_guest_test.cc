@@ -203,13 +203,19 @@ class LinuxGuestTest : public ::testing::Test {
       checks += ",scsi";
     }
     if (smp || power_off) checks += ",smp";
-    ConsolePeer peer;
+    ConsolePeer peer, port_peer;
     if (b.console) {
       std::string sock = dir_ + "/con.sock";
       ASSERT_TRUE(peer.listen_on(sock)) << strerror(errno);
       peer.serve(CONSOLE_HELLO, CONSOLE_REPLY "\n", 900000);
       disks += " --console socket=" + sock;
       checks += ",console";
+      // A named port beside it: the console is then port 0 of a MULTIPORT device.
+      std::string port_sock = dir_ + "/port.sock";
+      ASSERT_TRUE(port_peer.listen_on(port_sock)) << strerror(errno);
+      port_peer.serve(PORT_HELLO, PORT_REPLY "\n", 900000);
+      disks += " --serial-port name=" PORT_NAME ",path=" + port_sock;
+      checks += ",port";
     }
     vmm_test::BalloonPeer balloon;
     if (b.balloon) {
@@ -284,6 +290,14 @@ class LinuxGuestTest : public ::testing::Test {
                            "' to /dev/hvc0, read '" CONSOLE_REPLY "' back"),
                 std::string::npos)
           << r.out;
+      // The named port is raw: the guest's line arrives as written.
+      port_peer.finish();
+      EXPECT_NE(port_peer.got.find(PORT_HELLO "\n"), std::string::npos) << port_peer.got;
+      EXPECT_NE(r.out.find(" named " PORT_NAME ": wrote '" PORT_HELLO "', read '" PORT_REPLY
+                           "' back"),
+                std::string::npos)
+          << r.out;
+      EXPECT_NE(r.out.find("CHECK port PASS /dev/vport"), std::string::npos) << r.out;
     }
     // The verdicts, then the documented exit code: the init's reboot is an i8042 reset, its
     // power-off an ACPI S5; both end vmm with 0, and a power-off says so.
@@ -360,7 +374,8 @@ std::string LinuxGuestTest::skip_, LinuxGuestTest::kernel_error_, LinuxGuestTest
 TEST_F(LinuxGuestTest, BlkAndExt4OnQcow2Writeback) {
   blk_round_trip({.format = "qcow2", .cache = "writeback", .kernel = "vmlinux", .ext4 = true});
 }
-// With the console check: hvc0 against a socket the test listens on; and the balloon check:
+// With the console check: hvc0 against a socket the test listens on, as port 0 of a MULTIPORT
+// console whose port 1 is a named port on a second socket (check=port); and the balloon check:
 // the host inflates and deflates Linux's balloon over the control socket.
 TEST_F(LinuxGuestTest, BlkOnQcow2CacheNoneConsoleAndBalloon) {
   blk_round_trip(
