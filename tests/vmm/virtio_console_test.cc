@@ -18,6 +18,21 @@ using Buf = VirtioGuest::Buf;
 constexpr uint64_t kBuf = 0x1000000;
 constexpr unsigned kRx = vc::kReceiveQueue, kTx = vc::kTransmitQueue;
 
+// Reads what the device wrote to a host end `fd` until `want` bytes arrived or 5 s passed.
+std::string read_from_device(int fd, size_t want) {
+  std::string out;
+  auto end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (out.size() < want && std::chrono::steady_clock::now() < end) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 100) <= 0) continue;
+    char b[4096];
+    ssize_t n = read(fd, b, sizeof b);
+    if (n <= 0) break;
+    out.append(b, static_cast<size_t>(n));
+  }
+  return out;
+}
+
 struct VirtioConsole : ::testing::Test {
   int peer = -1;  // the host user's end
   std::unique_ptr<DeviceRig> rig;
@@ -55,20 +70,7 @@ struct VirtioConsole : ::testing::Test {
     std::memcpy(ram().at(at), s.data(), s.size());
   }
   std::string text(uint64_t at, size_t n) { return std::string(ram().at(at), ram().at(at) + n); }
-  // Reads what the device wrote to the host until `want` bytes arrived or 5 s passed.
-  std::string host_read(size_t want) {
-    std::string out;
-    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (out.size() < want && std::chrono::steady_clock::now() < end) {
-      pollfd p{peer, POLLIN, 0};
-      if (poll(&p, 1, 100) <= 0) continue;
-      char b[4096];
-      ssize_t n = read(peer, b, sizeof b);
-      if (n <= 0) break;
-      out.append(b, static_cast<size_t>(n));
-    }
-    return out;
-  }
+  std::string host_read(size_t want) { return read_from_device(peer, want); }
   bool host_silent_for(int ms) {
     pollfd p{peer, POLLIN, 0};
     return poll(&p, 1, ms) == 0;
@@ -305,19 +307,7 @@ struct VirtioSerial : ::testing::Test {
     }
     return out;
   }
-  std::string host_read(int fd, size_t want) {
-    std::string out;
-    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (out.size() < want && std::chrono::steady_clock::now() < end) {
-      pollfd p{fd, POLLIN, 0};
-      if (poll(&p, 1, 100) <= 0) continue;
-      char b[4096];
-      ssize_t n = read(fd, b, sizeof b);
-      if (n <= 0) break;
-      out.append(b, static_cast<size_t>(n));
-    }
-    return out;
-  }
+  std::string host_read(int fd, size_t want) { return read_from_device(fd, want); }
   void handshake() {
     post_control_buffers(32);
     send(vc::ctl::kBadId, vc::ctl::kDeviceReady, 1);
