@@ -7,6 +7,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cstring>
+
 #include <fstream>
 #include <string>
 #include <vector>
@@ -52,11 +54,40 @@ TEST(GuestRam, PreallocBacksEveryPageBeforeTheGuestRuns) {
   EXPECT_EQ(resident_pages(r), r.size / page - (2 << 20) / page);
 }
 
+// Two huge pages more than the pool has free: missing whatever the host reserved.
+uint64_t more_than_the_pool() { return (uint64_t(free_huge_pages()) + 2) << 21; }
+
 TEST(GuestRam, PreallocOfMissingHugePagesFailsNowAndSaysHowToReserveThem) {
-  if (free_huge_pages() >= 2) GTEST_SKIP() << "this host has free huge pages; nothing to refuse";
-  auto ram = GuestRam::create(4 << 20, true, true);
+  auto ram = GuestRam::create(more_than_the_pool(), true, true);
   ASSERT_FALSE(ram);
   EXPECT_NE(ram.error().message().find("nr_hugepages"), std::string::npos) << ram.error().message();
+}
+
+TEST(GuestRam, MissingHugePagesFailAtStartEvenWithoutPrealloc) {
+  auto ram = GuestRam::create(more_than_the_pool(), true);
+  ASSERT_FALSE(ram);
+  EXPECT_NE(ram.error().message().find("nr_hugepages"), std::string::npos) << ram.error().message();
+}
+
+// A real hugetlb pool: the mapping reserves its pages, the regions say 2 MiB pages, and a
+// discard of a whole huge page (MADV_REMOVE) gives it back to the pool and reads as zeros.
+TEST(GuestRam, DiscardGivesAHugePageBackToThePool) {
+  if (free_huge_pages() < 2) {
+    GTEST_SKIP() << "needs 2 free 2 MiB huge pages (echo 2 > /proc/sys/vm/nr_hugepages)";
+  }
+  const long free0 = free_huge_pages();
+  auto ram = GuestRam::create(4 << 20, true, true);
+  ASSERT_TRUE(ram) << ram.error().message();
+  const GuestMemory& m = ram->memory();
+  EXPECT_EQ(m.host_page_size(0), 2u << 20);
+  EXPECT_EQ(free_huge_pages(), free0 - 2);
+  std::memset(m.regions()[0].host, 0x5a, 4 << 20);
+  EXPECT_FALSE(m.discard(0, 4096));  // a 4 KiB piece of a huge page: refused, kept
+  EXPECT_EQ(m.regions()[0].host[0], 0x5a);
+  ASSERT_TRUE(m.discard(2 << 20, 2 << 20));
+  EXPECT_EQ(free_huge_pages(), free0 - 1);
+  EXPECT_EQ(m.regions()[0].host[(2 << 20) + 100], 0);
+  EXPECT_EQ(m.regions()[0].host[(2 << 20) - 1], 0x5a);
 }
 
 TEST(GuestRam, PreallocKeepsTheSizeChecks) {

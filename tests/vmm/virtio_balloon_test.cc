@@ -44,14 +44,31 @@ uint64_t rss_kib() {
   return 0;
 }
 
+TEST(GuestMemoryDiscard, DropsOnlyWholeHostPagesOfAHugePageRegion) {
+  constexpr uint64_t k2M = 2 << 20;
+  GuestRam ram(8 << 20, k2M);
+  EXPECT_EQ(ram.mem().host_page_size(0x1000), k2M);
+  EXPECT_EQ(ram.mem().host_page_size(8 << 20), 0u);  // not RAM
+  std::memset(ram.at(0), 0xcd, 8 << 20);
+  EXPECT_FALSE(ram.mem().discard(k2M, 0x1000));        // a 4 KiB page of a huge page
+  EXPECT_FALSE(ram.mem().discard(k2M + 0x1000, k2M));  // not on a huge page boundary
+  EXPECT_FALSE(ram.mem().discard(k2M, k2M + 0x1000));  // not whole huge pages
+  EXPECT_EQ(ram.get<uint8_t>(k2M), 0xcd);
+  EXPECT_TRUE(ram.mem().discard(k2M, k2M));
+  EXPECT_EQ(ram.get<uint8_t>(k2M), 0);
+  EXPECT_EQ(ram.get<uint8_t>(2 * k2M - 1), 0);
+  EXPECT_EQ(ram.get<uint8_t>(k2M - 1), 0xcd);
+  EXPECT_EQ(ram.get<uint8_t>(2 * k2M), 0xcd);
+}
+
 struct VirtioBalloon : ::testing::Test {
   std::unique_ptr<DeviceRig> rig;
   vb::BalloonDevice* dev = nullptr;
-  void make(vb::BalloonOptions o = {}) {
+  void make(vb::BalloonOptions o = {}, uint64_t host_page_size = 0) {
     auto d = vb::BalloonDevice::create(o);
     ASSERT_TRUE(d) << d.error().to_string();
     dev = d->get();
-    rig = std::make_unique<DeviceRig>(as_device(std::move(d)), 128 << 20);
+    rig = std::make_unique<DeviceRig>(as_device(std::move(d)), 128 << 20, host_page_size);
     ASSERT_TRUE(rig->ok()) << rig->error;
     ASSERT_EQ(rig->guest.init(3, 64) & 0xf, 0xf);
   }
@@ -131,6 +148,48 @@ TEST_F(VirtioBalloon, HostilePfnArraysDiscardNothingOutsideRam) {
   EXPECT_EQ(rig->virtio().device_status() & virtio::kStatusNeedsReset, 0);
   EXPECT_EQ(send_pfns(kIn, kPfnBuf, {base}), 0u);  // still serving
   EXPECT_EQ(ram().get<uint8_t>(kPages), 0);
+}
+
+// On huge pages the balloon gathers 4 KiB PFNs until a whole 2 MiB page is in it, in any order
+// and across chains, then gives that page back; a deflated page makes it partial again.
+TEST_F(VirtioBalloon, AHugePageGoesBackOnceAllOfItIsInTheBalloon) {
+  constexpr uint64_t k2M = 2 << 20;
+  constexpr uint32_t kPer = k2M / 4096;  // 512
+  make({}, k2M);
+  const uint64_t huge = 8 * k2M;  // the huge page under test, at 16 MiB
+  std::memset(ram().at(huge), 0x77, 2 * k2M);
+  const uint32_t base = huge / 4096;
+  // All but one of its pages, backwards, in two chains, one PFN twice: nothing goes back yet.
+  std::vector<uint32_t> a, b;
+  for (uint32_t i = kPer - 1; i >= 1; --i) (i >= kPer / 2 ? a : b).push_back(base + i);
+  b.push_back(base + 7);
+  EXPECT_EQ(send_pfns(kIn, kPfnBuf, a), 0u);
+  EXPECT_EQ(send_pfns(kIn, kPfnBuf, b), 0u);
+  EXPECT_EQ(dev->discarded_pages(), 0u);
+  EXPECT_EQ(dev->partial_host_pages(), 1u);
+  EXPECT_EQ(ram().get<uint8_t>(huge + 4096), 0x77);
+  // The last one, with one page of the next huge page: the first goes back whole, the second is
+  // now partial.
+  EXPECT_EQ(send_pfns(kIn, kPfnBuf, {base, base + kPer}), 0u);
+  EXPECT_EQ(dev->discarded_pages(), kPer);
+  EXPECT_EQ(dev->partial_host_pages(), 1u);
+  EXPECT_EQ(ram().get<uint8_t>(huge), 0);
+  EXPECT_EQ(ram().get<uint8_t>(huge + k2M - 1), 0);
+  EXPECT_EQ(ram().get<uint8_t>(huge + k2M), 0x77);  // only one of its pages is in the balloon
+  // The guest takes one page back and touches it; inflating that page again completes the huge
+  // page again, and the host takes it back again.
+  EXPECT_EQ(send_pfns(kDe, kPfnBuf, {base + 3}), 0u);
+  EXPECT_EQ(dev->partial_host_pages(), 2u);
+  ram().put<uint8_t>(huge + 3 * 4096, 0x11);
+  EXPECT_EQ(send_pfns(kIn, kPfnBuf, {base + 3}), 0u);
+  EXPECT_EQ(dev->discarded_pages(), 2 * kPer);
+  EXPECT_EQ(ram().get<uint8_t>(huge + 3 * 4096), 0);
+  EXPECT_EQ(dev->partial_host_pages(), 1u);
+  // Deflating what the balloon never held changes nothing; a reset forgets the balloon.
+  EXPECT_EQ(send_pfns(kDe, kPfnBuf, {base + 2 * kPer + 5}), 0u);
+  EXPECT_EQ(dev->partial_host_pages(), 1u);
+  rig->reset();
+  EXPECT_EQ(dev->partial_host_pages(), 0u);
 }
 
 TEST_F(VirtioBalloon, StatisticsAreRecordedAndAskedForAgain) {

@@ -72,8 +72,8 @@ struct Rig {
 // The same rig around any VirtioDevice (rng, console, ...) in PCI slot 1.
 struct DeviceRig {
   explicit DeviceRig(img::Result<std::unique_ptr<virtio::VirtioDevice>> d,
-                     uint64_t ram_size = 64 << 20)
-      : ram(ram_size) {
+                     uint64_t ram_size = 64 << 20, uint64_t host_page_size = 0)
+      : ram(ram_size, host_page_size) {
     if (!d) {
       error = d.error().to_string();
       return;

@@ -29,12 +29,18 @@ namespace vmm::testing {
 
 class GuestRam {
  public:
-  explicit GuestRam(uint64_t size) : size_(size) {
-    host_ = static_cast<uint8_t*>(
-        mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
-    mem_.add_region(0, size, host_);
+  // page_size: what the region tells discard() about its host pages (0: the base page). The
+  // mapping is ordinary memory aligned to page_size, so a test can play huge pages without a
+  // hugetlb pool.
+  explicit GuestRam(uint64_t size, uint64_t page_size = 0) : size_(size) {
+    map_size_ = size + page_size;
+    map_ = static_cast<uint8_t*>(
+        mmap(nullptr, map_size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    host_ = map_;
+    if (page_size) host_ += (page_size - reinterpret_cast<uintptr_t>(map_) % page_size) % page_size;
+    mem_.add_region(0, size, host_, page_size);
   }
-  ~GuestRam() { munmap(host_, size_); }
+  ~GuestRam() { munmap(map_, map_size_); }
   GuestMemory& mem() { return mem_; }
   uint8_t* at(uint64_t gpa) { return host_ + gpa; }
   uint64_t size() const { return size_; }
@@ -50,8 +56,8 @@ class GuestRam {
   }
 
  private:
-  uint64_t size_;
-  uint8_t* host_;
+  uint64_t size_, map_size_;
+  uint8_t *map_, *host_;
   GuestMemory mem_;
 };
 

@@ -16,13 +16,24 @@ namespace vmm {
 
 class GuestMemory {
  public:
+  // How discard() gives a region's pages back to the host.
+  enum class Backing : uint8_t {
+    kPrivate,  // private anonymous memory: MADV_DONTNEED drops the pages
+    kShared,   // a shared file mapping (a hugetlbfs memfd): MADV_REMOVE punches the hole, so the
+               // pages go back to the file system (the huge page pool), not just out of the map
+  };
   struct Region {
     uint64_t gpa;  // guest-physical base
     uint64_t size;
-    uint8_t* host;  // host mapping of the region
+    uint8_t* host;           // host mapping of the region
+    uint64_t page_size = 0;  // the host pages behind it (2 MiB for hugetlb); 0: the base page
+    Backing backing = Backing::kPrivate;
   };
 
-  void add_region(uint64_t gpa, uint64_t size, uint8_t* host) { regions_.push_back({gpa, size, host}); }
+  void add_region(uint64_t gpa, uint64_t size, uint8_t* host, uint64_t page_size = 0,
+                  Backing backing = Backing::kPrivate) {
+    regions_.push_back({gpa, size, host, page_size, backing});
+  }
   const std::vector<Region>& regions() const { return regions_; }
 
   // Host pointer for [gpa, gpa+len) if it lies inside one region, else nullptr.
@@ -51,10 +62,14 @@ class GuestMemory {
     std::memcpy(p, src, len);
     return true;
   }
-  // Gives the pages of [gpa, gpa+len) back to the host (madvise MADV_DONTNEED: they read as zeros
-  // afterwards, and cost no host memory until touched). The range must be page-aligned and lie
-  // inside one region, so nothing outside guest RAM is ever dropped; false (and nothing done)
-  // otherwise, or if the kernel refuses (a hugetlb mapping takes only whole huge pages).
+  // The size of the host pages behind gpa (the base page unless the region says otherwise), or
+  // 0 if gpa is not in guest RAM. discard() works in whole pages of this size.
+  uint64_t host_page_size(uint64_t gpa) const;
+  // Gives the pages of [gpa, gpa+len) back to the host: they read as zeros afterwards and cost no
+  // host memory until touched (MADV_DONTNEED, or MADV_REMOVE on a shared mapping). The range must
+  // lie inside one region and be aligned to its host page size (a hugetlb region drops only whole
+  // huge pages), so nothing outside guest RAM is ever dropped; false (and nothing done) otherwise,
+  // or if the kernel refuses.
   bool discard(uint64_t gpa, uint64_t len) const;
   template <class T>
   std::optional<T> read_obj(uint64_t gpa) const {
@@ -64,6 +79,7 @@ class GuestMemory {
   }
 
  private:
+  const Region* region_of(uint64_t gpa) const;  // the region holding gpa, or nullptr
   std::vector<Region> regions_;
 };
 

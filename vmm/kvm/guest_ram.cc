@@ -1,7 +1,7 @@
 #include "kvm/guest_ram.h"
 
+#include <linux/memfd.h>  // MFD_HUGE_2MB
 #include <sys/mman.h>
-
 #include <unistd.h>
 
 #include <cerrno>
@@ -51,29 +51,48 @@ img::Result<GuestRam> GuestRam::create(uint64_t size, bool hugepages, bool preal
   if (hugepages && size % k2MiB != 0) {
     return img::invalid_argument("--hugepages needs a memory size that is a multiple of 2 MiB");
   }
-  int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
-  if (hugepages) flags |= MAP_HUGETLB;
-  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, flags, -1, 0);
-  if (p == MAP_FAILED) {
+  void* p = MAP_FAILED;
+  if (hugepages) {
+    // A hugetlbfs memfd mapped shared, as QEMU's memory-backend-memfd,hugetlb=on: mmap reserves
+    // the huge pages now (so a short pool is this error, not a SIGBUS at the guest's first
+    // touch), and the balloon's MADV_REMOVE punches whole pages out of the file, which gives them
+    // back to the pool. The memfd itself is closed at once; the mapping keeps the file.
+    int fd =
+        static_cast<int>(::memfd_create("vmm-guest-ram", MFD_CLOEXEC | MFD_HUGETLB | MFD_HUGE_2MB));
     int e = errno;
-    if (hugepages) {
+    if (fd >= 0) {
+      if (::ftruncate(fd, static_cast<off_t>(size)) == 0) {
+        p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      }
+      e = errno;
+      ::close(fd);
+    }
+    if (p == MAP_FAILED) {
       return img::make_error(
           img::ErrorCode::kNoSpace,
-          img::strfmt("cannot map %llu MiB of 2 MiB huge pages: reserve them first, e.g. "
+          img::strfmt("cannot map %llu MiB of 2 MiB huge pages (%s): reserve them first, e.g. "
                       "echo %llu > /proc/sys/vm/nr_hugepages",
-                      (unsigned long long)(size >> 20), (unsigned long long)(size / k2MiB)),
+                      (unsigned long long)(size >> 20), std::strerror(e),
+                      (unsigned long long)(size / k2MiB)),
           e);
     }
-    return img::io_error(e, img::strfmt("mapping %llu MiB of guest memory",
-                                        (unsigned long long)(size >> 20)));
+  } else {
+    p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+               -1, 0);
+    if (p == MAP_FAILED) {
+      return img::io_error(
+          errno, img::strfmt("mapping %llu MiB of guest memory", (unsigned long long)(size >> 20)));
+    }
   }
   GuestRam ram;
   ram.base_ = static_cast<uint8_t*>(p);
   ram.size_ = size;
   if (prealloc) RETURN_IF_ERROR(populate(ram.base_, size, hugepages));
   uint64_t low = size < kPciHoleStart ? size : kPciHoleStart;
-  ram.mem_.add_region(0, low, ram.base_);
-  if (size > low) ram.mem_.add_region(k4GiB, size - low, ram.base_ + low);
+  const uint64_t page = hugepages ? k2MiB : 0;
+  const auto backing = hugepages ? GuestMemory::Backing::kShared : GuestMemory::Backing::kPrivate;
+  ram.mem_.add_region(0, low, ram.base_, page, backing);
+  if (size > low) ram.mem_.add_region(k4GiB, size - low, ram.base_ + low, page, backing);
   return ram;
 }
 

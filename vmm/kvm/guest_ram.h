@@ -20,8 +20,9 @@ inline constexpr uint64_t k4GiB = 1ull << 32;
 
 class GuestRam {
  public:
-  // MAP_NORESERVE anonymous memory; hugepages asks for 2 MiB MAP_HUGETLB pages (size must be a
-  // multiple of 2 MiB and enough pages reserved in /proc/sys/vm/nr_hugepages). prealloc (QEMU's
+  // MAP_NORESERVE anonymous memory; hugepages maps a hugetlbfs memfd of 2 MiB pages shared
+  // (size must be a multiple of 2 MiB and that many pages free in /proc/sys/vm/nr_hugepages: they
+  // are reserved here, and the regions say 2 MiB pages, shared, for discard). prealloc (QEMU's
   // -mem-prealloc) backs every page now, with MADV_POPULATE_WRITE, so that a host short of
   // memory or of huge pages fails here with an error rather than killing the VM later (SIGBUS or
   // the OOM killer at the guest's first touch); it costs the whole size in RSS at once.

@@ -198,6 +198,7 @@ api::CommandResult Machine::query_balloon() const {
                    {"balloon_pages", balloon_->actual_pages()},
                    {"discarded_pages", balloon_->discarded_pages()},
                    {"bad_pfns", balloon_->bad_pfns()},
+                   {"partial_huge_pages", balloon_->partial_host_pages()},
                    {"stats", std::move(stats)}};
 }
 

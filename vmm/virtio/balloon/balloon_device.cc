@@ -1,8 +1,10 @@
 #include "virtio/balloon/balloon_device.h"
 
+#include <cerrno>
 #include <cstring>
 #include <optional>
 
+#include "virtio/balloon/host_pages.h"
 #include "virtio/buffers.h"
 #include "virtio/queue_server.h"
 #include "virtio/virtio_spec.h"
@@ -47,7 +49,11 @@ class BalloonWorker final : public ChainHandler {
     if (queue == kInflateQueue || queue == kDeflateQueue) {
       auto pfns = parse_pfns(chain);
       if (!pfns) return img::invalid_argument(pfns.error());
-      if (queue == kInflateQueue) give_back(*pfns);
+      if (queue == kInflateQueue) {
+        give_back(*pfns);
+      } else {
+        take_back(*pfns);
+      }
       server_.complete(queue, chain.head, 0);
       return {};
     }
@@ -76,10 +82,15 @@ class BalloonWorker final : public ChainHandler {
   void stopping() override { stats_head_.reset(); }  // dropped: the driver resets the queue
 
  private:
-  // Discards runs of consecutive PFNs with one madvise each.
+  // Discards runs of consecutive PFNs with one madvise each; PFNs in huge pages go through
+  // host_pages_ (a huge page goes back once all of it is in the balloon).
   void give_back(const std::vector<uint32_t>& pfns) {
     size_t i = 0;
     while (i < pfns.size()) {
+      if (mem_.host_page_size(uint64_t{pfns[i]} * kPageSize) != kPageSize) {
+        give_back_one(pfns[i++]);
+        continue;
+      }
       size_t j = i + 1;
       while (j < pfns.size() && pfns[j] == pfns[j - 1] + 1 && j - i < kMaxPfnsPerChain) ++j;
       uint64_t n = j - i;
@@ -87,17 +98,43 @@ class BalloonWorker final : public ChainHandler {
         dev_.discarded_ += n;
       } else {
         // Maybe only part of the run is outside RAM: page by page, to give back what is ours.
-        for (size_t k = i; k < j; ++k) {
-          if (mem_.discard(uint64_t{pfns[k]} * kPageSize, kPageSize)) {
-            dev_.discarded_ += 1;
-          } else {
-            dev_.bad_pfns_ += 1;
-            server_.log_guest_error("inflate: PFN 0x%x is not a page of guest RAM", pfns[k]);
-          }
-        }
+        for (size_t k = i; k < j; ++k) give_back_one(pfns[k]);
       }
       i = j;
     }
+    dev_.partial_host_pages_ = host_pages_.partial();
+  }
+
+  void give_back_one(uint32_t pfn) {
+    const uint64_t gpa = uint64_t{pfn} * kPageSize;
+    const uint64_t host_page = mem_.host_page_size(gpa);
+    if (host_page == kPageSize && mem_.discard(gpa, kPageSize)) {
+      dev_.discarded_ += 1;
+      return;
+    }
+    if (host_page <= kPageSize) {
+      dev_.bad_pfns_ += 1;
+      server_.log_guest_error("inflate: PFN 0x%x is not a page of guest RAM", pfn);
+      return;
+    }
+    if (!host_pages_.inflate(gpa, host_page)) return;  // its huge page is not all ballooned yet
+    const uint64_t base = gpa & ~(host_page - 1);
+    if (mem_.discard(base, host_page)) {
+      dev_.discarded_ += host_page / kPageSize;
+    } else {
+      server_.log_guest_error("inflate: the host kept the %llu KiB page at 0x%llx (madvise: %s)",
+                              (unsigned long long)(host_page >> 10), (unsigned long long)base,
+                              std::strerror(errno));
+    }
+  }
+
+  void take_back(const std::vector<uint32_t>& pfns) {
+    for (uint32_t pfn : pfns) {
+      const uint64_t gpa = uint64_t{pfn} * kPageSize;
+      const uint64_t host_page = mem_.host_page_size(gpa);
+      if (host_page > kPageSize) host_pages_.deflate(gpa, host_page);
+    }
+    dev_.partial_host_pages_ = host_pages_.partial();
   }
 
   img::Task<void> ask_for_stats() {
@@ -114,7 +151,8 @@ class BalloonWorker final : public ChainHandler {
   BalloonDevice& dev_;
   const GuestMemory& mem_;
   std::optional<uint16_t> stats_head_;
-  QueueServer server_;  // last: stopped before the members above go
+  HostPages host_pages_;  // a reset forgets the balloon: the worker goes with the queues
+  QueueServer server_;    // last: stopped before the members above go
 };
 
 img::Result<std::unique_ptr<BalloonDevice>> BalloonDevice::create(const BalloonOptions& opts,
@@ -192,6 +230,7 @@ void BalloonDevice::resume() {
 
 void BalloonDevice::reset() {
   worker_.reset();
+  partial_host_pages_.store(0);
   actual_.store(0);  // a reset driver holds no pages (§5.5.6.1: it starts with an empty balloon)
   std::lock_guard l(irq_mu_);
   irq_ = nullptr;

@@ -5,12 +5,14 @@
 //
 // Inflate: each chain is an array of le32 page frame numbers (4 KiB units, §5.5.6); every PFN that
 // names a page of guest RAM is given back to the host (GuestMemory::discard, MADV_DONTNEED), so
-// the VMM's RSS drops. Parse, then act: a chain with a device-writable descriptor, a length that is
-// not a multiple of 4, or more PFNs than kMaxPfnsPerChain is refused (used length 0, logged) and
-// nothing is discarded; a PFN outside guest RAM is skipped and counted. Deflate needs nothing
-// from the host (a page given back refaults as zeros when the guest touches it); its chains are
-// checked the same way and completed. Stats (§5.5.6.3): the driver's buffer of (le16 tag, le64
-// value) entries is recorded and kept; every stats interval the device returns it to ask for
+// the VMM's RSS drops. On --hugepages memory (MADV_REMOVE) a 2 MiB page goes back only once the
+// guest has ballooned all 512 of its 4 KiB pages (HostPages). Parse, then act: a chain with a
+// device-writable descriptor, a length that is not a multiple of 4, or more PFNs than
+// kMaxPfnsPerChain is refused (used length 0, logged) and nothing is discarded; a PFN outside
+// guest RAM is skipped and counted. Deflate needs nothing from the host (a page given back
+// refaults as zeros when the guest touches it) beyond making a huge page partial again; its
+// chains are checked the same way and completed. Stats (§5.5.6.3): the driver's buffer of (le16
+// tag, le64 value) entries is recorded and kept; every stats interval the device returns it to ask for
 // fresh ones.
 //
 // Thread-safety: the transport calls the VirtioDevice methods one at a time under its lock; the
@@ -76,6 +78,9 @@ class BalloonDevice final : public VirtioDevice {
   std::map<uint16_t, uint64_t> stats() const;  // latest stats by tag
   uint64_t discarded_pages() const { return discarded_.load(); }
   uint64_t bad_pfns() const { return bad_pfns_.load(); }
+  // Huge pages (--hugepages) of which the guest has ballooned some 4 KiB pages but not all: the
+  // host gets a huge page back only whole.
+  uint64_t partial_host_pages() const { return partial_host_pages_.load(); }
 
   uint16_t device_type() const override;
   uint64_t device_features() const override;
@@ -99,7 +104,7 @@ class BalloonDevice final : public VirtioDevice {
   std::atomic<uint32_t> actual_{0};  // written by the driver, read by the control socket
   std::mutex irq_mu_;                // irq_: set by activate/reset, used by set_num_pages
   VirtioInterrupt* irq_ = nullptr;
-  std::atomic<uint64_t> discarded_{0}, bad_pfns_{0};
+  std::atomic<uint64_t> discarded_{0}, bad_pfns_{0}, partial_host_pages_{0};
   mutable std::mutex stats_mu_;
   std::map<uint16_t, uint64_t> stats_;
   std::unique_ptr<BalloonWorker> worker_;
