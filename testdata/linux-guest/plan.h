@@ -120,4 +120,14 @@ static inline unsigned char ext4_data(unsigned long o) {
 #define BALLOON_INFLATED "BALLOON: inflated"
 #define BALLOON_WAIT_S 300
 
+/* check=resize (vmm --control PATH, after check=blk): the guest prints RESIZE_READY with the
+ * size of /dev/vda; the host grows disk 0 by RESIZE_GROW_MIB (control "block_resize"); the guest
+ * waits, up to RESIZE_WAIT_S, until Linux's virtio-blk driver reports the new size (the
+ * configuration-change interrupt), then writes RESIZE_BYTE over the last 4 KiB of the new space
+ * and reads it back; the host finds it in the image afterwards. */
+#define RESIZE_READY "RESIZE: ready"
+#define RESIZE_GROW_MIB 16
+#define RESIZE_BYTE 0xa5
+#define RESIZE_WAIT_S 120
+
 #endif

@@ -713,6 +713,54 @@ static int check_balloon(void) {
   return 1;
 }
 
+/* ---- check=resize: the host grows /dev/vda while Linux runs (plan.h) ---- */
+
+static int check_resize(void) {
+  long fd = SYS(NR_open, "/dev/vda", O_RDWR | O_DIRECT | O_LARGEFILE, 0);
+  if (fd < 0) return fail("resize", "open /dev/vda", fd);
+  unsigned long long size = 0, now = 0;
+  long r = SYS(NR_ioctl, fd, BLKGETSIZE64, &size);
+  if (r < 0) return fail("resize", "BLKGETSIZE64", r);
+  put(RESIZE_READY ", /dev/vda has ");
+  put_dec((unsigned long)(size >> 10));
+  put(" KiB");
+  put_at();
+  const unsigned long long want = size + ((unsigned long long)RESIZE_GROW_MIB << 20);
+  now = size;
+  for (int i = 0; i < RESIZE_WAIT_S * 5 && now == size; i++) {
+    SYS(NR_poll, 0, 0, 200);
+    r = SYS(NR_ioctl, fd, BLKGETSIZE64, &now);
+    if (r < 0) return fail("resize", "BLKGETSIZE64", r);
+  }
+  if (now != want) {
+    put("CHECK resize FAIL /dev/vda has ");
+    put_dec((unsigned long)(now >> 10));
+    put(" KiB, expected ");
+    put_dec((unsigned long)(want >> 10));
+    put(" KiB\n");
+    SYS(NR_close, fd, 0, 0);
+    return 0;
+  }
+  for (unsigned i = 0; i < 4096; i++) buf[i] = RESIZE_BYTE;
+  r = pwrite64(fd, buf, 4096, now - 4096);
+  if (r != 4096) return fail("resize", "write the last 4 KiB", r < 0 ? r : 0);
+  for (unsigned i = 0; i < 4096; i++) buf[i] = 0;
+  r = SYS(NR_fsync, fd, 0, 0);
+  if (r < 0) return fail("resize", "fsync", r);
+  r = pread64(fd, buf, 4096, now - 4096);
+  if (r != 4096) return fail("resize", "read the last 4 KiB back", r < 0 ? r : 0);
+  for (unsigned i = 0; i < 4096; i++) {
+    if (buf[i] != RESIZE_BYTE) return fail("resize", "the last 4 KiB read back differ", 0);
+  }
+  SYS(NR_close, fd, 0, 0);
+  put("CHECK resize PASS /dev/vda grew from ");
+  put_dec((unsigned long)(size >> 10));
+  put(" KiB to ");
+  put_dec((unsigned long)(now >> 10));
+  put(" KiB; its new last 4 KiB written and read back\n");
+  return 1;
+}
+
 /* ---- the command line and the checks ---- */
 
 struct check {
@@ -721,7 +769,8 @@ struct check {
 };
 static const struct check kChecks[] = {
     {"blk", check_blk},         {"scsi", check_scsi}, {"net", check_net},   {"rng", check_rng},
-    {"console", check_console}, {"port", check_port}, {"balloon", check_balloon},     {"ext4", check_ext4}, {"smp", check_smp},
+    {"console", check_console}, {"port", check_port}, {"balloon", check_balloon},
+    {"resize", check_resize},   {"ext4", check_ext4}, {"smp", check_smp},
 };
 
 static void run_check(const char* name, unsigned long n) {

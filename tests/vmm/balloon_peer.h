@@ -24,14 +24,26 @@ namespace vmm_test {
 struct BalloonPeer {
   using Json = nlohmann::json;
   Json inflated = Json::object(), deflated = Json::object();  // query-balloon replies
-  std::string log;  // read after finish()
+  std::string log;                                            // read after finish()
   // The VMM's VmRSS in kB when the guest said ready, when the balloon was full, when it was
   // empty again; -1 where it was not read.
   long rss_ready_kb = -1, rss_inflated_kb = -1, rss_deflated_kb = -1;
+  // The host's free 2 MiB huge pages (/proc/meminfo HugePages_Free) at the same steps: what a
+  // --hugepages VM gives back shows there, not in its RSS.
+  long huge_free_ready = -1, huge_free_inflated = -1;
+
+  static long huge_pages_free() {
+    std::ifstream f("/proc/meminfo");
+    for (std::string l; std::getline(f, l);) {
+      if (l.starts_with("HugePages_Free:")) return std::stol(l.substr(15));
+    }
+    return -1;
+  }
 
   void start(const std::string& console_file, const std::string& control_socket, uint64_t memory,
              uint64_t bytes, const std::string& ready, const std::string& inflated_line) {
-    t_ = std::thread([=, this] { run(console_file, control_socket, memory, bytes, ready, inflated_line); });
+    t_ = std::thread(
+        [=, this] { run(console_file, control_socket, memory, bytes, ready, inflated_line); });
   }
   // Stops waiting (the VM ended) and joins the thread.
   void finish() {
@@ -80,8 +92,8 @@ struct BalloonPeer {
     });
     return q;
   }
-  void run(const std::string& console_file, const std::string& sock, uint64_t memory, uint64_t bytes,
-           const std::string& ready, const std::string& inflated_line) {
+  void run(const std::string& console_file, const std::string& sock, uint64_t memory,
+           uint64_t bytes, const std::string& ready, const std::string& inflated_line) {
     if (!wait_for([&] { return slurp(console_file).find(ready) != std::string::npos; })) {
       log = "the guest never printed '" + ready + "'";
       return;
@@ -93,6 +105,7 @@ struct BalloonPeer {
     }
     long pid = find_pid(sock);
     rss_ready_kb = rss_kb(pid);
+    huge_free_ready = huge_pages_free();
     Json r = c.cmd("balloon", {{"value", memory - bytes}});
     log = "balloon: " + r.dump();
     if (!wait_for([&] { return slurp(console_file).find(inflated_line) != std::string::npos; })) {
@@ -101,15 +114,18 @@ struct BalloonPeer {
     }
     inflated = wait_pages(c, bytes / 4096);
     rss_inflated_kb = rss_kb(pid);
+    huge_free_inflated = huge_pages_free();
     log += "; inflated: " + inflated.dump();
     r = c.cmd("balloon", {{"value", memory}});
     log += "; let out: " + r.dump();
     deflated = wait_pages(c, 0);
     rss_deflated_kb = rss_kb(pid);
     log += "; deflated: " + deflated.dump();
-    log += "; vmm pid " + std::to_string(pid) + " VmRSS " + std::to_string(rss_ready_kb) + " kB ready, " +
-           std::to_string(rss_inflated_kb) + " kB inflated, " + std::to_string(rss_deflated_kb) +
-           " kB deflated";
+    log += "; vmm pid " + std::to_string(pid) + " VmRSS " + std::to_string(rss_ready_kb) +
+           " kB ready, " + std::to_string(rss_inflated_kb) + " kB inflated, " +
+           std::to_string(rss_deflated_kb) + " kB deflated; HugePages_Free " +
+           std::to_string(huge_free_ready) + " ready, " + std::to_string(huge_free_inflated) +
+           " inflated";
   }
 
   std::atomic<bool> stop_{false};

@@ -32,14 +32,19 @@ struct ControlClient {
     fd = -1;
   }
   // Connects to `path`, trying every 50 ms for `tries` times, and reads the greeting line.
+  // A Busy greeting (another client holds the socket) counts as a failed try.
   bool connect_to(const std::string& path, int tries = 300) {
-    for (int i = 0; i < tries && fd < 0; ++i) {
+    for (int i = 0; i < tries; ++i) {
       fd = img::unix_stream_connect(path, SOCK_CLOEXEC);
-      if (fd < 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (fd >= 0) {
+        greeting = read_line();
+        if (greeting.find("\"Busy\"") == std::string::npos) return true;
+        close(fd);
+        fd = -1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    if (fd < 0) return false;
-    greeting = read_line();
-    return true;
+    return false;
   }
   // One line without its newline; what arrived so far if nothing more comes for `timeout_ms`.
   std::string read_line(int timeout_ms = 20000) {

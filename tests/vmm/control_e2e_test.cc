@@ -24,9 +24,9 @@
 #include <thread>
 #include <vector>
 
+#include "control_client.h"
 #include "img/bytes.h"
 #include "machine/config.h"
-#include "control_client.h"
 #include "run_shell.h"
 
 namespace {
@@ -80,7 +80,8 @@ class ControlE2eTest : public ::testing::Test {
       _exit(127);
     }
     // The socket exists once set-up is done; connect and read the greeting.
-    ASSERT_TRUE(ctl_.connect_to(sock_)) << "no control socket; stderr: " << slurp(dir_ + "/err.txt");
+    ASSERT_TRUE(ctl_.connect_to(sock_))
+        << "no control socket; stderr: " << slurp(dir_ + "/err.txt");
     Json g = Json::parse(ctl_.greeting);
     ASSERT_EQ(g["greeting"]["protocol"], "vmm-control");
   }
@@ -174,16 +175,39 @@ TEST_F(ControlE2eTest, PauseStopsTheGuestResumeRestartsItInfoAndStatsAreSane) {
   // The disk was flushed by pause: qemu-img can read it consistently while the VM is paused.
   EXPECT_EQ(0, std::system(("qemu-img check -q -U " + img).c_str()));
 
+  // block_resize while paused: done, and the VM stays paused.
+  EXPECT_EQ(cmd("block_resize", {{"index", 0}, {"size", 96 << 20}}),
+            Json({{"return", {{"index", 0}, {"size", 96 << 20}}}}));
+  EXPECT_EQ(cmd("info")["return"]["state"], "paused");
+
   EXPECT_EQ(cmd("resume"), Json({{"return", Json::object()}}));
   EXPECT_TRUE(wait_ticks_above(a + 3, 20)) << "the counter did not go on after resume";
   EXPECT_EQ(cmd("resume")["error"]["class"], "WrongState");
   EXPECT_EQ(cmd("info")["return"]["state"], "running");
+
+  // block_resize while running; bad requests change nothing.
+  EXPECT_EQ(cmd("block_resize", {{"index", 0}, {"size", 128 << 20}}),
+            Json({{"return", {{"index", 0}, {"size", 128 << 20}}}}));
+  EXPECT_EQ(cmd("info")["return"]["disks"][0]["size"], 128 << 20);
+  for (Json bad :
+       {Json{{"index", 1}, {"size", 256 << 20}}, Json{{"index", 0}, {"size", 64 << 20}},
+        Json{{"index", 0}, {"size", (256 << 20) + 1}}, Json{{"index", 0}, {"size", "1G"}},
+        Json{{"index", 0}}, Json{{"size", 256 << 20}},
+        Json{{"index", 0}, {"size", 256 << 20}, {"shrink", true}}}) {
+    Json r = cmd("block_resize", bad);
+    EXPECT_EQ(r["error"]["class"], "InvalidArgument") << bad << " -> " << r;
+  }
+  EXPECT_EQ(cmd("info")["return"]["disks"][0]["size"], 128 << 20);
+  long b = last_tick();
+  EXPECT_TRUE(wait_ticks_above(b + 2, 20)) << "the guest stopped after block_resize";
 
   EXPECT_EQ(cmd("destroy"), Json({{"return", Json::object()}}));
   EXPECT_EQ(wait_exit(20), 6) << err();
   EXPECT_NE(err().find("destroyed over the control socket"), std::string::npos) << err();
   EXPECT_FALSE(fs::exists(sock_)) << "the socket is removed when the VM ends";
   EXPECT_EQ(0, std::system(("qemu-img check -q " + img).c_str()));
+  auto info_out = vmm_test::run_shell("qemu-img info --output=json " + img, dir_);
+  EXPECT_NE(info_out.out.find("\"virtual-size\": 134217728"), std::string::npos) << info_out.out;
 }
 
 TEST_F(ControlE2eTest, ShutdownReachesTheGuestWhichPowersOff) {
@@ -221,7 +245,8 @@ TEST_F(ControlE2eTest, BalloonTargetIsSetAndQueriedAndPauseCoversEveryDevice) {
       << big;
   EXPECT_EQ(cmd("balloon", {{"value", "32M"}})["error"]["class"], "InvalidArgument");
   EXPECT_EQ(cmd("balloon")["error"]["class"], "InvalidArgument");
-  EXPECT_EQ(cmd("balloon", {{"value", kMiB}, {"force", true}})["error"]["class"], "InvalidArgument");
+  EXPECT_EQ(cmd("balloon", {{"value", kMiB}, {"force", true}})["error"]["class"],
+            "InvalidArgument");
   Json devices = cmd("info")["return"]["devices"];
   for (const char* d : {"virtio-balloon", "virtio-scsi"}) {
     EXPECT_NE(std::find(devices.begin(), devices.end(), d), devices.end()) << d << " " << devices;
@@ -324,8 +349,10 @@ TEST_F(ControlE2eTest, UserFlagDropsRootAfterEverythingIsOpen) {
     GTEST_SKIP() << "qemu-img/qemu-io not installed";
   }
   std::string img = dir_ + "/root-only.raw";
-  ASSERT_EQ(0, std::system(("qemu-img create -q -f raw " + img + " 64M && qemu-io -f raw -c "
-                            "'write -P 0x5a 0 1M' " + img + " >/dev/null && chmod 600 " + img)
+  ASSERT_EQ(0, std::system(("qemu-img create -q -f raw " + img +
+                            " 64M && qemu-io -f raw -c "
+                            "'write -P 0x5a 0 1M' " +
+                            img + " >/dev/null && chmod 600 " + img)
                                .c_str()));
   // The socket folder is the VM user's, so that it can remove its socket when it ends.
   ASSERT_EQ(0, chown(sock_dir_.c_str(), 65534, 65534));
@@ -354,11 +381,13 @@ TEST_F(ControlE2eTest, ThreadsAreNamedAndEachRunsUnderAFilter) {
     GTEST_SKIP() << "qemu-img/qemu-io not installed";
   }
   std::string img = dir_ + "/disk.raw";
-  ASSERT_EQ(0, std::system(("qemu-img create -q -f raw " + img + " 64M && qemu-io -f raw -c "
-                            "'write -P 0x5a 0 1M' " + img + " >/dev/null")
+  ASSERT_EQ(0, std::system(("qemu-img create -q -f raw " + img +
+                            " 64M && qemu-io -f raw -c "
+                            "'write -P 0x5a 0 1M' " +
+                            img + " >/dev/null")
                                .c_str()));
-  ASSERT_NO_FATAL_FAILURE(start({"--kernel", VMM_TEST_GUEST, "--cmdline", "counter", "--cpus",
-                                 "2", "--disk", img + ",format=raw"}));
+  ASSERT_NO_FATAL_FAILURE(start({"--kernel", VMM_TEST_GUEST, "--cmdline", "counter", "--cpus", "2",
+                                 "--disk", img + ",format=raw"}));
   ASSERT_TRUE(wait_ticks_above(3, 60)) << slurp(serial_) << err();
   std::multiset<std::string> names;
   std::string report;

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <regex>
@@ -254,7 +255,9 @@ TEST_F(LifecycleE2eTest, UndefineKeepsOrRemovesTheStorage) {
   EXPECT_EQ(u.err, "vmm: no VM named 'demo' in " + state_ + "\n");
 }
 
-TEST_F(LifecycleE2eTest, CreateWithA1GQcow2DiskStartsAndItsImageStaysClean) {
+// And blockresize grows the running VM's disk (virsh's output and size units), refuses what it
+// cannot do with one line, and the image keeps its new size and stays clean after the shutdown.
+TEST_F(LifecycleE2eTest, CreateWithA1GQcow2DiskStartsBlockresizeGrowsItAndItsImageStaysClean) {
   auto c = ok("create", std::string("--name demo --kernel ") + VMM_TEST_GUEST +
                             " --memory 64M --cmdline counter --disk size=1G,format=qcow2 --start");
   std::string img = state_ + "/images/demo-vda.qcow2";
@@ -267,9 +270,27 @@ TEST_F(LifecycleE2eTest, CreateWithA1GQcow2DiskStartsAndItsImageStaysClean) {
   EXPECT_NE(slurp(run_path("demo", "console.log")).find("GUEST: capacity 2097152 sectors"),
             std::string::npos)
       << slurp(run_path("demo", "console.log"));
+  EXPECT_EQ(ok("blockresize", "demo vda 2G").out, "Block device 'vda' is resized\n");
+  EXPECT_EQ(ok("blockresize", "demo " + img + " 2202010").out,  // KiB, rounded up to 512 B
+            "Block device '" + img + "' is resized\n");
+  auto none = run_shell(vmm("blockresize", "demo vdb 4G"), dir_);
+  EXPECT_EQ(none.rc, 1);
+  EXPECT_EQ(none.err, "vmm: VM 'demo' has no disk 'vdb' (vmm domblklist demo lists them)\n");
+  auto shrink = run_shell(vmm("blockresize", "demo vda 1G"), dir_);
+  EXPECT_EQ(shrink.rc, 1);
+  EXPECT_NE(shrink.err.find("only growing is supported"), std::string::npos) << shrink.err;
+  EXPECT_EQ(std::count(shrink.err.begin(), shrink.err.end(), '\n'), 1) << shrink.err;
+  EXPECT_EQ(run_shell(vmm("blockresize", "demo vda 1X"), dir_).rc, 2);
+  EXPECT_TRUE(wait_ticks_above("demo", last_tick("demo"), 20)) << "the guest stopped";
   ok("shutdown", "demo --timeout 20");
   auto chk = run_shell("qemu-img check " + img, dir_);
   EXPECT_EQ(chk.rc, 0) << chk.out << chk.err;
+  auto info = run_shell("qemu-img info --output=json " + img, dir_);
+  EXPECT_NE(info.out.find("\"virtual-size\": 2254858240"), std::string::npos) << info.out;
+  auto off = run_shell(vmm("blockresize", "demo vda 3G"), dir_);
+  EXPECT_EQ(off.rc, 1);
+  EXPECT_EQ(off.err, "vmm: VM 'demo' is not running: grow a shut-off VM's image with img resize " +
+                         img + " SIZE\n");
   ok("undefine", "demo --remove-all-storage");
   EXPECT_FALSE(fs::exists(img));
 }

@@ -10,6 +10,7 @@
 #include <functional>
 #include <random>
 #include <set>
+#include <thread>
 
 #include "fake_ring.h"
 
@@ -36,7 +37,17 @@ class TestHandler : public ChainHandler {
   std::atomic<int> waits_ended_by_stop{0};
   QueueServer* server = nullptr;
 
-  void started(QueueServer& s) override { server = &s; }
+  bool quiesce_waits = false;  // quiesce() waits for the chains in flight, as blk's does
+  std::thread::id server_thread;
+
+  void started(QueueServer& s) override {
+    server = &s;
+    server_thread = std::this_thread::get_id();
+  }
+  img::Task<img::Status> quiesce() override {
+    if (quiesce_waits) co_await server->wait_idle();
+    co_return img::Status{};
+  }
   img::Status handle_chain(uint16_t queue, DescriptorChain chain) override {
     handled.fetch_add(1);
     if (chain.descs.size() != 2 || chain.descs[0].device_writable ||
@@ -438,6 +449,85 @@ TEST_F(QueueServerTest, AWaitOnAnIdleDescriptorEndsAtStopAndAReadyOneCompletes) 
   EXPECT_EQ(handler.waits_ended_by_stop.load(), 1);
   EXPECT_EQ(r.used_idx(), 1);
   for (int fd : {idle[0], idle[1], ready[0], ready[1]}) close(fd);
+}
+
+// run_quiesced (a disk resize): the operation runs on the server thread only once every chain in
+// flight has completed, returns its status to the caller, and the queues serve again afterwards;
+// on a paused server it runs at once and the server stays paused; after stop it is refused.
+TEST_F(QueueServerTest, AQuiescedOperationWaitsForTheChainsInFlightAndRunsOnTheServerThread) {
+  FakeRing r(ram, kRing0, 64);
+  constexpr int kN = 16;
+  std::vector<int> pipes;
+  for (int i = 0; i < kN; ++i) {
+    int p[2];
+    ASSERT_EQ(pipe(p), 0);
+    handler.wait_fds.push_back(p[0]);
+    pipes.push_back(p[0]);
+    pipes.push_back(p[1]);
+  }
+  handler.mode = TestHandler::Mode::kWaitFd;
+  handler.quiesce_waits = true;
+  start({&r});
+  for (uint16_t s = 0; s < kN; ++s) post(r, s, s + 1);
+  kick(fds[0]);
+  ASSERT_TRUE(wait_for([&] { return handler.handled.load() == kN; }));
+
+  std::atomic<bool> ran{false};
+  size_t in_flight_seen = 99;
+  std::thread::id ran_on;
+  img::Status result;
+  std::thread caller([&] {
+    result = server->run_quiesced([&]() -> img::Task<img::Status> {
+      in_flight_seen = server->in_flight();
+      ran_on = std::this_thread::get_id();
+      co_await server->loop().yield();  // a real coroutine: it may wait on the loop
+      ran = true;
+      co_return img::make_error(img::ErrorCode::kNoSpace, "injected");
+    });
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_FALSE(ran.load()) << "ran with " << kN << " chains in flight";
+  for (int i = 0; i < kN; ++i) ASSERT_EQ(write(pipes[2 * i + 1], "x", 1), 1);  // let them end
+  caller.join();
+  EXPECT_TRUE(ran.load());
+  EXPECT_EQ(in_flight_seen, 0u);
+  EXPECT_EQ(ran_on, handler.server_thread);
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().message(), "injected");
+  EXPECT_EQ(r.used_idx(), kN);
+  EXPECT_FALSE(server->paused());
+
+  // Served again: a new chain completes.
+  handler.mode = TestHandler::Mode::kNow;
+  post(r, 20, 21);
+  kick(fds[0]);
+  ASSERT_TRUE(wait_for([&] { return r.used_idx() == kN + 1; }));
+
+  // Paused before: runs while paused and leaves it paused; a chain posted meanwhile waits.
+  ASSERT_TRUE(server->pause());
+  post(r, 21, 22);
+  kick(fds[0]);
+  bool ran_paused = false;
+  EXPECT_TRUE(server->run_quiesced([&]() -> img::Task<img::Status> {
+    ran_paused = true;
+    co_return img::Status{};
+  }));
+  EXPECT_TRUE(ran_paused);
+  EXPECT_TRUE(server->paused());
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  EXPECT_EQ(r.used_idx(), kN + 1);
+  server->resume();
+  ASSERT_TRUE(wait_for([&] { return r.used_idx() == kN + 2; }));
+
+  server->stop();
+  bool ran_stopped = false;
+  img::Status s = server->run_quiesced([&]() -> img::Task<img::Status> {
+    ran_stopped = true;
+    co_return img::Status{};
+  });
+  EXPECT_FALSE(s);
+  EXPECT_FALSE(ran_stopped);
+  for (int fd : pipes) close(fd);
 }
 
 }  // namespace

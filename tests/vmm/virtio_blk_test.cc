@@ -2,8 +2,12 @@
 // I/O thread runs them on libimg, and the results are checked against the image file. Hostile
 // chains each get a device error or an IOERR/UNSUPP status, and the device keeps working.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <cstdio>
 
 #include "img/image.h"
+#include "virtio/blk/blk_device.h"
 #include "virtio/blk/blk_spec.h"
 #include "virtio/virtio_pci.h"
 #include "virtio_rig.h"
@@ -421,7 +425,8 @@ TEST_F(VirtioBlkFraming, HeaderWithDataAndDataWithStatusInOneDescriptor) {
   ram().put<uint32_t>(sp + 4, 0);
   ram().put<uint64_t>(sp + 0x100, 300);
   head = g().write_chain(
-      0, {{sp, 8, false}, {sp + 0x100, 8, false}, {sp + 0x1000, 512, true}, {sp + 0x2000, 1, true}});
+      0,
+      {{sp, 8, false}, {sp + 0x100, 8, false}, {sp + 0x1000, 512, true}, {sp + 0x2000, 1, true}});
   std::tie(id, len) = run(head);
   EXPECT_EQ(ram().get<uint8_t>(sp + 0x2000), vb::kSOk);
   EXPECT_TRUE(data_matches_file(sp + 0x1000, 300 * 512, 512));
@@ -457,6 +462,110 @@ TEST_F(VirtioBlk, ResetWithRequestsInFlightDrainsThemThenWritesNothing) {
       << "guest memory written after reset";
   ASSERT_EQ(g().init(1, 256), 0xf);
   expect_healthy();
+}
+
+// Resize under a running driver (the control socket's block_resize): it waits for the requests
+// in flight, grows the image through libimg, and the driver sees the new capacity with a
+// configuration change; reads past the old end then work and past the new end fail. A shrink, an
+// odd size and a read-only disk are refused and change nothing.
+std::string output_of(const std::string& cmd) {
+  std::string out;
+  FILE* f = popen((cmd + " 2>&1").c_str(), "r");
+  if (!f) return out;
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, f)) > 0;) out.append(buf, n);
+  pclose(f);
+  return out;
+}
+
+struct VirtioBlkResize : VirtioBlk {
+  img::Status resize(uint64_t bytes) {
+    auto* pci = static_cast<virtio::VirtioPciDevice*>(rig_->dev.get());
+    return pci->with_device(
+        [&](virtio::VirtioDevice& d) { return static_cast<vb::BlkDevice&>(d).resize(bytes); });
+  }
+  uint64_t capacity() {
+    return rig_->drv.mmio_read(
+               g().bar() + virtio::VirtioPciDevice::kDeviceCfgOffset + vb::cfg::kCapacity, 4) |
+           rig_->drv.mmio_read(
+               g().bar() + virtio::VirtioPciDevice::kDeviceCfgOffset + vb::cfg::kCapacity + 4, 4)
+               << 32;
+  }
+  uint8_t generation() {
+    return static_cast<uint8_t>(g().common(virtio::common::kConfigGeneration, 1));
+  }
+};
+
+TEST_F(VirtioBlkResize, GrowsWithRequestsInFlightAndTheDriverSeesTheNewCapacity) {
+  start();
+  ASSERT_EQ(capacity(), kDisk / 512);
+  constexpr int kN = 80;
+  for (int i = 0; i < kN; ++i) {
+    g().make_available(0,
+                       g().blk_chain(0, i, vb::kTIn, i * 16, {{kData + i * 8192ull, 8192, true}}));
+  }
+  g().notify(0);
+  const uint8_t gen = generation();
+  ASSERT_TRUE(resize(2 * kDisk)) << "with requests in flight";
+  ASSERT_TRUE(wait_for([&] { return g().used_idx(0) == kN; }));
+  for (int i = 0; i < kN; ++i) {
+    EXPECT_EQ(g().blk_status(i), vb::kSOk) << i;
+    EXPECT_TRUE(data_matches_file(kData + i * 8192ull, i * 16 * 512ull, 8192)) << i;
+  }
+  EXPECT_EQ(capacity(), 2 * kDisk / 512);
+  EXPECT_NE(generation(), gen) << "no configuration change";
+  struct stat st;
+  ASSERT_EQ(stat(path_.c_str(), &st), 0);
+  EXPECT_EQ(uint64_t(st.st_size), 2 * kDisk);
+  // The new space: readable (zeros) and writable; past it, an error.
+  std::memset(ram().at(kData), 0xee, 4096);
+  EXPECT_EQ(read4k(kDisk / 512 + 8), vb::kSOk);
+  EXPECT_EQ(ram().at(kData)[100], 0);
+  std::memset(ram().at(kData + 0x10000), 0x3c, 4096);
+  run(g().blk_chain(0, 0, vb::kTOut, 2 * kDisk / 512 - 8, {{kData + 0x10000, 4096, false}}));
+  EXPECT_EQ(g().blk_status(0), vb::kSOk);
+  EXPECT_EQ(file_bytes(path_, 2 * kDisk - 4096, 1)[0], 0x3c);
+  EXPECT_NE(read4k(2 * kDisk / 512 - 4), vb::kSOk);  // runs past the new end
+  // Refused, nothing changed: a shrink, an odd size, the same size is a no-op.
+  auto shrink = resize(kDisk);
+  ASSERT_FALSE(shrink);
+  EXPECT_NE(shrink.error().message().find("only growing"), std::string::npos)
+      << shrink.error().message();
+  EXPECT_FALSE(resize(2 * kDisk + 100));
+  EXPECT_TRUE(resize(2 * kDisk));
+  EXPECT_EQ(capacity(), 2 * kDisk / 512);
+  ASSERT_EQ(stat(path_.c_str(), &st), 0);
+  EXPECT_EQ(uint64_t(st.st_size), 2 * kDisk);
+  expect_healthy();
+}
+
+TEST_F(VirtioBlkResize, AReadOnlyDiskIsRefused) {
+  start(BlkConfig{.read_only = true});
+  EXPECT_FALSE(resize(2 * kDisk));
+  EXPECT_EQ(capacity(), kDisk / 512);
+}
+
+TEST_F(VirtioBlkResize, BeforeTheDriverStartsAndOnQcow2) {
+  path_ = temp_path("virtio_blk_resize.qcow2");
+  ASSERT_EQ(std::system(("qemu-img create -q -f qcow2 " + path_ + " 4M").c_str()), 0);
+  BlkConfig cfg{.format = "qcow2"};
+  cfg.path = path_;
+  rig_ = std::make_unique<Rig>(cfg);
+  ASSERT_TRUE(rig_->ok()) << rig_->error;
+  ASSERT_TRUE(resize(6 << 20));  // no driver yet: the resize runs on the caller's thread
+  ASSERT_EQ(g().init(1, 256), 0xf);
+  EXPECT_EQ(capacity(), (6u << 20) / 512);
+  ASSERT_TRUE(resize(64 << 20));  // running
+  EXPECT_EQ(capacity(), (64u << 20) / 512);
+  std::memset(ram().at(kData), 0x77, 4096);
+  run(g().blk_chain(0, 0, vb::kTOut, (60 << 20) / 512, {{kData, 4096, false}}));
+  EXPECT_EQ(g().blk_status(0), vb::kSOk);
+  rig_.reset();
+  std::string info = output_of("qemu-img info --output=json " + path_);
+  EXPECT_NE(info.find("\"virtual-size\": 67108864"), std::string::npos) << info;
+  EXPECT_EQ(std::system(("qemu-img check -q " + path_).c_str()), 0);
+  std::string io = output_of("qemu-io -f qcow2 -c 'read -P 0x77 60M 4k' " + path_);
+  EXPECT_NE(io.find("read 4096/4096"), std::string::npos) << io;
 }
 
 }  // namespace

@@ -19,6 +19,7 @@ struct LifecycleCli::Options {
   std::string name;
   std::string file;
   std::string size;
+  std::string disk;
   bool all = false;
   bool remove_storage = false;
   double timeout = -1;
@@ -87,6 +88,14 @@ LifecycleCli::LifecycleCli(CLI::App& app) : o_(std::make_unique<Options>()) {
   sub("setmem", "set the memory the guest keeps, through its balloon device")
       ->add_option("SIZE", o.size, "e.g. 256M")
       ->required();
+  CLI::App* br = sub("blockresize", "grow a running VM's disk; the guest sees the new size");
+  br->add_option("DISK", o.disk, "the disk's target (vda, as domblklist shows) or its image path")
+      ->required();
+  br->add_option("SIZE", o.size,
+                 "the new size: 20G, 512M, 1048576B; a bare number is KiB, as in virsh; rounded up "
+                 "to a multiple of 512 bytes")
+      ->required();
+  br->footer("Example: vmm blockresize web vda 20G");
 }
 
 LifecycleCli::~LifecycleCli() = default;
@@ -165,6 +174,21 @@ std::optional<int> LifecycleCli::dispatch() {
       return kExitBadArguments;
     }
     return cmd_setmem(sd, n, *size);
+  }
+  if (cmd == "blockresize") {
+    // virsh's scaled integer: KiB without a unit.
+    bool bare = !o.size.empty() && o.size.find_first_not_of("0123456789") == std::string::npos;
+    auto size = parse_size(bare ? o.size + "K" : o.size);
+    if (!size || *size == 0) {
+      std::fprintf(stderr, "vmm: blockresize: %s\n",
+                   size ? "the size must be more than 0" : size.error().message().c_str());
+      return kExitBadArguments;
+    }
+    if (*size > UINT64_MAX - 511) {
+      std::fprintf(stderr, "vmm: blockresize: size '%s' is too large\n", o.size.c_str());
+      return kExitBadArguments;
+    }
+    return cmd_blockresize(sd, n, o.disk, (*size + 511) / 512 * 512);
   }
   return std::nullopt;
 }

@@ -1,6 +1,6 @@
 // The lifecycle subcommands on vmm's command line (docs/vmm-lifecycle.md): define, start, list,
 // shutdown, reboot, destroy, suspend, resume, undefine, dominfo, domblklist, console, setmem,
-// each with --state-dir DIR.
+// blockresize, each with --state-dir DIR.
 //
 // Thread-safety: one per process.
 #pragma once

@@ -317,4 +317,35 @@ int cmd_setmem(const StateDir& sd, const std::string& name, uint64_t bytes) {
   return 0;
 }
 
+int cmd_blockresize(const StateDir& sd, const std::string& name, const std::string& disk,
+                    uint64_t bytes) {
+  auto vm = open_vm(sd, name, LOCK_SH);
+  if (!vm) return fail(vm.error().message());
+  const MachineConfig& c = vm->def.config;
+  std::optional<size_t> index;
+  for (size_t i = 0; i < c.disks.size() && !index; ++i) {
+    if (disk == disk_target(false, i) || disk == c.disks[i].path) index = i;
+  }
+  if (!index) {
+    for (size_t i = 0; i < c.scsi.size(); ++i) {
+      if (disk == disk_target(true, i) || disk == c.scsi[i].path) {
+        return fail("disk '" + disk + "' of VM '" + name +
+                    "' is a SCSI LUN: only virtio-blk disks (vd*) can be resized while it runs");
+      }
+    }
+    return fail("VM '" + name + "' has no disk '" + disk + "' (vmm domblklist " + name +
+                " lists them)");
+  }
+  auto r = control_call(sd, name, "block_resize", Json{{"index", *index}, {"size", bytes}});
+  if (!r) {
+    std::string m = r.error().message();
+    if (m.find("is not running") != std::string::npos) {
+      m += ": grow a shut-off VM's image with img resize " + c.disks[*index].path + " SIZE";
+    }
+    return fail(m);
+  }
+  std::printf("Block device '%s' is resized\n", disk.c_str());  // virsh names it as given
+  return 0;
+}
+
 }  // namespace vmm::lifecycle

@@ -39,6 +39,9 @@ int cmd_dominfo(const StateDir& sd, const std::string& name);
 int cmd_domblklist(const StateDir& sd, const std::string& name);
 int cmd_console(const StateDir& sd, const std::string& name);
 int cmd_setmem(const StateDir& sd, const std::string& name, uint64_t bytes);
+// disk: a virtio-blk target (vda...) or the image path the definition names.
+int cmd_blockresize(const StateDir& sd, const std::string& name, const std::string& disk,
+                    uint64_t bytes);
 
 // Prints "vmm: msg" on stderr; returns 1.
 int fail(const std::string& msg);

@@ -78,6 +78,7 @@ class Machine {
   api::CommandResult shutdown(const api::Json& args, bool reboot);
   api::CommandResult set_balloon(const api::Json& args);
   api::CommandResult query_balloon() const;
+  api::CommandResult block_resize(const api::Json& args);
   img::Status serve_events();  // registers the signalfd, the event fd and the control socket
   bool exiting();
   std::string shutdown_note();
@@ -86,6 +87,7 @@ class Machine {
   struct Disk {
     std::string path;
     const virtio::blk::BlkDevice* blk;
+    std::shared_ptr<virtio::VirtioPciDevice> pci;  // its transport, for block_resize
   };
 
   // Declaration order is teardown order reversed: vCPUs go first, guest memory and the VM last.

@@ -35,6 +35,8 @@ void Machine::add_commands() {
   dispatcher_.add("reboot", {"timeout"}, [this](const Json& a) { return shutdown(a, true); });
   dispatcher_.add("balloon", {"value"}, [this](const Json& a) { return set_balloon(a); });
   dispatcher_.add("query-balloon", {}, [this](const Json&) { return query_balloon(); });
+  dispatcher_.add("block_resize", {"index", "size"},
+                  [this](const Json& a) { return block_resize(a); });
   dispatcher_.add("destroy", {}, [this](const Json&) -> api::CommandResult {
     request_exit(kExitDestroyed, "destroyed over the control socket");
     return Json::object();
@@ -61,9 +63,12 @@ api::CommandResult Machine::info() const {
          {"uptime_s", uptime},
          {"disks", std::move(disks)},
          {"devices", device_names_}};
-  if (balloon_) {  // as query-balloon reports them: the memory asked for and the memory the guest has
-    j["balloon"] = {{"target", memory_ - std::min<uint64_t>(memory_, uint64_t{balloon_->num_pages()} * 4096)},
-                    {"actual", memory_ - std::min<uint64_t>(memory_, uint64_t{balloon_->actual_pages()} * 4096)}};
+  if (balloon_) {
+    // As query-balloon reports them: the memory asked for and the memory the guest has.
+    j["balloon"] = {
+        {"target", memory_ - std::min<uint64_t>(memory_, uint64_t{balloon_->num_pages()} * 4096)},
+        {"actual",
+         memory_ - std::min<uint64_t>(memory_, uint64_t{balloon_->actual_pages()} * 4096)}};
   }
   return j;
 }
@@ -154,11 +159,14 @@ api::CommandResult Machine::shutdown(const api::Json& args, bool reboot) {
 // toward it in its own time; query-balloon shows how far it got.
 api::CommandResult Machine::set_balloon(const api::Json& args) {
   namespace vb = virtio::balloon;
-  if (!balloon_) return std::unexpected(api::wrong_state("the VM has no balloon: start it with --balloon"));
+  if (!balloon_)
+    return std::unexpected(api::wrong_state("the VM has no balloon: start it with --balloon"));
   auto it = args.find("value");
-  if (it == args.end()) return std::unexpected(api::invalid_argument("balloon: 'value' (bytes) is required"));
+  if (it == args.end())
+    return std::unexpected(api::invalid_argument("balloon: 'value' (bytes) is required"));
   if (!it->is_number_unsigned() || it->get<uint64_t>() == 0) {
-    return std::unexpected(api::invalid_argument("balloon: 'value' must be a positive integer (bytes)"));
+    return std::unexpected(
+        api::invalid_argument("balloon: 'value' must be a positive integer (bytes)"));
   }
   uint64_t value = it->get<uint64_t>();
   if (value > memory_) {
@@ -172,11 +180,10 @@ api::CommandResult Machine::set_balloon(const api::Json& args) {
 
 // The stats tags of virtio 1.2 §5.5.6.3, named as QEMU's qom-get guest-stats names them.
 static const char* balloon_stat_name(uint16_t tag) {
-  static const char* const names[] = {"stat-swap-in",         "stat-swap-out",
-                                      "stat-major-faults",    "stat-minor-faults",
-                                      "stat-free-memory",     "stat-total-memory",
-                                      "stat-available-memory", "stat-disk-caches",
-                                      "stat-htlb-pgalloc",    "stat-htlb-pgfail"};
+  static const char* const names[] = {
+      "stat-swap-in",      "stat-swap-out",     "stat-major-faults",     "stat-minor-faults",
+      "stat-free-memory",  "stat-total-memory", "stat-available-memory", "stat-disk-caches",
+      "stat-htlb-pgalloc", "stat-htlb-pgfail"};
   return tag < std::size(names) ? names[tag] : nullptr;
 }
 
@@ -185,7 +192,8 @@ static const char* balloon_stat_name(uint16_t tag) {
 // RAM, and the driver's last statistics (--balloon stats=SECONDS).
 api::CommandResult Machine::query_balloon() const {
   namespace vb = virtio::balloon;
-  if (!balloon_) return std::unexpected(api::wrong_state("the VM has no balloon: start it with --balloon"));
+  if (!balloon_)
+    return std::unexpected(api::wrong_state("the VM has no balloon: start it with --balloon"));
   api::Json stats = api::Json::object();
   for (const auto& [tag, value] : balloon_->stats()) {
     const char* n = balloon_stat_name(tag);
@@ -200,6 +208,41 @@ api::CommandResult Machine::query_balloon() const {
                    {"bad_pfns", balloon_->bad_pfns()},
                    {"partial_huge_pages", balloon_->partial_host_pages()},
                    {"stats", std::move(stats)}};
+}
+
+// Grows disk `index` (as info and disk-stats number them) to `size` bytes through libimg, with
+// the disk's queues quiet around it, and tells the guest's driver (a configuration change).
+api::CommandResult Machine::block_resize(const api::Json& args) {
+  auto index = args.find("index");
+  auto size = args.find("size");
+  if (index == args.end() || !index->is_number_unsigned()) {
+    return std::unexpected(
+        api::invalid_argument("block_resize: 'index' (the disk's number in info) is required"));
+  }
+  if (size == args.end() || !size->is_number_unsigned() || size->get<uint64_t>() == 0) {
+    return std::unexpected(
+        api::invalid_argument("block_resize: 'size' must be a positive integer (bytes)"));
+  }
+  const uint64_t i = index->get<uint64_t>();
+  if (i >= disks_.size()) {
+    return std::unexpected(api::invalid_argument(img::strfmt(
+        "block_resize: no disk %llu (the VM has %zu)", (unsigned long long)i, disks_.size())));
+  }
+  Disk& d = disks_[i];
+  img::Status s = d.pci->with_device([&](virtio::VirtioDevice& dev) {
+    return static_cast<virtio::blk::BlkDevice&>(dev).resize(size->get<uint64_t>());
+  });
+  if (!s) {
+    if (s.error().code() == img::ErrorCode::kInvalidArgument ||
+        s.error().code() == img::ErrorCode::kReadOnly ||
+        s.error().code() == img::ErrorCode::kNotSupported) {
+      return std::unexpected(
+          api::invalid_argument("block_resize: " + d.path + ": " + s.error().message()));
+    }
+    return std::unexpected(
+        api::internal_error("block_resize: " + d.path + ": " + s.error().to_string()));
+  }
+  return api::Json{{"index", i}, {"size", d.blk->size()}};
 }
 
 }  // namespace vmm

@@ -33,7 +33,7 @@ img::Status Machine::setup_pci_devices(const MachineConfig& c) {
     if (!dev) return img::Unexpected(dev.error().prepend("--disk " + d.path));
     RETURN_IF_ERROR(pci->add_device(dev->pci));
     virtio_.push_back(dev->pci);
-    disks_.push_back(Disk{d.path, dev->blk});
+    disks_.push_back(Disk{d.path, dev->blk, dev->pci});
     device_names_.push_back("virtio-blk");
   }
   if (c.rng) {

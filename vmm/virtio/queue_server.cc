@@ -56,6 +56,11 @@ img::Status QueueServer::start() {
   }
   stopping_.store(false);
   paused_.store(false);
+  {
+    std::lock_guard lock(pause_mu_);
+    watch_ended_ = false;
+    op_pending_ = false;
+  }
   // On a vCPU thread (DRIVER_OK), the spawner creates it: vCPUs may not clone (seccomp.h).
   ASSIGN_OR_RETURN(thread_, security::spawn_thread([this] { thread_main(); }));
   return {};
@@ -97,6 +102,61 @@ void QueueServer::resume() {
   loop_.wake();
 }
 
+img::Status QueueServer::run_quiesced(std::function<img::Task<img::Status>()> op) {
+  if (!thread_.joinable() || stopping()) {
+    return img::make_error(img::ErrorCode::kInvalidArgument, name_ + ": the device is not running");
+  }
+  const bool was_paused = paused();
+  if (!was_paused) {
+    if (img::Status s = pause(); !s) {
+      resume();
+      return s;
+    }
+  }
+  {
+    std::lock_guard lock(pause_mu_);
+    if (watch_ended_) {
+      return img::make_error(img::ErrorCode::kInvalidArgument, name_ + ": the device was reset");
+    }
+    op_ = std::move(op);
+    op_pending_ = true;
+    op_result_.reset();
+  }
+  uint64_t one = 1;
+  (void)!::write(pause_fd_, &one, sizeof one);
+  loop_.wake();
+  img::Status result;
+  {
+    std::unique_lock lock(pause_mu_);
+    pause_cv_.wait(lock, [this] { return op_result_.has_value(); });
+    result = std::move(*op_result_);
+    op_ = nullptr;
+  }
+  if (!was_paused) resume();
+  return result;
+}
+
+img::Task<void> QueueServer::run_pending_op() {
+  std::function<img::Task<img::Status>()>* op = nullptr;
+  {
+    std::lock_guard lock(pause_mu_);
+    if (!op_pending_) co_return;
+    op_pending_ = false;
+    op = &op_;  // stays put: run_quiesced clears it only after the result
+  }
+  img::Status s = co_await (*op)();
+  finish_op(std::move(s));
+}
+
+void QueueServer::finish_op(img::Status s) {
+  {
+    std::lock_guard lock(pause_mu_);
+    op_pending_ = false;
+    op_result_ = std::move(s);
+  }
+  pause_cv_.notify_all();
+}
+
 void QueueServer::finish_pause(img::Status s) {
   {
     std::lock_guard lock(pause_mu_);
@@ -122,8 +182,18 @@ img::Task<void> QueueServer::watch_pause() {
       quiesced = false;
       for (auto& q : queues_) drain_avail(*q);  // what the driver made available meanwhile
     }
+    if (quiesced) co_await run_pending_op();
   }
   finish_pause(img::Status{});  // a pause() racing a stop() must not wait forever
+  bool pending;
+  {
+    std::lock_guard lock(pause_mu_);
+    watch_ended_ = true;
+    pending = op_pending_;
+  }
+  if (pending) {
+    finish_op(img::make_error(img::ErrorCode::kInvalidArgument, name_ + ": the device was reset"));
+  }
 }
 
 img::Task<void> QueueServer::wait_idle() {

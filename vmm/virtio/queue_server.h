@@ -22,6 +22,11 @@
 // status; resume() takes chains again, the ones made available meanwhile included. Chains a
 // handler parked (console input, rng tokens) stay parked and may still complete while paused.
 //
+// run_quiesced(op) (a disk resize under a running guest): pauses as above unless paused
+// already, runs op on the server thread, which then has the loop and the backend to itself with
+// no chain in flight, and resumes unless the server was paused before; the caller blocks until
+// op is done.
+//
 // Thread-safety: start()/stop()/pause()/resume() from the owning (transport) thread. Everything
 // else, handler callbacks included, runs on the server thread, which has the loop to itself while
 // it runs.
@@ -31,6 +36,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <coroutine>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -97,6 +103,9 @@ class QueueServer {
   void stop();
   img::Status pause();
   void resume();
+  // From the owning thread, like pause(). op's status, or an error without running it when the
+  // server is not running, the pause failed, or the server stopped first.
+  img::Status run_quiesced(std::function<img::Task<img::Status>()> op);
 
   // Server thread only.
   img::IoLoop& loop() { return loop_; }
@@ -130,6 +139,8 @@ class QueueServer {
   img::Task<void> watch_stop();
   img::Task<void> watch_pause();
   void finish_pause(img::Status s);
+  img::Task<void> run_pending_op();
+  void finish_op(img::Status s);
   void drain_avail(QueueCtx& q);
   void handle_head(QueueCtx& q, uint16_t head);
   img::Task<void> publish_later(QueueCtx& q);
@@ -150,6 +161,12 @@ class QueueServer {
   std::mutex pause_mu_;
   std::condition_variable pause_cv_;
   std::optional<img::Status> pause_result_;  // guarded by pause_mu_
+  // run_quiesced's operation and result, guarded by pause_mu_; watch_ended_: no one is left on
+  // the server thread to run an operation.
+  std::function<img::Task<img::Status>()> op_;
+  bool op_pending_ = false;
+  std::optional<img::Status> op_result_;
+  bool watch_ended_ = false;
   std::atomic<uint64_t> logged_{0};
   std::thread thread_;
 };

@@ -57,6 +57,14 @@ class VirtioPciDevice final : public PciDevice, private VirtioInterrupt {
   img::Status pause();
   void resume();
   VirtioDevice& device() { return *device_; }
+  // Runs fn on the device under the transport's lock, so that it cannot race the driver's
+  // accesses, a reset or an activation (a disk resize from the control socket). vCPUs touching
+  // this device's BAR wait meanwhile.
+  template <class Fn>
+  auto with_device(Fn&& fn) {
+    std::lock_guard lock(mu_);
+    return fn(*device_);
+  }
   Msix& msix() { return msix_; }
 
   VirtioPciDevice(std::unique_ptr<VirtioDevice> dev, const GuestMemory& mem,

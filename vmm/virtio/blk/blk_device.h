@@ -52,6 +52,13 @@ class BlkDevice final : public VirtioDevice {
   img::Status pause() override;
   void resume() override;
 
+  // Grows the disk to new_size bytes (a multiple of 512, not smaller than now) through libimg
+  // and tells a running driver with a configuration change (§5.2.4: capacity). With the driver
+  // running, the resize waits for the requests in flight and the queues stay quiet around it.
+  // A shrink, a read-only disk or a format that cannot resize is refused and changes nothing.
+  // Called with the transport's lock held (VirtioPciDevice::with_device).
+  img::Status resize(uint64_t new_size);
+
   const Limits& limits() const { return limits_; }
   const BlkStats& stats() const { return stats_; }
   uint64_t size() const { return disk_->size(); }
@@ -70,6 +77,7 @@ class BlkDevice final : public VirtioDevice {
   std::vector<uint8_t> config_;
   BlkStats stats_;
   std::unique_ptr<BlkWorker> worker_;
+  VirtioInterrupt* irq_ = nullptr;  // while active
 };
 
 }  // namespace vmm::virtio::blk

@@ -32,6 +32,15 @@ img::Status BlkWorker::handle_chain(uint16_t queue, DescriptorChain chain) {
   return {};
 }
 
+img::Status BlkWorker::resize(uint64_t new_size) {
+  return server_.run_quiesced([this, new_size]() -> img::Task<img::Status> {
+    img::Status s = co_await disk_.resize(new_size, {});
+    limits_.capacity_sectors = disk_.size() / kSectorSize;
+    if (!s) co_return s;
+    co_return co_await disk_.flush();
+  });
+}
+
 img::Task<img::Status> BlkWorker::quiesce() {
   co_await server_.wait_idle();
   co_return co_await disk_.flush();

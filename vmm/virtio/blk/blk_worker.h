@@ -46,6 +46,9 @@ class BlkWorker final : public ChainHandler {
   void stop() { server_.stop(); }
   img::Status pause() { return server_.pause(); }
   void resume() { server_.resume(); }
+  // Grows the disk to new_size bytes under the running guest: with no request in flight (the
+  // server quiesces around it), then flushed; later requests see the new capacity.
+  img::Status resize(uint64_t new_size);
 
   // ChainHandler.
   img::Status handle_chain(uint16_t queue, DescriptorChain chain) override;
@@ -58,7 +61,7 @@ class BlkWorker final : public ChainHandler {
   void count(const Request& req, bool ok);
 
   img::BlockDriver& disk_;
-  const Limits limits_;
+  Limits limits_;  // capacity changes only in resize(), on the server thread
   const std::string serial_;
   BlkStats& stats_;
   QueueServer server_;  // last: stopped (and its thread joined) before the members above go
