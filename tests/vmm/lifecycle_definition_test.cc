@@ -8,6 +8,7 @@
 
 #include "lifecycle/definition.h"
 #include "lifecycle/run_flags.h"
+#include "machine/config.h"
 
 namespace vmm::lifecycle {
 namespace {
@@ -111,22 +112,45 @@ MachineConfig parse_run(const std::vector<std::string>& args) {
 }
 
 TEST(LifecycleDefinitionTest, EverythingRunTakesRoundTripsThroughTheFileAndBootsTheSame) {
-  MachineConfig want = parse_run({"--kernel",    "/k",
-                                  "--initrd",    "/i",
-                                  "--cmdline",   "console=ttyS0 quiet",
-                                  "--memory",    "256M",
-                                  "--cpus",      "2",
-                                  "--disk",      "/a.qcow2,format=qcow2,cache=none",
-                                  "--disk",      "/b.raw,readonly=on",
-                                  "--scsi",      "/c.raw,cache=writethrough",
-                                  "--net",       "tap=tap0,mac=02:00:00:00:00:07",
-                                  "--net",       "tap",
-                                  "--rng",       "rate=64K/s",
-                                  "--console",   "file=/con.txt",
-                                  "--serial-port", "name=org.example.0,path=/p.sock",
-                                  "--serial-port", "name=log,file=/log.txt",
-                                  "--balloon",   "target=128M,stats=5",
-                                  "--hugepages", "--mem-prealloc", "--no-pvm-workarounds"});
+  MachineConfig want = parse_run({"--kernel",
+                                  "/k",
+                                  "--initrd",
+                                  "/i",
+                                  "--cmdline",
+                                  "console=ttyS0 quiet",
+                                  "--memory",
+                                  "256M",
+                                  "--cpus",
+                                  "2",
+                                  "--disk",
+                                  "/a.qcow2,format=qcow2,cache=none",
+                                  "--disk",
+                                  "/b.raw,readonly=on",
+                                  "--scsi",
+                                  "/c.raw,cache=writethrough",
+                                  "--net",
+                                  "tap=tap0,mac=02:00:00:00:00:07",
+                                  "--net",
+                                  "tap",
+                                  "--rng",
+                                  "rate=64K/s",
+                                  "--console",
+                                  "file=/con.txt",
+                                  "--serial-port",
+                                  "name=org.example.0,path=/p.sock",
+                                  "--serial-port",
+                                  "name=log,file=/log.txt",
+                                  "--balloon",
+                                  "target=128M,stats=5",
+                                  "--hugepages",
+                                  "--mem-prealloc",
+                                  "--no-pvm-workarounds",
+                                  "--seccomp",
+                                  "log",
+                                  "--user",
+                                  "nobody",
+                                  "--group",
+                                  "nogroup"});
   Definition d{"demo", new_uuid(), want};
   auto back = parse_definition(to_json(d), "demo.json");
   ASSERT_TRUE(back) << back.error().message();
@@ -151,6 +175,28 @@ TEST(LifecycleDefinitionTest, EverythingRunTakesRoundTripsThroughTheFileAndBoots
   EXPECT_FALSE(got.serial_ports[0].file);
   EXPECT_TRUE(got.serial_ports[1].file);
   EXPECT_NE(to_json(d).find(R"("serial_ports": [)"), std::string::npos) << to_json(d);
+  EXPECT_EQ(got.seccomp, "log");
+  EXPECT_EQ(got.user, "nobody");
+  EXPECT_EQ(got.group, "nogroup");
+}
+
+// The hardening flags in a file: the default filter when absent, checked like the flags.
+TEST(LifecycleDefinitionTest, SeccompUserAndGroupInAFileAreCheckedLikeTheFlags) {
+  auto d = parse_definition(kMinimal, "demo.json");
+  ASSERT_TRUE(d) << d.error().message();
+  EXPECT_EQ(d->config.seccomp, kDefaultSeccomp);
+  EXPECT_TRUE(d->config.user.empty());
+  auto args = run_args(*d);
+  ASSERT_TRUE(args);
+  EXPECT_EQ(parse_run(*args).seccomp, kDefaultSeccomp);
+  std::string base = kMinimal;
+  base.pop_back();
+  auto with = [&](const std::string& more) { return error_of(base + ", " + more + "}"); };
+  EXPECT_EQ(with(R"("seccomp": "off", "user": "65534", "group": "65534")"), "(parsed)");
+  EXPECT_NE(with(R"("seccomp": "strict")").find("--seccomp must be off, log or on"),
+            std::string::npos);
+  EXPECT_NE(with(R"("group": "nogroup")").find("--group needs --user"), std::string::npos);
+  EXPECT_NE(with(R"("user": 65534)").find("user"), std::string::npos);
 }
 
 TEST(LifecycleDefinitionTest, SerialPortsInAFileAreCheckedLikeTheFlag) {
@@ -165,9 +211,9 @@ TEST(LifecycleDefinitionTest, SerialPortsInAFileAreCheckedLikeTheFlag) {
             std::string::npos);
   EXPECT_NE(with(R"([{"name": "a", "socket": "/s,x"}])").find("contains a comma"),
             std::string::npos);
-  EXPECT_NE(with(R"([{"name": "a", "socket": "/s"}, {"name": "a", "file": "/f"}])")
-                .find("given twice"),
-            std::string::npos);
+  EXPECT_NE(
+      with(R"([{"name": "a", "socket": "/s"}, {"name": "a", "file": "/f"}])").find("given twice"),
+      std::string::npos);
   EXPECT_NE(with(R"([{"name": "a", "tcp": "x"}])").find("tcp"), std::string::npos);
 }
 

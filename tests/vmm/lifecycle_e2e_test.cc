@@ -352,4 +352,33 @@ TEST_F(LifecycleE2eTest, CloneCopiesAShutOffVmAndLeavesTheSourceUntouched) {
       << "the clone's guest wrote nothing to its own disk";
 }
 
+// A definition keeps --seccomp, --user and --group: `vmm start` runs the VM as that user under
+// the filters (root opened /dev/kvm and the sockets first), and after destroy the runtime files
+// are gone although the VM's own process could not remove them from the root-owned state dir.
+TEST_F(LifecycleE2eTest, ADefinedUserAndSeccompModeAreWhatTheVmRunsWith) {
+  if (getuid() != 0) GTEST_SKIP() << "needs root to drop from (running as uid " << getuid() << ")";
+  define("demo", "--user 65534 --group 65534 --seccomp on");
+  std::string def = slurp(state_ + "/demo.json");
+  EXPECT_NE(def.find(R"("user": "65534")"), std::string::npos) << def;
+  EXPECT_NE(def.find(R"("seccomp": "on")"), std::string::npos) << def;
+  ok("start", "demo");
+  EXPECT_TRUE(wait_ticks_above("demo", 2, 20)) << slurp(run_path("demo", "log"));
+  std::string pid = pid_of("demo");
+  ASSERT_FALSE(pid.empty());
+  std::string status = slurp("/proc/" + pid + "/status");
+  EXPECT_NE(status.find("Uid:\t65534\t65534\t65534\t65534\n"), std::string::npos) << status;
+  EXPECT_NE(status.find("Gid:\t65534\t65534\t65534\t65534\n"), std::string::npos) << status;
+  EXPECT_NE(status.find("Seccomp:\t2\n"), std::string::npos) << status;
+  EXPECT_NE(ok("dominfo", "demo").out.find("State:          running\n"), std::string::npos);
+  EXPECT_EQ(ok("destroy", "demo").out, "Domain 'demo' destroyed\n\n");
+  for (const char* f : {"control.sock", "pid"}) {
+    EXPECT_FALSE(fs::exists(run_path("demo", f))) << f << " left behind";
+  }
+  auto bad = run_shell(
+      vmm("define", "--name other --kernel " + std::string(VMM_TEST_GUEST) + " --seccomp strict"),
+      dir_);
+  EXPECT_EQ(bad.rc, 2) << bad.err;
+  EXPECT_NE(bad.err.find("--seccomp must be off, log or on"), std::string::npos) << bad.err;
+}
+
 }  // namespace

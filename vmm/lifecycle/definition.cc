@@ -79,7 +79,8 @@ img::Status check_path(const std::string& what, const std::string& p) {
   if (p.empty()) return img::invalid_argument(what + " is empty");
   // vmm run's --disk/--scsi options are comma-separated: a comma in a path cannot be passed on.
   if (what != "kernel" && what != "initrd" && p.find(',') != std::string::npos) {
-    return img::invalid_argument(what + " '" + p + "' contains a comma, which vmm run's device options cannot carry");
+    return img::invalid_argument(what + " '" + p +
+                                 "' contains a comma, which vmm run's device options cannot carry");
   }
   return {};
 }
@@ -98,9 +99,11 @@ img::Result<Definition> parse(const Json& j, const std::string& src) {
     return r.fail("unknown version " + j.at("version").dump() + " (this vmm reads version " +
                   std::to_string(kDefinitionVersion) + ")");
   }
-  RETURN_IF_ERROR(r.check_members({"format", "version", "name", "uuid", "vcpus", "memory", "kernel",
-                                   "initrd", "cmdline", "disks", "scsi", "nics", "console",
-                                   "serial_ports", "rng", "balloon", "hugepages", "mem_prealloc", "pvm_workarounds"}));
+  RETURN_IF_ERROR(r.check_members(
+      {"format",          "version",      "name",    "uuid",    "vcpus",     "memory",
+       "kernel",          "initrd",       "cmdline", "disks",   "scsi",      "nics",
+       "console",         "serial_ports", "rng",     "balloon", "hugepages", "mem_prealloc",
+       "pvm_workarounds", "seccomp",      "user",    "group"}));
   Definition d;
   MachineConfig& c = d.config;
   ASSIGN_OR_RETURN(d.name, r.str("name", true));
@@ -116,6 +119,10 @@ img::Result<Definition> parse(const Json& j, const std::string& src) {
   ASSIGN_OR_RETURN(c.hugepages, r.boolean("hugepages", false));
   ASSIGN_OR_RETURN(c.mem_prealloc, r.boolean("mem_prealloc", false));
   ASSIGN_OR_RETURN(c.pvm_workarounds, r.boolean("pvm_workarounds", true));
+  ASSIGN_OR_RETURN(std::string seccomp, r.str("seccomp", false));
+  if (!seccomp.empty()) c.seccomp = seccomp;
+  ASSIGN_OR_RETURN(c.user, r.str("user", false));
+  ASSIGN_OR_RETURN(c.group, r.str("group", false));
 
   for (const char* key : {"disks", "scsi"}) {
     bool scsi = key[0] == 's';
@@ -187,8 +194,8 @@ img::Result<Definition> parse(const Json& j, const std::string& src) {
     if (auto st = check_path("serial port path", file.empty() ? sock : file); !st) {
       return pr.fail(st.error().message());
     }
-    auto sp = parse_serial_port_spec("name=" + name +
-                                     (file.empty() ? ",path=" + sock : ",file=" + file));
+    auto sp =
+        parse_serial_port_spec("name=" + name + (file.empty() ? ",path=" + sock : ",file=" + file));
     if (!sp) return pr.fail(sp.error().message());
     c.serial_ports.push_back(*sp);
   }
@@ -277,7 +284,10 @@ std::string to_json(const Definition& d) {
             {"cmdline", c.cmdline},
             {"hugepages", c.hugepages},
             {"mem_prealloc", c.mem_prealloc},
-            {"pvm_workarounds", c.pvm_workarounds}};
+            {"pvm_workarounds", c.pvm_workarounds},
+            {"seccomp", c.seccomp}};
+  if (!c.user.empty()) j["user"] = c.user;
+  if (!c.group.empty()) j["group"] = c.group;
   j["disks"] = Json::array();
   for (const DiskSpec& s : c.disks) {
     j["disks"].push_back({{"path", s.path},
@@ -370,6 +380,9 @@ img::Result<std::vector<std::string>> run_args(const Definition& d) {
   if (c.hugepages) a.push_back("--hugepages");
   if (c.mem_prealloc) a.push_back("--mem-prealloc");
   if (!c.pvm_workarounds) a.push_back("--no-pvm-workarounds");
+  a.insert(a.end(), {"--seccomp", c.seccomp});
+  if (!c.user.empty()) a.insert(a.end(), {"--user", c.user});
+  if (!c.group.empty()) a.insert(a.end(), {"--group", c.group});
   return a;
 }
 

@@ -51,8 +51,10 @@ void add_run_flags(CLI::App& run, RunFlags& f, bool with_host_io) {
   if (with_host_io) {
     run.add_option("--control", cfg.control,
                    "serve the control socket (JSON lines: info, pause, resume, shutdown, reboot, "
-                   "destroy, disk-stats, balloon) on this unix socket path; see "
+                   "destroy, disk-stats, balloon, block_resize) on this unix socket path; see "
                    "docs/vmm-control.md");
+  }
+  {
     run.add_option("--seccomp", cfg.seccomp,
                    "per-thread seccomp filters: on (a forbidden call kills the VMM), log (allow "
                    "and log to the kernel's audit log), off; see docs/vmm-security.md")

@@ -23,7 +23,8 @@ struct RunFlags {
   bool no_pvm_workarounds = false;
 };
 
-// Adds the flags to cmd; `with_host_io` adds --serial and --control too and makes --kernel
+// Adds the flags to cmd (--seccomp, --user and --group included: a definition keeps them);
+// `with_host_io` adds --serial and --control too and makes --kernel
 // required (vmm run only: a defined VM's serial port is its console socket and its control socket
 // lives in the state directory; `vmm define FILE` takes no --kernel).
 void add_run_flags(CLI::App& cmd, RunFlags& f, bool with_host_io);

@@ -74,6 +74,12 @@ class IoLoop {
   IoLoop& operator=(const IoLoop&) = delete;
 
   bool has_uring() const { return has_ring_; }
+  // The ring accepts only the operations this loop issues (IORING_REGISTER_RESTRICTIONS, Linux
+  // 5.10): read, write, readv, writev, fsync, fallocate, poll_add and nop, no SQE flags, no
+  // register calls. Operations submitted through io_uring do not pass seccomp, so a thread that
+  // got hold of its ring still cannot open, connect or send through it. False on an older
+  // kernel, or without a ring.
+  bool uring_restricted() const { return restricted_; }
   // Why io_uring could not be used, if it could not.
   const std::string& uring_error() const { return uring_error_; }
 
@@ -154,6 +160,7 @@ class IoLoop {
 
   io_uring ring_{};
   bool has_ring_ = false;
+  bool restricted_ = false;
   std::string uring_error_;
   std::deque<std::coroutine_handle<>> ready_;
   int in_flight_ = 0;         // operations awaited by coroutines (prepared or submitted)

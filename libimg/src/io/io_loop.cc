@@ -10,6 +10,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include "io/uring_restrictions.h"
+
 namespace img {
 
 namespace {
@@ -37,8 +39,13 @@ Result<std::unique_ptr<IoLoop>> IoLoop::create(Options opts) {
   if (opts.force_sync_fallback) {
     loop->uring_error_ = "io_uring not used (IoLoop::Options::force_sync_fallback)";
   } else {
-    io_uring_params p{};
-    int r = io_uring_queue_init_params(opts.entries, &loop->ring_, &p);
+    int r = init_restricted_ring(opts.entries, &loop->ring_);
+    if (r == 0) {
+      loop->has_ring_ = loop->restricted_ = true;
+    } else {
+      io_uring_params p{};
+      r = io_uring_queue_init_params(opts.entries, &loop->ring_, &p);
+    }
     if (r == 0) {
       loop->has_ring_ = true;
     } else {
@@ -85,15 +92,33 @@ bool UringOp::await_suspend(std::coroutine_handle<> h) {
   waiter_ = h;
   io_uring_sqe* sqe = loop_->get_sqe();
   switch (kind_) {
-    case Kind::kRead: io_uring_prep_read(sqe, fd_, buf, len, off); break;
-    case Kind::kWrite: io_uring_prep_write(sqe, fd_, buf, len, off); break;
-    case Kind::kReadv: io_uring_prep_readv(sqe, fd_, iov, len, off); break;
-    case Kind::kWritev: io_uring_prep_writev(sqe, fd_, iov, len, off); break;
-    case Kind::kFsync: io_uring_prep_fsync(sqe, fd_, 0); break;
-    case Kind::kFdatasync: io_uring_prep_fsync(sqe, fd_, IORING_FSYNC_DATASYNC); break;
-    case Kind::kFallocate: io_uring_prep_fallocate(sqe, fd_, mode, off, len64); break;
-    case Kind::kPoll: io_uring_prep_poll_add(sqe, fd_, mode); break;
-    case Kind::kNop: io_uring_prep_nop(sqe); break;
+    case Kind::kRead:
+      io_uring_prep_read(sqe, fd_, buf, len, off);
+      break;
+    case Kind::kWrite:
+      io_uring_prep_write(sqe, fd_, buf, len, off);
+      break;
+    case Kind::kReadv:
+      io_uring_prep_readv(sqe, fd_, iov, len, off);
+      break;
+    case Kind::kWritev:
+      io_uring_prep_writev(sqe, fd_, iov, len, off);
+      break;
+    case Kind::kFsync:
+      io_uring_prep_fsync(sqe, fd_, 0);
+      break;
+    case Kind::kFdatasync:
+      io_uring_prep_fsync(sqe, fd_, IORING_FSYNC_DATASYNC);
+      break;
+    case Kind::kFallocate:
+      io_uring_prep_fallocate(sqe, fd_, mode, off, len64);
+      break;
+    case Kind::kPoll:
+      io_uring_prep_poll_add(sqe, fd_, mode);
+      break;
+    case Kind::kNop:
+      io_uring_prep_nop(sqe);
+      break;
   }
   io_uring_sqe_set_data(sqe, this);
   loop_->note_in_flight(1);
@@ -104,18 +129,34 @@ bool UringOp::await_suspend(std::coroutine_handle<> h) {
 int UringOp::run_sync() {
   ssize_t r = 0;
   switch (kind_) {
-    case Kind::kRead: r = pread(fd_, buf, len, off); break;
-    case Kind::kWrite: r = pwrite(fd_, buf, len, off); break;
-    case Kind::kReadv: r = preadv(fd_, iov, len, off); break;
-    case Kind::kWritev: r = pwritev(fd_, iov, len, off); break;
-    case Kind::kFsync: r = ::fsync(fd_); break;
-    case Kind::kFdatasync: r = ::fdatasync(fd_); break;
-    case Kind::kFallocate: r = ::fallocate(fd_, mode, off, len64); break;
+    case Kind::kRead:
+      r = pread(fd_, buf, len, off);
+      break;
+    case Kind::kWrite:
+      r = pwrite(fd_, buf, len, off);
+      break;
+    case Kind::kReadv:
+      r = preadv(fd_, iov, len, off);
+      break;
+    case Kind::kWritev:
+      r = pwritev(fd_, iov, len, off);
+      break;
+    case Kind::kFsync:
+      r = ::fsync(fd_);
+      break;
+    case Kind::kFdatasync:
+      r = ::fdatasync(fd_);
+      break;
+    case Kind::kFallocate:
+      r = ::fallocate(fd_, mode, off, len64);
+      break;
     case Kind::kPoll:  // parked instead (IoLoop::poll_parked)
       errno = EINVAL;
       r = -1;
       break;
-    case Kind::kNop: r = 0; break;
+    case Kind::kNop:
+      r = 0;
+      break;
   }
   return r < 0 ? -errno : static_cast<int>(r);
 }
