@@ -105,6 +105,17 @@ TEST(NetOption, TapCreatesOrAttachesWithAnOptionalMac) {
   ASSERT_TRUE(n);
   EXPECT_EQ(n->tap, "");
   EXPECT_EQ((*n->mac)[5], 0x56);
+  n = parse_net_spec("bridge=br-lab.0,mac=02:00:00:00:00:07");
+  ASSERT_TRUE(n);
+  EXPECT_EQ(n->bridge, "br-lab.0");
+  EXPECT_EQ(n->tap, "");
+  EXPECT_EQ(net_spec_text(*n), "bridge=br-lab.0,mac=02:00:00:00:00:07");
+  n = parse_net_spec("network=default");
+  ASSERT_TRUE(n);
+  EXPECT_EQ(n->network, "default");
+  EXPECT_EQ(net_spec_text(*n), "network=default");
+  EXPECT_EQ(net_spec_text(*parse_net_spec("tap=vm1")), "tap=vm1");
+  EXPECT_EQ(net_spec_text(*parse_net_spec("tap")), "tap");
 }
 
 TEST(NetOption, RefusesNonsenseWithAMessage) {
@@ -113,9 +124,15 @@ TEST(NetOption, RefusesNonsenseWithAMessage) {
     ASSERT_FALSE(n) << s;
     EXPECT_NE(n.error().message().find(msg), std::string::npos) << s << ": " << n.error().message();
   };
-  expect_error("", "--net must be tap or tap=NAME");
-  expect_error("user", "--net must be tap or tap=NAME");
-  expect_error("tap=", "--net must be tap or tap=NAME");
+  const char* must = "--net must be tap, tap=NAME, bridge=BR or network=NAME";
+  expect_error("", must);
+  expect_error("user", must);
+  expect_error("tap=", must);
+  expect_error("bridge=", must);
+  expect_error("network=", must);
+  expect_error("bridge=sixteen-chars-xx", "must be 1 to 15 characters");
+  expect_error("bridge=a/b", "may not hold '/'");
+  expect_error("network=../x", "--net network name '../x' must be 1 to 64 of");
   expect_error("tap=averyveryverylongname", "longer than 15 characters");
   expect_error("tap,mac=01:00:5e:00:00:01", "multicast");
   expect_error("tap,mac=02:00:00:00:00", "must look like 02:00:00:00:00:01");

@@ -53,7 +53,8 @@ TEST(VmmE2eNet, BadNetOptionsAndAMissingTapAreClearErrors) {
   std::string run = std::string(VMM_BINARY) + " run --kernel " + VMM_TEST_GUEST + " --memory 64M ";
   auto r = run_shell(run + "--net user", dir);
   EXPECT_EQ(r.rc, 2);
-  EXPECT_NE(r.err.find("--net must be tap or tap=NAME"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--net must be tap, tap=NAME, bridge=BR or network=NAME"), std::string::npos)
+      << r.err;
   r = run_shell(run + "--net tap=vmmnosuch7", dir);
   EXPECT_EQ(r.rc, 2);
   EXPECT_NE(r.err.find("--net: tap vmmnosuch7 does not exist"), std::string::npos) << r.err;

@@ -68,6 +68,14 @@ TEST(LifecycleDefinitionTest, MissingUnknownAndMistypedMembersAreNamed) {
   badmac.insert(badmac.size() - 1, R"(, "nics": [{"tap": "tap0", "mac": "01:00:00:00:00:01"}])");
   EXPECT_EQ(error_of(badmac),
             "demo.json: nics[0]: --net mac 01:00:00:00:00:01 is a multicast address");
+  std::string two = std::string(kMinimal);
+  two.insert(two.size() - 1, R"(, "nics": [{"tap": "tap0", "bridge": "br0"}])");
+  EXPECT_EQ(error_of(two), "demo.json: nics[0]: give at most one of 'tap', 'bridge' and 'network'");
+  std::string badbr = std::string(kMinimal);
+  badbr.insert(badbr.size() - 1, R"(, "nics": [{"bridge": "a:b"}])");
+  EXPECT_EQ(error_of(badbr),
+            "demo.json: nics[0]: --net bridge name 'a:b' may not hold '/', ':', spaces or control "
+            "characters");
   std::string badname = std::string(kMinimal);
   badname.replace(badname.find("\"demo\""), 6, "\"../x\"");
   EXPECT_EQ(error_of(badname), "demo.json: VM name '../x' may not start with '.' or '-'");
@@ -132,6 +140,10 @@ TEST(LifecycleDefinitionTest, EverythingRunTakesRoundTripsThroughTheFileAndBoots
                                   "tap=tap0,mac=02:00:00:00:00:07",
                                   "--net",
                                   "tap",
+                                  "--net",
+                                  "bridge=br0,mac=02:00:00:00:00:08",
+                                  "--net",
+                                  "network=lab",
                                   "--rng",
                                   "rate=64K/s",
                                   "--console",
@@ -173,6 +185,9 @@ TEST(LifecycleDefinitionTest, EverythingRunTakesRoundTripsThroughTheFileAndBoots
   EXPECT_EQ(got.serial_ports[0].name, "org.example.0");
   EXPECT_EQ(got.serial_ports[0].path, "/p.sock");
   EXPECT_FALSE(got.serial_ports[0].file);
+  ASSERT_EQ(got.nets.size(), 4u);
+  EXPECT_EQ(got.nets[2].bridge, "br0");
+  EXPECT_EQ(got.nets[3].network, "lab");
   EXPECT_TRUE(got.serial_ports[1].file);
   EXPECT_NE(to_json(d).find(R"("serial_ports": [)"), std::string::npos) << to_json(d);
   EXPECT_EQ(got.seccomp, "log");

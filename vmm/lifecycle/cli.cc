@@ -5,6 +5,7 @@
 #include <climits>
 #include <cstdio>
 #include <filesystem>
+#include <string_view>
 
 #include "lifecycle/clone.h"
 #include "lifecycle/commands.h"
@@ -20,8 +21,11 @@ struct LifecycleCli::Options {
   std::string file;
   std::string size;
   std::string disk;
+  std::string bridge;
+  std::string subnet;
   bool all = false;
   bool remove_storage = false;
+  bool disable = false;
   double timeout = -1;
   RunFlags run;
   CreateArgs create;
@@ -37,7 +41,10 @@ LifecycleCli::LifecycleCli(CLI::App& app) : o_(std::make_unique<Options>()) {
     c->add_option("--state-dir", o.state_dir,
                   "the state directory (default $XDG_STATE_HOME/vmm, /var/lib/vmm as root, "
                   "else ~/.local/state/vmm)");
-    if (takes_name) c->add_option("NAME", o.name, "the VM's name")->required();
+    if (takes_name) {
+      bool net = std::string_view(name).starts_with("net-");
+      c->add_option("NAME", o.name, net ? "the network's name" : "the VM's name")->required();
+    }
     o.subs.push_back({c, name});
     return c;
   };
@@ -61,7 +68,9 @@ LifecycleCli::LifecycleCli(CLI::App& app) : o_(std::make_unique<Options>()) {
                      "(a qcow2 overlay on BASE) | path=P (an existing image); also "
                      ",cache=none|writeback ,readonly=on (repeatable)");
   create->add_option("--network", ca.networks,
-                     "tap (create one) | tap=NAME[,mac=XX:XX:XX:XX:XX:XX] (repeatable)");
+                     "network=NAME (a vmm net-define network) | bridge=BR (a tap on that "
+                     "bridge) | tap (create one) | tap=NAME; then [,mac=XX:XX:XX:XX:XX:XX] "
+                     "(repeatable)");
   create->add_flag("--start", ca.start, "start the VM once it is defined");
   CLI::App* clone = sub("clone", "copy a shut-off VM with its disks (virt-clone-like)", false);
   clone->add_option("--original,-o", o.clone.original, "the VM to copy")->required();
@@ -96,6 +105,25 @@ LifecycleCli::LifecycleCli(CLI::App& app) : o_(std::make_unique<Options>()) {
                  "to a multiple of 512 bytes")
       ->required();
   br->footer("Example: vmm blockresize web vda 20G");
+  sub("domiflist", "list the VM's network interfaces (Interface, Type, Source, Model, MAC)");
+  sub("domifstat", "show a running VM's interface counters")
+      ->add_option("INTERFACE", o.disk, "the interface's tap (as domiflist shows) or its MAC")
+      ->required();
+  CLI::App* nd = sub("net-define", "define a network: a bridge that the VMs' taps join");
+  nd->add_option("--bridge", o.bridge, "the bridge's name (at most 15 characters)")->required();
+  nd->add_option("--subnet", o.subnet,
+                 "an IPv4 address for the bridge, e.g. 192.168.100.1/24 (10.0.0.0/24 gives it "
+                 "10.0.0.1); no DHCP or NAT");
+  nd->footer("Example: vmm net-define lab --bridge vmmbr0 --subnet 192.168.100.1/24");
+  sub("net-start", "start a network: make its bridge and set it up");
+  sub("net-stop", "stop a network: delete its bridge (its VMs' taps are left unplugged)")
+      ->alias("net-destroy");
+  sub("net-list", "list the active networks (--all: the inactive ones too)", false)
+      ->add_flag("--all", o.all, "show inactive networks too");
+  sub("net-undefine", "remove an inactive network's definition");
+  sub("net-autostart", "mark a network to start with the first VM that needs it")
+      ->add_flag("--disable", o.disable, "unmark it");
+  sub("net-info", "show a network's definition and state");
 }
 
 LifecycleCli::~LifecycleCli() = default;
@@ -155,6 +183,15 @@ std::optional<int> LifecycleCli::dispatch() {
   if (cmd == "create") return cmd_create(sd, o.create, self_exe());
   if (cmd == "clone") return cmd_clone(sd, o.clone);
   if (cmd == "start") return cmd_start(sd, n, self_exe());
+  if (cmd == "domiflist") return cmd_domiflist(sd, n);
+  if (cmd == "domifstat") return cmd_domifstat(sd, n, o.disk);
+  if (cmd == "net-define") return cmd_net_define(sd, n, o.bridge, o.subnet);
+  if (cmd == "net-start") return cmd_net_start(sd, n);
+  if (cmd == "net-stop") return cmd_net_stop(sd, n);
+  if (cmd == "net-list") return cmd_net_list(sd, o.all);
+  if (cmd == "net-undefine") return cmd_net_undefine(sd, n);
+  if (cmd == "net-autostart") return cmd_net_autostart(sd, n, !o.disable);
+  if (cmd == "net-info") return cmd_net_info(sd, n);
   if (cmd == "list") return cmd_list(sd, o.all);
   if (cmd == "shutdown") {
     return cmd_shutdown(sd, n, o.timeout >= 0 ? std::optional<double>(o.timeout) : std::nullopt);

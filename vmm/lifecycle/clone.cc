@@ -26,16 +26,6 @@ std::string clone_path(const std::string& src, const std::string& name, const st
   return (p.parent_path() / (name + "-" + target + (ext.empty() ? ".img" : ext))).string();
 }
 
-// A locally administered unicast MAC (IEEE 802: bit 1 set, bit 0 clear in the first byte).
-std::array<uint8_t, 6> random_mac() {
-  std::string u = new_uuid();
-  std::array<uint8_t, 6> m{};
-  for (size_t i = 0; i < 6; ++i)
-    m[i] = static_cast<uint8_t>(std::stoi(u.substr(24 + 2 * i, 2), nullptr, 16));
-  m[0] = static_cast<uint8_t>((m[0] & 0xfc) | 0x02);
-  return m;
-}
-
 class Bar {
  public:
   explicit Bar(bool on) : on_(on) {}
@@ -167,7 +157,7 @@ int cmd_clone(const StateDir& sd, const CloneArgs& a) {
   // New identity: MACs, and taps created at start (two VMs cannot share one tap).
   for (NetSpec& nic : c.nets) {
     nic.tap.clear();
-    nic.mac = random_mac();
+    nic.mac = new_mac();
   }
   if (int rc = cmd_define(sd, name, c); rc != 0) {  // a new UUID with the new name
     undo();

@@ -34,29 +34,6 @@ int fail(const std::string& msg) {
 
 namespace {
 
-img::Status write_file_atomic(const std::string& path, const std::string& text) {
-  std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return img::io_error(errno, "creating " + tmp);
-  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
-            ::fsync(fd) == 0;
-  int e = errno;
-  ::close(fd);
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) < 0) {
-    if (ok) e = errno;
-    ::unlink(tmp.c_str());
-    return img::io_error(e, "writing " + path);
-  }
-  return {};
-}
-
-img::Status make_dirs(const std::string& d) {
-  std::error_code ec;
-  fs::create_directories(d, ec);
-  if (ec) return img::io_error(ec.value(), "creating " + d);
-  return {};
-}
-
 // Paths in a definition are made absolute: `vmm start` runs from any directory.
 void absolutize(MachineConfig& c) {
   auto abs = [](std::string& p) {
@@ -75,6 +52,10 @@ int store(const StateDir& sd, Definition d, const std::string& how) {
     return fail("--console stdio cannot work in the background: use file=PATH or socket=PATH");
   }
   absolutize(d.config);
+  // Each NIC gets its MAC now, as libvirt's define does: the guest sees the same one on every
+  // start, and two VMs on one bridge never derive the same one from a reused tap name.
+  for (NetSpec& n : d.config.nets)
+    if (!n.mac) n.mac = new_mac();
   if (auto a = run_args(d); !a) return fail(a.error().message());
   if (auto s = make_dirs(sd.root); !s) return fail(s.error().message());
   // An existing definition is locked while it is replaced, so no command reads it half-way.
@@ -123,9 +104,11 @@ std::string last_vmm_line(const std::string& log) {
   return last.empty() ? "see " + log : last;
 }
 
+}  // namespace
+
 // The VM must run; then the command goes over its control socket.
 img::Result<Json> control_call(const StateDir& sd, const std::string& name, const std::string& cmd,
-                               const Json& args = nullptr) {
+                               const Json& args) {
   if (!lock_held(sd.lock(name))) {
     return img::invalid_argument("VM '" + name + "' is not running");
   }
@@ -138,8 +121,6 @@ img::Result<Json> control_call(const StateDir& sd, const std::string& name, cons
   if (!r) return img::Unexpected(r.error().prepend("VM '" + name + "'"));
   return r;
 }
-
-}  // namespace
 
 int cmd_define_file(const StateDir& sd, const std::string& file) {
   std::error_code ec;
@@ -184,7 +165,11 @@ int cmd_start(const StateDir& sd, const std::string& name, const std::string& vm
                                sd.reboot_marker(name), sd.log(name), sd.console_log(name)}) {
     ::unlink(p.c_str());
   }
-  auto args = run_args(vm->def);
+  Definition def = vm->def;
+  if (auto st = resolve_networks(sd, def.config); !st) {
+    return fail("VM '" + name + "' cannot start: " + st.error().message());
+  }
+  auto args = run_args(def);
   if (!args) return fail(args.error().message());
   std::fflush(nullptr);
   pid_t sup = ::fork();

@@ -43,6 +43,28 @@ int cmd_setmem(const StateDir& sd, const std::string& name, uint64_t bytes);
 int cmd_blockresize(const StateDir& sd, const std::string& name, const std::string& disk,
                     uint64_t bytes);
 
+// Networks (network.h), virsh's net-* commands.
+int cmd_net_define(const StateDir& sd, const std::string& name, const std::string& bridge,
+                   const std::string& subnet);
+int cmd_net_start(const StateDir& sd, const std::string& name);
+int cmd_net_stop(const StateDir& sd, const std::string& name);  // virsh net-destroy
+int cmd_net_list(const StateDir& sd, bool all);
+int cmd_net_undefine(const StateDir& sd, const std::string& name);
+int cmd_net_autostart(const StateDir& sd, const std::string& name, bool enable);
+int cmd_net_info(const StateDir& sd, const std::string& name);
+// The VM's interfaces (virsh domiflist): Interface, Type, Source, Model, MAC.
+int cmd_domiflist(const StateDir& sd, const std::string& name);
+// For vmm start: each NIC on network=NAME becomes bridge=ITS-BRIDGE. An inactive network is
+// started first when it is marked autostart, else it is an error naming net-start.
+img::Status resolve_networks(const StateDir& sd, MachineConfig& c);
+
+// The VM must run; then `cmd` goes over its control socket and its "return" comes back.
+img::Result<nlohmann::json> control_call(const StateDir& sd, const std::string& name,
+                                         const std::string& cmd,
+                                         const nlohmann::json& args = nullptr);
+// virsh domifstat: one NIC's counters ("tap0 rx_bytes 1234" lines); iface is its tap or MAC.
+int cmd_domifstat(const StateDir& sd, const std::string& name, const std::string& iface);
+
 // Prints "vmm: msg" on stderr; returns 1.
 int fail(const std::string& msg);
 

@@ -160,12 +160,20 @@ img::Result<Definition> parse(const Json& j, const std::string& src) {
     std::string where = "nics[" + std::to_string(i) + "]: ";
     if (!e.is_object()) return r.fail(where + "must be an object");
     Reader nr(e, where, src);
-    RETURN_IF_ERROR(nr.check_members({"tap", "mac"}));
+    RETURN_IF_ERROR(nr.check_members({"tap", "bridge", "network", "mac"}));
     ASSIGN_OR_RETURN(std::string tap, nr.str("tap", false));
+    ASSIGN_OR_RETURN(std::string bridge, nr.str("bridge", false));
+    ASSIGN_OR_RETURN(std::string network, nr.str("network", false));
     ASSIGN_OR_RETURN(std::string mac, nr.str("mac", false));
+    if (!tap.empty() + !bridge.empty() + !network.empty() > 1) {
+      return nr.fail("give at most one of 'tap', 'bridge' and 'network'");
+    }
+    std::string backend = !bridge.empty()    ? "bridge=" + bridge
+                          : !network.empty() ? "network=" + network
+                          : !tap.empty()     ? "tap=" + tap
+                                             : "tap";
     // The same checks as --net (name length, MAC syntax, unicast).
-    auto n =
-        parse_net_spec((tap.empty() ? "tap" : "tap=" + tap) + (mac.empty() ? "" : ",mac=" + mac));
+    auto n = parse_net_spec(backend + (mac.empty() ? "" : ",mac=" + mac));
     if (!n) return nr.fail(n.error().message());
     c.nets.push_back(*n);
   }
@@ -231,18 +239,29 @@ img::Result<Definition> parse(const Json& j, const std::string& src) {
 
 }  // namespace
 
-img::Status check_name(const std::string& n) {
-  if (n.empty() || n.size() > 64) return img::invalid_argument("a VM name has 1 to 64 characters");
+img::Status check_name(const std::string& n, const char* what) {
+  std::string w = what;
+  if (n.empty() || n.size() > 64)
+    return img::invalid_argument("a " + w + " name has 1 to 64 characters");
   if (n[0] == '.' || n[0] == '-') {
-    return img::invalid_argument("VM name '" + n + "' may not start with '.' or '-'");
+    return img::invalid_argument(w + " name '" + n + "' may not start with '.' or '-'");
   }
   for (char ch : n) {
     if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_' && ch != '.' && ch != '-' &&
         ch != '+') {
-      return img::invalid_argument("VM name '" + n + "' may hold only letters, digits and _.+-");
+      return img::invalid_argument(w + " name '" + n + "' may hold only letters, digits and _.+-");
     }
   }
   return {};
+}
+
+std::array<uint8_t, 6> new_mac() {
+  std::string u = new_uuid();
+  std::array<uint8_t, 6> m{};
+  for (size_t i = 0; i < 6; ++i)
+    m[i] = static_cast<uint8_t>(std::stoi(u.substr(24 + 2 * i, 2), nullptr, 16));
+  m[0] = static_cast<uint8_t>((m[0] & 0xfc) | 0x02);
+  return m;
 }
 
 std::string new_uuid() {
@@ -305,7 +324,9 @@ std::string to_json(const Definition& d) {
   }
   j["nics"] = Json::array();
   for (const NetSpec& n : c.nets) {
-    Json e = {{"tap", n.tap}};
+    Json e = !n.bridge.empty()    ? Json{{"bridge", n.bridge}}
+             : !n.network.empty() ? Json{{"network", n.network}}
+                                  : Json{{"tap", n.tap}};
     if (n.mac) e["mac"] = mac_text(*n.mac);
     j["nics"].push_back(e);
   }
@@ -353,9 +374,7 @@ img::Result<std::vector<std::string>> run_args(const Definition& d) {
     a.insert(a.end(), {"--scsi", v});
   }
   for (const NetSpec& n : c.nets) {
-    std::string v = n.tap.empty() ? "tap" : "tap=" + n.tap;
-    if (n.mac) v += ",mac=" + mac_text(*n.mac);
-    a.insert(a.end(), {"--net", v});
+    a.insert(a.end(), {"--net", net_spec_text(n)});
   }
   if (c.console) {
     a.push_back("--console");

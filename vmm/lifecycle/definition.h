@@ -10,6 +10,8 @@
 // Thread-safety: plain values and pure functions (new_uuid reads getrandom).
 #pragma once
 
+#include <array>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -28,9 +30,12 @@ struct Definition {
 };
 
 // A VM name: 1 to 64 of [A-Za-z0-9_.+-], not starting with '.' or '-' (it names files).
-img::Status check_name(const std::string& name);
+// `what` names the thing in errors ("VM", "network").
+img::Status check_name(const std::string& name, const char* what = "VM");
 // A random (version 4) UUID.
 std::string new_uuid();
+// A random locally administered unicast MAC (IEEE 802: bit 1 set, bit 0 clear in byte 0).
+std::array<uint8_t, 6> new_mac();
 // "source" names the file in errors ("demo.json: ...").
 img::Result<Definition> parse_definition(const std::string& text, const std::string& source);
 // Pretty-printed JSON with a trailing newline; parse_definition(to_json(d)) == d.

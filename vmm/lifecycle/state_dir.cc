@@ -147,3 +147,44 @@ const char* state_text(VmState s) {
 }
 
 }  // namespace vmm::lifecycle
+
+namespace vmm::lifecycle {
+
+img::Status write_file_atomic(const std::string& path, const std::string& text) {
+  std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return img::io_error(errno, "creating " + tmp);
+  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
+            ::fsync(fd) == 0;
+  int e = errno;
+  ::close(fd);
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) < 0) {
+    if (ok) e = errno;
+    ::unlink(tmp.c_str());
+    return img::io_error(e, "writing " + path);
+  }
+  return {};
+}
+
+img::Status make_dirs(const std::string& d) {
+  std::error_code ec;
+  fs::create_directories(d, ec);
+  if (ec) return img::io_error(ec.value(), "creating " + d);
+  return {};
+}
+
+img::Result<std::string> read_locked(const FileLock& lock, const std::string& path) {
+  std::string text;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::pread(lock.fd(), buf, sizeof buf, static_cast<off_t>(text.size()));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return img::io_error(errno, "reading " + path);
+    if (n == 0) break;
+    text.append(buf, static_cast<size_t>(n));
+    if (text.size() > (16u << 20)) return img::invalid_argument(path + " is larger than 16 MiB");
+  }
+  return text;
+}
+
+}  // namespace vmm::lifecycle

@@ -65,6 +65,14 @@ class FileLock {
   int fd_ = -1;
 };
 
+// Writes text to path through a temporary file, fsync and rename: readers see the old file or
+// the new one, never half of one.
+img::Status write_file_atomic(const std::string& path, const std::string& text);
+// mkdir -p.
+img::Status make_dirs(const std::string& dir);
+// The whole file behind a lock's fd (at most 16 MiB: a definition, never an image).
+img::Result<std::string> read_locked(const FileLock& lock, const std::string& path);
+
 // Whether some process holds an exclusive flock on path (probed with a shared, non-blocking
 // flock that is dropped at once). A missing file is not held.
 bool lock_held(const std::string& path);

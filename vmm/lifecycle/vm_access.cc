@@ -18,16 +18,7 @@ img::Result<OpenVm> open_vm(const StateDir& sd, const std::string& name, int loc
     return img::Unexpected(lock.error());
   }
   // Read through the locked fd: the file we locked is the file we parse.
-  std::string text;
-  char buf[65536];
-  for (;;) {
-    ssize_t n = ::pread(lock->fd(), buf, sizeof buf, static_cast<off_t>(text.size()));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return img::io_error(errno, "reading " + path);
-    if (n == 0) break;
-    text.append(buf, static_cast<size_t>(n));
-    if (text.size() > (16u << 20)) return img::invalid_argument(path + " is larger than 16 MiB");
-  }
+  ASSIGN_OR_RETURN(std::string text, read_locked(*lock, path));
   ASSIGN_OR_RETURN(Definition def, parse_definition(text, path));
   if (def.name != name) {
     return img::invalid_argument(path + ": its name is '" + def.name + "', not '" + name + "'");

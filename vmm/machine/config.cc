@@ -1,9 +1,11 @@
 #include "machine/config.h"
 
 #include <cctype>
+#include <cstdio>
 #include <cstdlib>
 #include <functional>
 
+#include "hostnet/netlink.h"
 #include "img/image.h"
 #include "virtio/console/console_device.h"
 #include "virtio/console/control.h"
@@ -250,9 +252,24 @@ img::Result<NetSpec> parse_net_spec(const std::string& s) {
     if (n.tap.size() > 15) {
       return img::invalid_argument("--net tap name '" + n.tap + "' is longer than 15 characters");
     }
+  } else if (backend.starts_with("bridge=") && backend.size() > 7) {
+    n.bridge = backend.substr(7);
+    RETURN_IF_ERROR(hostnet::check_link_name(n.bridge, "--net bridge"));
+  } else if (backend.starts_with("network=") && backend.size() > 8) {
+    n.network = backend.substr(8);
+    // A network's name names its file in the state directory, as a VM's does.
+    if (n.network.size() > 64 || n.network[0] == '.' || n.network[0] == '-' ||
+        n.network.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                    "0123456789_.+-") != std::string::npos) {
+      return img::invalid_argument("--net network name '" + n.network +
+                                   "' must be 1 to 64 of A-Z a-z 0-9 _ . + -, not starting "
+                                   "with '.' or '-'");
+    }
   } else {
-    return img::invalid_argument("--net must be tap or tap=NAME[,mac=XX:XX:XX:XX:XX:XX], not '" +
-                                 s + "'");
+    return img::invalid_argument(
+        "--net must be tap, tap=NAME, bridge=BR or network=NAME, then "
+        "[,mac=XX:XX:XX:XX:XX:XX]; not '" +
+        s + "'");
   }
   if (comma == std::string::npos) return n;
   RETURN_IF_ERROR(for_each_option(
@@ -266,6 +283,20 @@ img::Result<NetSpec> parse_net_spec(const std::string& s) {
         return img::invalid_argument("--net: unknown option '" + kv + "' (mac=XX:XX:XX:XX:XX:XX)");
       }));
   return n;
+}
+
+std::string net_spec_text(const NetSpec& n) {
+  std::string v = !n.bridge.empty()    ? "bridge=" + n.bridge
+                  : !n.network.empty() ? "network=" + n.network
+                  : !n.tap.empty()     ? "tap=" + n.tap
+                                       : "tap";
+  if (n.mac) {
+    char b[18];
+    const auto& m = *n.mac;
+    std::snprintf(b, sizeof b, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+    v += std::string(",mac=") + b;
+  }
+  return v;
 }
 
 img::Result<BalloonSpec> parse_balloon_spec(const std::string& s) {

@@ -86,12 +86,19 @@ struct SerialPortSpec {
   std::string path;
 };
 
-// --net tap[=NAME][,mac=XX:XX:XX:XX:XX:XX]: a virtio-net device on a tap. Without NAME the VMM
-// creates a tap (and prints its name); with it, it attaches to that existing tap.
+// --net tap[=NAME] | bridge=BR | network=NAME, then [,mac=XX:XX:XX:XX:XX:XX]: a virtio-net
+// device on a tap. `tap` makes a tap (the VMM prints its name); `tap=NAME` attaches to that
+// existing tap; `bridge=BR` makes a tap and makes it a port of the existing bridge BR;
+// `network=NAME` names a network of the state directory (vmm net-define), which `vmm start`
+// turns into bridge=ITS-BRIDGE (vmm run itself refuses it).
 struct NetSpec {
-  std::string tap;  // "" = create one
+  std::string tap;      // "" = create one
+  std::string bridge;   // the created tap joins this bridge
+  std::string network;  // a state-directory network, resolved by vmm start
   std::optional<std::array<uint8_t, 6>> mac;
 };
+// The --net text of n ("tap", "tap=NAME", "bridge=BR", "network=NAME", then ",mac=...").
+std::string net_spec_text(const NetSpec& n);
 
 // --balloon [target=SIZE][,stats=SECONDS]: a virtio-balloon device. target is the guest memory
 // to leave the guest (QEMU's balloon command): the balloon asks for --memory minus target.

@@ -49,6 +49,9 @@ class BalloonDevice;
 namespace console {
 class ConsoleDevice;
 }
+namespace net {
+class NetDevice;
+}
 }  // namespace virtio
 
 class Machine {
@@ -73,6 +76,7 @@ class Machine {
   void add_commands();
   api::CommandResult info() const;
   api::CommandResult disk_stats() const;
+  api::CommandResult nic_stats() const;
   api::CommandResult pause();
   api::CommandResult resume();
   api::CommandResult shutdown(const api::Json& args, bool reboot);
@@ -112,6 +116,11 @@ class Machine {
   uint32_t cpus_ = 1;
   uint64_t memory_ = 0;
   std::vector<Disk> disks_;
+  struct Nic {
+    std::string tap, bridge, mac;
+    const virtio::net::NetDevice* dev;  // owned through virtio_
+  };
+  std::vector<Nic> nics_;
   std::vector<std::string> device_names_;
   std::vector<std::shared_ptr<virtio::VirtioPciDevice>> virtio_;
   virtio::balloon::BalloonDevice* balloon_ = nullptr;  // --balloon; owned through virtio_

@@ -16,6 +16,7 @@
 #include "machine/machine.h"
 #include "virtio/balloon/balloon_device.h"
 #include "virtio/blk/blk_device.h"
+#include "virtio/net/net_device.h"
 #include "virtio/virtio_pci.h"
 
 namespace vmm {
@@ -29,6 +30,7 @@ void Machine::add_commands() {
   using api::Json;
   dispatcher_.add("info", {}, [this](const Json&) { return info(); });
   dispatcher_.add("disk-stats", {}, [this](const Json&) { return disk_stats(); });
+  dispatcher_.add("nic-stats", {}, [this](const Json&) { return nic_stats(); });
   dispatcher_.add("pause", {}, [this](const Json&) { return pause(); });
   dispatcher_.add("resume", {}, [this](const Json&) { return resume(); });
   dispatcher_.add("shutdown", {"timeout"}, [this](const Json& a) { return shutdown(a, false); });
@@ -54,6 +56,12 @@ api::CommandResult Machine::info() const {
                      {"size", d.blk->size()},
                      {"read_only", d.blk->read_only()}});
   }
+  Json nics = Json::array();
+  for (size_t i = 0; i < nics_.size(); ++i) {
+    Json n = {{"index", i}, {"tap", nics_[i].tap}, {"mac", nics_[i].mac}};
+    if (!nics_[i].bridge.empty()) n["bridge"] = nics_[i].bridge;
+    nics.push_back(std::move(n));
+  }
   double uptime =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
   Json j{{"state", state_name(state_ == RunState::kPaused)},
@@ -62,6 +70,7 @@ api::CommandResult Machine::info() const {
          {"memory", memory_},
          {"uptime_s", uptime},
          {"disks", std::move(disks)},
+         {"nics", std::move(nics)},
          {"devices", device_names_}};
   if (balloon_) {
     // As query-balloon reports them: the memory asked for and the memory the guest has.
@@ -90,6 +99,24 @@ api::CommandResult Machine::disk_stats() const {
                      {"errors", s.errors.load()}});
   }
   return Json{{"disks", std::move(disks)}};
+}
+
+api::CommandResult Machine::nic_stats() const {
+  using api::Json;
+  Json nics = Json::array();
+  for (size_t i = 0; i < nics_.size(); ++i) {
+    const virtio::net::NetStats& s = nics_[i].dev->stats();
+    nics.push_back({{"index", i},
+                    {"tap", nics_[i].tap},
+                    {"rx_packets", s.rx_packets.load()},
+                    {"rx_bytes", s.rx_bytes.load()},
+                    {"rx_dropped", s.rx_dropped.load()},
+                    {"tx_packets", s.tx_packets.load()},
+                    {"tx_bytes", s.tx_bytes.load()},
+                    {"tx_dropped", s.tx_dropped.load()},
+                    {"tx_errors", s.tx_errors.load()}});
+  }
+  return Json{{"nics", std::move(nics)}};
 }
 
 api::CommandResult Machine::pause() {

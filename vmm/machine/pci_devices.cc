@@ -5,6 +5,7 @@
 // virtio-pci transport.
 #include <cstdio>
 
+#include "hostnet/netlink.h"
 #include "machine/machine.h"
 #include "pci/pci_bus.h"
 #include "virtio/balloon/balloon_device.h"
@@ -80,12 +81,37 @@ img::Status Machine::setup_pci_devices(const MachineConfig& c) {
     o.tap.kind = n.tap.empty() ? vn::TapSpec::Kind::kCreate : vn::TapSpec::Kind::kExisting;
     o.tap.name = n.tap;
     o.mac = n.mac;
+    if (!n.network.empty()) {
+      return img::invalid_argument("--net network=" + n.network +
+                                   ": a named network is for defined VMs (vmm start); vmm run "
+                                   "takes bridge=BR");
+    }
+    if (!n.bridge.empty()) {
+      // Before the tap exists, so that a missing bridge leaves nothing behind to explain.
+      ASSIGN_OR_RETURN(auto br, hostnet::find_link(n.bridge));
+      if (!br) {
+        return img::invalid_argument("--net: bridge " + n.bridge +
+                                     " does not exist (make it: vmm net-define and net-start, "
+                                     "or ip link add " +
+                                     n.bridge + " type bridge)");
+      }
+      if (br->kind != "bridge")
+        return img::invalid_argument("--net: " + n.bridge + " is not a bridge");
+    }
     auto dev = vn::NetDevice::create(o);
     if (!dev) return img::Unexpected(dev.error().prepend("--net"));
+    if (!n.bridge.empty()) {
+      // The tap is ours and goes when vmm exits, leaving the bridge by itself.
+      if (auto st = hostnet::set_master((*dev)->tap_name(), n.bridge); !st) {
+        return img::Unexpected(st.error().prepend("--net"));
+      }
+    }
     // A tap we made has a name only the kernel knew: the user needs it to wire the host side.
-    std::fprintf(stderr, "vmm: --net: %s tap %s, guest MAC %s\n",
+    std::fprintf(stderr, "vmm: --net: %s tap %s%s, guest MAC %s\n",
                  n.tap.empty() ? "created" : "attached to", (*dev)->tap_name().c_str(),
+                 n.bridge.empty() ? "" : (" on bridge " + n.bridge).c_str(),
                  vn::format_mac((*dev)->mac()).c_str());
+    nics_.push_back({(*dev)->tap_name(), n.bridge, vn::format_mac((*dev)->mac()), dev->get()});
     ASSIGN_OR_RETURN(
         auto p, virtio::VirtioPciDevice::create(std::move(*dev), ram_.memory(), *irq_, *ioevents_));
     virtio_.push_back(p);

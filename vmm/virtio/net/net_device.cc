@@ -42,8 +42,9 @@ std::string format_mac(const Mac& m) {
 class NetWorker final : public ChainHandler {
  public:
   NetWorker(img::IoLoop& loop, Tap& tap, uint64_t features, std::vector<ActiveQueue> queues,
-            VirtioInterrupt& irq)
+            VirtioInterrupt& irq, NetStats& stats)
       : tap_(tap),
+        stats_(stats),
         features_(features),
         mrg_(has(features, kFMrgRxbuf)),
         tx_ready_(loop),
@@ -63,7 +64,10 @@ class NetWorker final : public ChainHandler {
   img::Status handle_chain(uint16_t queue, DescriptorChain chain) override {
     if (queue == kTxQueue) {
       auto p = parse_tx(chain, features_);
-      if (!p) return img::invalid_argument("transmit: " + p.error());
+      if (!p) {
+        bump(stats_.tx_errors);
+        return img::invalid_argument("transmit: " + p.error());
+      }
       if (tx_.empty() && send(*p) != -EAGAIN) {
         server_.complete(kTxQueue, chain.head, 0);  // §5.1.6.2: the device writes nothing back
         return {};
@@ -110,12 +114,17 @@ class NetWorker final : public ChainHandler {
     int n = static_cast<int>(iov_.size());  // at most queue size + 1 <= IOV_MAX (create())
     for (;;) {
       ssize_t r = ::writev(tap_.fd(), iov_.data(), n);
-      if (r >= 0) return 0;
+      if (r >= 0) {
+        bump(stats_.tx_packets);
+        bump(stats_.tx_bytes, p.frame_len);
+        return 0;
+      }
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return -EAGAIN;
-      server_.log_guest_error("transmit: writev to tap %s: %s", tap_.name().c_str(),
-                              strerror(errno));
-      return -errno;
+      int e = errno;
+      bump(stats_.tx_dropped);
+      server_.log_guest_error("transmit: writev to tap %s: %s", tap_.name().c_str(), strerror(e));
+      return -e;
     }
   }
 
@@ -172,6 +181,7 @@ class NetWorker final : public ChainHandler {
           break;
         }
         if (static_cast<uint32_t>(n) < hdr::kSize + kMinFrame) {
+          bump(stats_.rx_dropped);
           server_.log_guest_error("receive: %zd-byte packet from the tap dropped", n);
           continue;
         }
@@ -179,6 +189,7 @@ class NetWorker final : public ChainHandler {
       }
       size_t need = buffers_for(len);
       if (need == 0 && !mrg_) {
+        bump(stats_.rx_dropped);
         server_.log_guest_error(
             "receive: %u-byte packet dropped: the %u-byte buffer is too small "
             "(no MRG_RXBUF)",
@@ -198,12 +209,20 @@ class NetWorker final : public ChainHandler {
         server_.complete(kRxQueue, rx_.front().head, used_[i]);
         rx_.pop_front();
       }
+      bump(stats_.rx_packets);
+      bump(stats_.rx_bytes, len - hdr::kSize);
       len = 0;
       if (++batch % kRxBatch == 0) co_await server_.loop().yield();
     }
   }
 
+  // One writer thread: a relaxed load and store, no locked read-modify-write.
+  static void bump(std::atomic<uint64_t>& c, uint64_t by = 1) {
+    c.store(c.load(std::memory_order_relaxed) + by, std::memory_order_relaxed);
+  }
+
   Tap& tap_;
+  NetStats& stats_;
   const uint64_t features_;
   const bool mrg_;
   std::deque<PendingTx> tx_;
@@ -285,8 +304,8 @@ img::Status NetDevice::activate(ActivateArgs args) {
   if (has(args.features, kFGuestTso6)) off |= kTunFTso6;
   if (has(args.features, kFGuestEcn)) off |= kTunFTsoEcn;
   RETURN_IF_ERROR(tap_->set_offloads(off));
-  worker_ =
-      std::make_unique<NetWorker>(*loop_, *tap_, args.features, std::move(args.queues), *args.irq);
+  worker_ = std::make_unique<NetWorker>(*loop_, *tap_, args.features, std::move(args.queues),
+                                        *args.irq, stats_);
   return worker_->start();
 }
 

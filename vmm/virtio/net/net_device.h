@@ -21,6 +21,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -39,6 +40,15 @@ using Mac = std::array<uint8_t, 6>;
 Mac stable_mac(const std::string& seed);
 std::string format_mac(const Mac& m);
 
+// Counters since the device was made (resets keep them), as `ip -s link` counts: frames and
+// bytes without the vnet header; tx_dropped = frames the tap refused; tx_errors = chains refused
+// as malformed; rx_dropped = packets from the tap that no guest buffer could take. Written by the
+// device's loop thread, read from any thread.
+struct NetStats {
+  std::atomic<uint64_t> rx_packets{0}, rx_bytes{0}, rx_dropped{0};
+  std::atomic<uint64_t> tx_packets{0}, tx_bytes{0}, tx_dropped{0}, tx_errors{0};
+};
+
 struct NetOptions {
   TapSpec tap;
   std::optional<Mac> mac;
@@ -55,6 +65,7 @@ class NetDevice final : public VirtioDevice {
 
   const std::string& tap_name() const { return tap_->name(); }
   const Mac& mac() const { return mac_; }
+  const NetStats& stats() const { return stats_; }
 
   uint16_t device_type() const override;
   uint64_t device_features() const override;
@@ -77,6 +88,7 @@ class NetDevice final : public VirtioDevice {
   std::unique_ptr<Tap> tap_;
   Mac mac_;
   uint16_t queue_size_;
+  NetStats stats_;
   std::unique_ptr<NetWorker> worker_;
 };
 
