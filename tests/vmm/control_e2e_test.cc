@@ -193,7 +193,9 @@ TEST_F(ControlE2eTest, PauseStopsTheGuestResumeRestartsItInfoAndStatsAreSane) {
        {Json{{"index", 1}, {"size", 256 << 20}}, Json{{"index", 0}, {"size", 64 << 20}},
         Json{{"index", 0}, {"size", (256 << 20) + 1}}, Json{{"index", 0}, {"size", "1G"}},
         Json{{"index", 0}}, Json{{"size", 256 << 20}},
-        Json{{"index", 0}, {"size", 256 << 20}, {"shrink", true}}}) {
+        Json{{"index", 0}, {"size", 256 << 20}, {"shrink", true}},
+        Json{{"lun", 0}, {"size", 256 << 20}},  // no SCSI LUNs here
+        Json{{"index", 0}, {"lun", 0}, {"size", 256 << 20}}}) {
     Json r = cmd("block_resize", bad);
     EXPECT_EQ(r["error"]["class"], "InvalidArgument") << bad << " -> " << r;
   }
@@ -251,6 +253,14 @@ TEST_F(ControlE2eTest, BalloonTargetIsSetAndQueriedAndPauseCoversEveryDevice) {
   for (const char* d : {"virtio-balloon", "virtio-scsi"}) {
     EXPECT_NE(std::find(devices.begin(), devices.end(), d), devices.end()) << d << " " << devices;
   }
+  // The SCSI LUN grows by "lun" (this guest has no SCSI driver: the image grows, and a driver
+  // that starts later reads the new capacity); a shrink or a LUN that is not there is refused.
+  EXPECT_EQ(cmd("block_resize", {{"lun", 0}, {"size", 24 * kMiB}}),
+            Json({{"return", {{"lun", 0}, {"size", 24 * kMiB}}}}));
+  EXPECT_EQ(cmd("block_resize", {{"lun", 0}, {"size", 16 * kMiB}})["error"]["class"],
+            "InvalidArgument");
+  EXPECT_EQ(cmd("block_resize", {{"lun", 1}, {"size", 32 * kMiB}})["error"]["class"],
+            "InvalidArgument");
   EXPECT_EQ(cmd("pause"), Json({{"return", Json::object()}})) << err();
   long at = last_tick();
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
@@ -259,6 +269,8 @@ TEST_F(ControlE2eTest, BalloonTargetIsSetAndQueriedAndPauseCoversEveryDevice) {
   EXPECT_TRUE(wait_ticks_above(last_tick(), 30)) << slurp(serial_);
   EXPECT_EQ(cmd("destroy"), Json({{"return", Json::object()}}));
   EXPECT_EQ(wait_exit(30), 6) << err();
+  auto info = vmm_test::run_shell("qemu-img info --output=json " + lun, dir_);
+  EXPECT_NE(info.out.find("\"virtual-size\": 25165824"), std::string::npos) << info.out;
 }
 
 // A guest that ignores Ctrl-Alt-Del (it spins: `jmp .`) is destroyed when the timeout runs out;

@@ -465,3 +465,85 @@ TEST_F(VirtioScsi, TaskManagementAnswersHonestly) {
 
 }  // namespace
 }  // namespace vmm::testing
+
+namespace vmm::testing {
+namespace {
+
+// A LUN grown under a running driver (block_resize with "lun"): the image grows, READ CAPACITY
+// says so, the LUN reports CAPACITY DATA HAS CHANGED once (not to INQUIRY), and with CHANGE
+// negotiated a PARAM_CHANGE event reaches the driver, at once or when it next posts an event
+// buffer. Shrinks, odd sizes and unknown LUNs are refused and change nothing.
+struct VirtioScsiResize : VirtioScsi {
+  img::Status resize(size_t lun, uint64_t bytes) {
+    auto* pci = static_cast<virtio::VirtioPciDevice*>(rig_->dev.get());
+    return pci->with_device([&](virtio::VirtioDevice& d) {
+      return static_cast<vs::ScsiDevice&>(d).resize(lun, bytes);
+    });
+  }
+  uint16_t post_event_buffer(uint64_t at) {
+    std::memset(ram().at(at), 0xee, 16);
+    uint16_t before = g().used_idx(vs::kEventQueue);
+    g().make_available(vs::kEventQueue, g().write_chain(vs::kEventQueue, {{at, 16, true}}));
+    g().notify(vs::kEventQueue);
+    return before;
+  }
+  void expect_param_change(uint64_t at, uint16_t before) {
+    ASSERT_TRUE(wait_for([&] { return g().used_idx(vs::kEventQueue) != before; })) << "no event";
+    EXPECT_EQ(g().used_elem(vs::kEventQueue, before).second, 16u);
+    EXPECT_EQ(ram().get<uint32_t>(at), 3u);  // VIRTIO_SCSI_T_PARAM_CHANGE
+    std::vector<uint8_t> lun(ram().at(at + 4), ram().at(at + 12));
+    EXPECT_EQ(lun, lun_addr(0));
+    EXPECT_EQ(ram().get<uint32_t>(at + 12), 0x092au);  // ASC 2Ah, ASCQ 09h
+  }
+  uint32_t last_lba() {
+    Reply r = cmd({vs::op::kReadCapacity10, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 8);
+    expect_good(r);
+    return r.data.size() == 8 ? be32(r.data, 0) : 0;
+  }
+};
+
+TEST_F(VirtioScsiResize, TheDriverHearsOfTheNewCapacityOnceAndCanUseIt) {
+  start();
+  EXPECT_TRUE(g().features() & vs::kFChange);
+  uint16_t before = post_event_buffer(kResp + 0x800);
+  ASSERT_TRUE(resize(0, 96u << 20));
+  expect_param_change(kResp + 0x800, before);
+  // INQUIRY does not take the unit attention; the next other command does, once.
+  expect_good(cmd({vs::op::kInquiry, 0, 0, 0, 36, 0}, 36));
+  Reply ua = cmd({vs::op::kReadCapacity10, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 8);
+  expect_sense(ua, vs::kKeyUnitAttention, 0x2a);
+  EXPECT_EQ(ua.sense[13], 0x09);  // CAPACITY DATA HAS CHANGED
+  EXPECT_EQ(last_lba(), (96u << 20) / 512 - 1);
+  // The new blocks are there to write and read back.
+  std::vector<uint8_t> block(512, 0x5a);
+  expect_good(cmd(rw16(vs::op::kWrite16, (80u << 20) / 512, 1), 0, block));
+  Reply rd = cmd(rw16(vs::op::kRead16, (80u << 20) / 512, 1), 512);
+  expect_good(rd);
+  EXPECT_EQ(rd.data, block);
+
+  // No event buffer posted: the event waits for one; the unit attention is there meanwhile.
+  ASSERT_TRUE(resize(0, 128u << 20));
+  expect_sense(cmd(rw16(vs::op::kRead16, 0, 1), 512), vs::kKeyUnitAttention, 0x2a);
+  EXPECT_EQ(last_lba(), (128u << 20) / 512 - 1);
+  before = post_event_buffer(kResp + 0x900);
+  expect_param_change(kResp + 0x900, before);
+
+  auto shrink = resize(0, 64u << 20);
+  ASSERT_FALSE(shrink);
+  EXPECT_NE(shrink.error().message().find("only growing is supported"), std::string::npos);
+  EXPECT_FALSE(resize(0, (128u << 20) + 100));
+  EXPECT_EQ(resize(3, 256u << 20).error().message(), "no LUN 3 (there are 1)");
+  expect_good(cmd(rw16(vs::op::kRead16, 0, 1), 512));  // no new unit attention
+  EXPECT_EQ(last_lba(), (128u << 20) / 512 - 1);
+  expect_healthy();
+  stop();
+  std::string info;
+  FILE* f = popen(("qemu-img info --output=json " + path_ + " 2>&1").c_str(), "r");
+  char buf[4096];
+  for (size_t n; f && (n = fread(buf, 1, sizeof buf, f)) > 0;) info.append(buf, n);
+  if (f) pclose(f);
+  EXPECT_NE(info.find("\"virtual-size\": 134217728"), std::string::npos) << info;
+}
+
+}  // namespace
+}  // namespace vmm::testing

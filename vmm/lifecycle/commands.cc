@@ -307,25 +307,25 @@ int cmd_blockresize(const StateDir& sd, const std::string& name, const std::stri
   auto vm = open_vm(sd, name, LOCK_SH);
   if (!vm) return fail(vm.error().message());
   const MachineConfig& c = vm->def.config;
-  std::optional<size_t> index;
+  std::optional<size_t> index, lun;
   for (size_t i = 0; i < c.disks.size() && !index; ++i) {
     if (disk == disk_target(false, i) || disk == c.disks[i].path) index = i;
   }
-  if (!index) {
-    for (size_t i = 0; i < c.scsi.size(); ++i) {
-      if (disk == disk_target(true, i) || disk == c.scsi[i].path) {
-        return fail("disk '" + disk + "' of VM '" + name +
-                    "' is a SCSI LUN: only virtio-blk disks (vd*) can be resized while it runs");
-      }
-    }
+  for (size_t i = 0; i < c.scsi.size() && !index && !lun; ++i) {
+    if (disk == disk_target(true, i) || disk == c.scsi[i].path) lun = i;
+  }
+  if (!index && !lun) {
     return fail("VM '" + name + "' has no disk '" + disk + "' (vmm domblklist " + name +
                 " lists them)");
   }
-  auto r = control_call(sd, name, "block_resize", Json{{"index", *index}, {"size", bytes}});
+  Json args =
+      index ? Json{{"index", *index}, {"size", bytes}} : Json{{"lun", *lun}, {"size", bytes}};
+  auto r = control_call(sd, name, "block_resize", args);
   if (!r) {
     std::string m = r.error().message();
     if (m.find("is not running") != std::string::npos) {
-      m += ": grow a shut-off VM's image with img resize " + c.disks[*index].path + " SIZE";
+      m += ": grow a shut-off VM's image with img resize " +
+           (index ? c.disks[*index].path : c.scsi[*lun].path) + " SIZE";
     }
     return fail(m);
   }

@@ -121,6 +121,8 @@ class Machine {
     const virtio::net::NetDevice* dev;  // owned through virtio_
   };
   std::vector<Nic> nics_;
+  std::shared_ptr<virtio::VirtioPciDevice> scsi_pci_;  // --scsi's controller, for block_resize
+  std::vector<std::string> scsi_paths_;                // its LUNs' images
   std::vector<std::string> device_names_;
   std::vector<std::shared_ptr<virtio::VirtioPciDevice>> virtio_;
   virtio::balloon::BalloonDevice* balloon_ = nullptr;  // --balloon; owned through virtio_

@@ -17,6 +17,7 @@
 #include "virtio/balloon/balloon_device.h"
 #include "virtio/blk/blk_device.h"
 #include "virtio/net/net_device.h"
+#include "virtio/scsi/scsi_device.h"
 #include "virtio/virtio_pci.h"
 
 namespace vmm {
@@ -37,7 +38,7 @@ void Machine::add_commands() {
   dispatcher_.add("reboot", {"timeout"}, [this](const Json& a) { return shutdown(a, true); });
   dispatcher_.add("balloon", {"value"}, [this](const Json& a) { return set_balloon(a); });
   dispatcher_.add("query-balloon", {}, [this](const Json&) { return query_balloon(); });
-  dispatcher_.add("block_resize", {"index", "size"},
+  dispatcher_.add("block_resize", {"index", "lun", "size"},
                   [this](const Json& a) { return block_resize(a); });
   dispatcher_.add("destroy", {}, [this](const Json&) -> api::CommandResult {
     request_exit(kExitDestroyed, "destroyed over the control socket");
@@ -241,35 +242,50 @@ api::CommandResult Machine::query_balloon() const {
 // the disk's queues quiet around it, and tells the guest's driver (a configuration change).
 api::CommandResult Machine::block_resize(const api::Json& args) {
   auto index = args.find("index");
+  auto lun = args.find("lun");
   auto size = args.find("size");
-  if (index == args.end() || !index->is_number_unsigned()) {
-    return std::unexpected(
-        api::invalid_argument("block_resize: 'index' (the disk's number in info) is required"));
+  bool by_lun = lun != args.end();
+  if (by_lun == (index != args.end()) || !(by_lun ? lun : index)->is_number_unsigned()) {
+    return std::unexpected(api::invalid_argument(
+        "block_resize: give 'index' (a virtio-blk disk's number in info) or 'lun' (a SCSI LUN)"));
   }
   if (size == args.end() || !size->is_number_unsigned() || size->get<uint64_t>() == 0) {
     return std::unexpected(
         api::invalid_argument("block_resize: 'size' must be a positive integer (bytes)"));
   }
-  const uint64_t i = index->get<uint64_t>();
-  if (i >= disks_.size()) {
-    return std::unexpected(api::invalid_argument(img::strfmt(
-        "block_resize: no disk %llu (the VM has %zu)", (unsigned long long)i, disks_.size())));
+  const uint64_t i = (by_lun ? lun : index)->get<uint64_t>();
+  const size_t count = by_lun ? scsi_paths_.size() : disks_.size();
+  if (i >= count) {
+    return std::unexpected(api::invalid_argument(
+        img::strfmt("block_resize: no %s %llu (the VM has %zu)", by_lun ? "SCSI LUN" : "disk",
+                    (unsigned long long)i, count)));
   }
-  Disk& d = disks_[i];
-  img::Status s = d.pci->with_device([&](virtio::VirtioDevice& dev) {
-    return static_cast<virtio::blk::BlkDevice&>(dev).resize(size->get<uint64_t>());
+  const std::string& path = by_lun ? scsi_paths_[i] : disks_[i].path;
+  uint64_t new_size = size->get<uint64_t>();
+  uint64_t now = 0;
+  img::Status s = (by_lun ? scsi_pci_ : disks_[i].pci)->with_device([&](virtio::VirtioDevice& dev) {
+    if (by_lun) {
+      auto& scsi = static_cast<virtio::scsi::ScsiDevice&>(dev);
+      img::Status st = scsi.resize(i, new_size);
+      now = scsi.lun_info(i).blocks * 512;
+      return st;
+    }
+    auto& blk = static_cast<virtio::blk::BlkDevice&>(dev);
+    img::Status st = blk.resize(new_size);
+    now = blk.size();
+    return st;
   });
   if (!s) {
     if (s.error().code() == img::ErrorCode::kInvalidArgument ||
         s.error().code() == img::ErrorCode::kReadOnly ||
         s.error().code() == img::ErrorCode::kNotSupported) {
       return std::unexpected(
-          api::invalid_argument("block_resize: " + d.path + ": " + s.error().message()));
+          api::invalid_argument("block_resize: " + path + ": " + s.error().message()));
     }
     return std::unexpected(
-        api::internal_error("block_resize: " + d.path + ": " + s.error().to_string()));
+        api::internal_error("block_resize: " + path + ": " + s.error().to_string()));
   }
-  return api::Json{{"index", i}, {"size", d.blk->size()}};
+  return api::Json{{by_lun ? "lun" : "index", i}, {"size", now}};
 }
 
 }  // namespace vmm

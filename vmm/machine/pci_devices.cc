@@ -143,6 +143,8 @@ img::Status Machine::setup_pci_devices(const MachineConfig& c) {
     ASSIGN_OR_RETURN(
         auto p, virtio::VirtioPciDevice::create(std::move(*dev), ram_.memory(), *irq_, *ioevents_));
     virtio_.push_back(p);
+    scsi_pci_ = p;
+    for (const ScsiSpec& d : c.scsi) scsi_paths_.push_back(d.path);
     device_names_.push_back("virtio-scsi");
     RETURN_IF_ERROR(pci->add_device(std::move(p)));
   }

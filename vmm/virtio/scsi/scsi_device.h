@@ -1,7 +1,7 @@
 // ScsiDevice: virtio-scsi (virtio 1.2 §5.6), one controller with one target (0) whose logical
 // units 0..N-1 are libimg images (raw or qcow2). Queues: controlq (task management and
-// asynchronous notification queries), eventq (buffers parked: no events are raised), and one
-// request queue. No feature bits (no INOUT, HOTPLUG, CHANGE or T10_PI). The configuration space
+// asynchronous notification queries), eventq (parameter-change events after a resize), and one
+// request queue. Feature bits: CHANGE only (no INOUT, HOTPLUG or T10_PI). The configuration space
 // (§5.6.4) advertises the limits; the driver may write sense_size and cdb_size, which the device
 // uses from the next DRIVER_OK on.
 //
@@ -47,7 +47,7 @@ class ScsiDevice final : public VirtioDevice {
   ~ScsiDevice() override;
 
   uint16_t device_type() const override;
-  uint64_t device_features() const override { return 0; }
+  uint64_t device_features() const override;
   uint16_t num_queues() const override { return 3; }
   uint16_t queue_max_size() const override { return opts_.queue_size; }
   uint32_t config_size() const override { return static_cast<uint32_t>(config_.size()); }
@@ -59,6 +59,10 @@ class ScsiDevice final : public VirtioDevice {
   void resume() override;
 
   const LunInfo& lun_info(size_t i) const { return infos_[i]; }
+  size_t lun_count() const { return luns_.size(); }
+  // Grows LUN i to new_size bytes (a multiple of 512, never smaller; not a read-only LUN); a
+  // running guest gets a unit attention and, with CHANGE, an event (scsi_worker.h).
+  img::Status resize(size_t i, uint64_t new_size);
 
  private:
   ScsiDevice(std::unique_ptr<img::IoLoop> loop, std::vector<ScsiLun> luns, const ScsiOptions& opts);

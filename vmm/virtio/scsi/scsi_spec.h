@@ -32,6 +32,9 @@ inline constexpr uint32_t kDefaultSenseSize = 96;
 inline constexpr uint32_t kMaxCdbSize = 256;  // our caps on what a driver may write there
 inline constexpr uint32_t kMaxSenseSize = 256;
 inline constexpr uint32_t kEventSize = 16;  // struct virtio_scsi_event
+// §5.6.3: VIRTIO_SCSI_F_CHANGE, and §5.6.6.3.3's event for it (reason = ASC | ASCQ << 8).
+inline constexpr uint64_t kFChange = 1ull << 2;
+inline constexpr uint32_t kEventParamChange = 3;
 
 // §5.6.6.1 struct virtio_scsi_req_cmd, device-readable part: lun[8], id (tag) le64,
 // task_attr, prio, crn, then cdb[cdb_size].
@@ -83,6 +86,7 @@ inline constexpr uint8_t kStatusCheckCondition = 0x02;
 inline constexpr uint8_t kKeyNoSense = 0x0;
 inline constexpr uint8_t kKeyMediumError = 0x3;
 inline constexpr uint8_t kKeyIllegalRequest = 0x5;
+inline constexpr uint8_t kKeyUnitAttention = 0x6;
 inline constexpr uint8_t kKeyDataProtect = 0x7;
 inline constexpr uint8_t kAscWriteError = 0x0c;
 inline constexpr uint8_t kAscUnrecoveredReadError = 0x11;
@@ -92,6 +96,8 @@ inline constexpr uint8_t kAscLbaOutOfRange = 0x21;
 inline constexpr uint8_t kAscInvalidFieldInCdb = 0x24;
 inline constexpr uint8_t kAscInvalidFieldInParamList = 0x26;
 inline constexpr uint8_t kAscWriteProtected = 0x27;
+inline constexpr uint8_t kAscParametersChanged = 0x2a;  // with ASCQ 0x09: CAPACITY DATA HAS CHANGED
+inline constexpr uint8_t kAscqCapacityChanged = 0x09;
 inline constexpr uint8_t kAscSavingParamsUnsupported = 0x39;
 inline constexpr uint32_t kFixedSenseSize = 18;  // SPC-4 §4.5.3
 

@@ -15,17 +15,27 @@ constexpr std::chrono::microseconds kTmfPoll{100};
 }  // namespace
 
 ScsiWorker::ScsiWorker(img::IoLoop& loop, std::vector<WorkerLun> luns, uint32_t cdb_size,
-                       uint32_t sense_size, std::vector<ActiveQueue> queues, VirtioInterrupt& irq)
+                       uint32_t sense_size, std::vector<ActiveQueue> queues, VirtioInterrupt& irq,
+                       bool change_events)
     : luns_(std::move(luns)),
       cdb_size_(cdb_size),
       sense_size_(sense_size),
       in_flight_(luns_.size()),
+      unit_attention_(luns_.size(), false),
+      change_events_(change_events),
       server_("virtio-scsi", loop, std::move(queues), irq, *this) {}
 
 img::Status ScsiWorker::handle_chain(uint16_t queue, DescriptorChain chain) {
   if (queue == kEventQueue) {
-    // §5.6.6.3: the driver gives the device buffers for events; none are raised, so they wait.
-    parked_events_.push_back(chain.head);
+    // §5.6.6.3: the driver gives the device buffers for events; they wait for one.
+    auto b = collect_buffers(chain, BufferDirection::kDeviceWrites, kEventSize);
+    if (!b) return img::invalid_argument("event buffer: " + b.error());
+    if (b->total < kEventSize) {
+      return img::invalid_argument(
+          img::strfmt("event buffer of %u bytes, not %u", b->total, kEventSize));
+    }
+    parked_events_.push_back({chain.head, std::move(*b)});
+    deliver_events();
     return {};
   }
   if (queue == kControlQueue) {
@@ -107,11 +117,20 @@ img::Task<void> ScsiWorker::run_command(uint16_t queue, uint16_t head, CmdReques
   if (!lun) {
     o.response = kSBadTarget;
   } else {
-    auto& flight = in_flight_[*lun];
-    ++flight[req.tag];
-    Command c = decode_cdb(req.cdb, *lun, luns_[*lun].info);
-    o = co_await execute(luns_[*lun], c, req);
-    if (--flight[req.tag] == 0) flight.erase(req.tag);
+    uint8_t opcode = req.cdb.empty() ? 0 : req.cdb[0];
+    if (unit_attention_[*lun] && opcode != op::kInquiry && opcode != op::kReportLuns &&
+        opcode != op::kRequestSense) {
+      // SPC-4 §5.14: reported once, by the first command it applies to.
+      unit_attention_[*lun] = false;
+      o.status = kStatusCheckCondition;
+      o.sense = {kKeyUnitAttention, kAscParametersChanged, kAscqCapacityChanged};
+    } else {
+      auto& flight = in_flight_[*lun];
+      ++flight[req.tag];
+      Command c = decode_cdb(req.cdb, *lun, luns_[*lun].info);
+      o = co_await execute(luns_[*lun], c, req);
+      if (--flight[req.tag] == 0) flight.erase(req.tag);
+    }
   }
   std::vector<uint8_t> sense;
   if (o.status == kStatusCheckCondition) sense = fixed_sense(o.sense);
@@ -237,6 +256,49 @@ img::Task<img::Status> ScsiWorker::quiesce() {
     if (!s) co_return s;
   }
   co_return img::Status{};
+}
+
+}  // namespace vmm::virtio::scsi
+
+namespace vmm::virtio::scsi {
+
+void ScsiWorker::deliver_events() {
+  while (!pending_events_.empty() && !parked_events_.empty()) {
+    size_t lun = pending_events_.front();
+    pending_events_.erase(pending_events_.begin());
+    EventBuffer e = std::move(parked_events_.front());
+    parked_events_.erase(parked_events_.begin());
+    uint8_t ev[kEventSize] = {};
+    uint32_t type = kEventParamChange;
+    std::memcpy(ev, &type, 4);
+    // §5.6.6.1's LUN format: 1, target, then the flat-space LUN (0x40 | hi, lo).
+    ev[4] = 1;
+    ev[6] = static_cast<uint8_t>(0x40 | (lun >> 8));
+    ev[7] = static_cast<uint8_t>(lun & 0xff);
+    uint32_t reason = kAscParametersChanged | (uint32_t{kAscqCapacityChanged} << 8);
+    std::memcpy(ev + 12, &reason, 4);
+    uint32_t n = copy_into(e.bufs, ev);
+    server_.complete(kEventQueue, e.head, n);
+  }
+}
+
+img::Status ScsiWorker::resize(size_t lun, uint64_t new_size) {
+  return server_.run_quiesced([this, lun, new_size]() -> img::Task<img::Status> {
+    WorkerLun& l = luns_[lun];
+    img::Status s = co_await l.disk->resize(new_size, {});
+    if (s) s = co_await l.disk->flush();
+    uint64_t blocks = l.disk->size() / kBlockSize;
+    if (blocks != l.info.blocks) {
+      l.info.blocks = blocks;
+      unit_attention_[lun] = true;
+      if (change_events_ &&
+          std::find(pending_events_.begin(), pending_events_.end(), lun) == pending_events_.end()) {
+        pending_events_.push_back(lun);
+        deliver_events();
+      }
+    }
+    co_return s;
+  });
 }
 
 }  // namespace vmm::virtio::scsi
