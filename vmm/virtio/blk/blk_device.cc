@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "virtio/blk/blk_spec.h"
+#include "virtio/disk_resize.h"
 #include "virtio/virtio_spec.h"
 
 namespace vmm::virtio::blk {
@@ -96,30 +97,12 @@ img::Status BlkDevice::activate(ActivateArgs args) {
   return worker_->start();
 }
 
-namespace {
-img::Task<img::Status> resize_and_flush(img::BlockDriver& disk, uint64_t new_size) {
-  img::Status s = co_await disk.resize(new_size, {});
-  if (!s) co_return s;
-  co_return co_await disk.flush();
-}
-}  // namespace
-
 img::Status BlkDevice::resize(uint64_t new_size) {
   const uint64_t old = disk_->size();
-  if (opts_.read_only) return img::read_only_error("the disk is read-only");
-  if (new_size % kSectorSize != 0) {
-    return img::invalid_argument(
-        img::strfmt("the new size %llu is not a multiple of 512", (unsigned long long)new_size));
-  }
-  if (new_size < old) {
-    return img::invalid_argument(img::strfmt(
-        "shrinking a disk under a running guest (%llu to %llu bytes) would cut off its data: "
-        "only growing is supported",
-        (unsigned long long)old, (unsigned long long)new_size));
-  }
+  RETURN_IF_ERROR(check_disk_grow(old, new_size, opts_.read_only, "the disk"));
   if (new_size == old) return {};
   img::Status s =
-      worker_ ? worker_->resize(new_size) : loop_->run(resize_and_flush(*disk_, new_size));
+      worker_ ? worker_->resize(new_size) : loop_->run(grow_and_flush(*disk_, new_size));
   // Whatever happened, the guest sees the size the image has now.
   limits_.capacity_sectors = disk_->size() / kSectorSize;
   put<uint64_t>(config_, cfg::kCapacity, limits_.capacity_sectors);

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "img/image.h"
+#include "virtio/disk_resize.h"
 #include "virtio/scsi/scsi_spec.h"
 #include "virtio/scsi/scsi_worker.h"
 #include "virtio/virtio_spec.h"
@@ -123,31 +124,13 @@ img::Status ScsiDevice::activate(ActivateArgs args) {
 
 uint64_t ScsiDevice::device_features() const { return kFChange; }
 
-namespace {
-img::Task<img::Status> grow_and_flush(img::BlockDriver& disk, uint64_t new_size) {
-  img::Status s = co_await disk.resize(new_size, {});
-  if (!s) co_return s;
-  co_return co_await disk.flush();
-}
-}  // namespace
-
 img::Status ScsiDevice::resize(size_t i, uint64_t new_size) {
   if (i >= luns_.size()) {
     return img::invalid_argument(img::strfmt("no LUN %zu (there are %zu)", i, luns_.size()));
   }
   img::BlockDriver& disk = *luns_[i].disk;
   const uint64_t old = disk.size();
-  if (luns_[i].read_only) return img::read_only_error("the LUN is read-only");
-  if (new_size % kBlockSize != 0) {
-    return img::invalid_argument(
-        img::strfmt("the new size %llu is not a multiple of 512", (unsigned long long)new_size));
-  }
-  if (new_size < old) {
-    return img::invalid_argument(img::strfmt(
-        "shrinking a disk under a running guest (%llu to %llu bytes) would cut off its data: "
-        "only growing is supported",
-        (unsigned long long)old, (unsigned long long)new_size));
-  }
+  RETURN_IF_ERROR(check_disk_grow(old, new_size, luns_[i].read_only, "the LUN"));
   if (new_size == old) return {};
   img::Status s =
       worker_ ? worker_->resize(i, new_size) : loop_->run(grow_and_flush(disk, new_size));

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "virtio/disk_resize.h"
 #include "virtio/scsi/scsi_spec.h"
 
 namespace vmm::virtio::scsi {
@@ -285,8 +286,7 @@ void ScsiWorker::deliver_events() {
 img::Status ScsiWorker::resize(size_t lun, uint64_t new_size) {
   return server_.run_quiesced([this, lun, new_size]() -> img::Task<img::Status> {
     WorkerLun& l = luns_[lun];
-    img::Status s = co_await l.disk->resize(new_size, {});
-    if (s) s = co_await l.disk->flush();
+    img::Status s = co_await grow_and_flush(*l.disk, new_size);
     uint64_t blocks = l.disk->size() / kBlockSize;
     if (blocks != l.info.blocks) {
       l.info.blocks = blocks;
