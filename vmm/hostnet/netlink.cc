@@ -35,7 +35,7 @@ class Request {
     auto* a = reinterpret_cast<rtattr*>(buf_.data() + at);
     a->rta_type = type;
     a->rta_len = static_cast<uint16_t>(RTA_LENGTH(len));
-    std::memcpy(RTA_DATA(a), data, len);
+    if (len > 0) std::memcpy(RTA_DATA(a), data, len);  // a nest's header has no data
   }
   void attr_str(uint16_t type, const std::string& s) { attr(type, s.c_str(), s.size() + 1); }
   void attr_u32(uint16_t type, uint32_t v) { attr(type, &v, sizeof v); }
