@@ -130,4 +130,10 @@ static inline unsigned char ext4_data(unsigned long o) {
 #define RESIZE_BYTE 0xa5
 #define RESIZE_WAIT_S 120
 
+/* check=reboot: the first boot writes REBOOT_MARK at the start of /dev/vda (O_DIRECT, fsync) and
+ * reboots; the next boot of the same VM finds it there, says so and powers off. With
+ * --on-reboot restart both boots run in one vmm process: the mark proves the disk (and its data)
+ * came through the machine reset. */
+#define REBOOT_MARK "VMM-REBOOT-MARK\n"
+
 #endif

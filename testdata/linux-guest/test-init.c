@@ -761,6 +761,33 @@ static int check_resize(void) {
   return 1;
 }
 
+/* ---- check=reboot: a mark on /dev/vda across a reboot (plan.h) ---- */
+
+static int power_off; /* then=poweroff, or check=reboot on the second boot */
+
+static int check_reboot(void) {
+  long fd = SYS(NR_open, "/dev/vda", O_RDWR | O_DIRECT | O_LARGEFILE, 0);
+  if (fd < 0) return fail("reboot", "open /dev/vda", fd);
+  long r = pread64(fd, buf, 4096, 0);
+  if (r != 4096) return fail("reboot", "read /dev/vda", r < 0 ? r : 0);
+  const unsigned long n = slen(REBOOT_MARK);
+  if (word_eq((const char*)buf, n, REBOOT_MARK)) {
+    SYS(NR_close, fd, 0, 0);
+    put("CHECK reboot PASS second boot: /dev/vda holds the first boot's mark; powering off\n");
+    power_off = 1;
+    return 1;
+  }
+  for (unsigned i = 0; i < 4096; i++) buf[i] = i < n ? (unsigned char)REBOOT_MARK[i] : 0;
+  r = pwrite64(fd, buf, 4096, 0);
+  if (r != 4096) return fail("reboot", "write the mark", r < 0 ? r : 0);
+  r = SYS(NR_fsync, fd, 0, 0);
+  if (r < 0) return fail("reboot", "fsync", r);
+  SYS(NR_close, fd, 0, 0);
+  put("CHECK reboot PASS first boot: marked /dev/vda; rebooting\n");
+  power_off = 0;
+  return 1;
+}
+
 /* ---- the command line and the checks ---- */
 
 struct check {
@@ -768,9 +795,10 @@ struct check {
   int (*run)(void); /* 0: not built yet */
 };
 static const struct check kChecks[] = {
-    {"blk", check_blk},         {"scsi", check_scsi}, {"net", check_net},   {"rng", check_rng},
-    {"console", check_console}, {"port", check_port}, {"balloon", check_balloon},
-    {"resize", check_resize},   {"ext4", check_ext4}, {"smp", check_smp},
+    {"blk", check_blk},         {"scsi", check_scsi},       {"net", check_net},
+    {"rng", check_rng},         {"console", check_console}, {"port", check_port},
+    {"balloon", check_balloon}, {"resize", check_resize},   {"ext4", check_ext4},
+    {"smp", check_smp},         {"reboot", check_reboot},
 };
 
 static void run_check(const char* name, unsigned long n) {
@@ -799,8 +827,6 @@ static long read_file(const char* path, char* b, unsigned long cap) {
   b[n > 0 ? n : 0] = 0;
   return n;
 }
-
-static int power_off; /* then=poweroff */
 
 static void finish(void) {
   put(power_off ? "INIT: done, powering off\n" : "INIT: done, rebooting\n");

@@ -82,6 +82,26 @@ TEST(SerialTest, LoopbackAsLinuxProbesIt) {
   EXPECT_EQ(u.rd(Serial::kData), 0x42);
 }
 
+// A machine reset: registers as at power-on, the FIFO emptied and the raised line lowered.
+TEST(SerialTest, ResetRestoresPowerOnRegistersAndLowersTheLine) {
+  Uart u;
+  u.wr(Serial::kLcr, 0x1b);
+  u.wr(Serial::kMcr, 0x0b);
+  u.wr(Serial::kScr, 0x77);
+  u.wr(Serial::kIer, Serial::kIerRdi);
+  ASSERT_EQ(u.s.receive(std::vector<uint8_t>{'x', 'y'}), 2u);
+  ASSERT_EQ(u.irq.back(), true);
+  u.s.reset();
+  EXPECT_EQ(u.irq.back(), false);
+  EXPECT_EQ(u.rd(Serial::kIer), 0);
+  EXPECT_EQ(u.rd(Serial::kLcr), 0x03);
+  EXPECT_EQ(u.rd(Serial::kMcr), 0x08);
+  EXPECT_EQ(u.rd(Serial::kScr), 0);
+  EXPECT_EQ(u.rd(Serial::kLsr) & 1, 0);  // nothing left to read
+  EXPECT_EQ(u.rd(Serial::kIir), Serial::kIirNone);
+  EXPECT_EQ(u.s.rx_space(), Serial::kRxCapacity);
+}
+
 TEST(SerialTest, ReceiveQueueIsBounded) {
   Uart u;
   std::vector<uint8_t> big(Serial::kRxCapacity + 10, 'z');
@@ -136,6 +156,21 @@ std::vector<uint8_t> drain(Kbd& k) {
   std::vector<uint8_t> got;
   for (int i = 0; i < 100 && (k.rd(4) & 1); ++i) got.push_back(k.rd(0));
   return got;
+}
+
+// A machine reset drops the keys that were still queued and the configuration the guest set.
+TEST(I8042Test, ResetEmptiesTheBuffersAndRestoresTheCommandByte) {
+  Kbd k;
+  k.wr(4, 0x60);
+  k.wr(0, 0x20);  // translation and interrupts off
+  k.k.press_ctrl_alt_del();
+  ASSERT_EQ(k.rd(4) & 1, 1);
+  k.k.reset();
+  EXPECT_EQ(k.rd(4) & 1, 0);
+  EXPECT_TRUE(drain(k).empty());
+  k.wr(4, 0x20);
+  EXPECT_EQ(k.rd(0), 0x45);
+  EXPECT_EQ(k.resets, 0);
 }
 
 TEST(I8042Test, CtrlAltDelInSet1WithTranslationOneIrqPulsePerByte) {

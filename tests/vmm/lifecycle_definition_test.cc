@@ -159,6 +159,8 @@ TEST(LifecycleDefinitionTest, EverythingRunTakesRoundTripsThroughTheFileAndBoots
                                   "--no-pvm-workarounds",
                                   "--seccomp",
                                   "log",
+                                  "--on-reboot",
+                                  "restart",
                                   "--user",
                                   "nobody",
                                   "--group",
@@ -191,6 +193,7 @@ TEST(LifecycleDefinitionTest, EverythingRunTakesRoundTripsThroughTheFileAndBoots
   EXPECT_TRUE(got.serial_ports[1].file);
   EXPECT_NE(to_json(d).find(R"("serial_ports": [)"), std::string::npos) << to_json(d);
   EXPECT_EQ(got.seccomp, "log");
+  EXPECT_EQ(got.on_reboot, OnReboot::kRestart);
   EXPECT_EQ(got.user, "nobody");
   EXPECT_EQ(got.group, "nogroup");
 }
@@ -212,6 +215,24 @@ TEST(LifecycleDefinitionTest, SeccompUserAndGroupInAFileAreCheckedLikeTheFlags) 
             std::string::npos);
   EXPECT_NE(with(R"("group": "nogroup")").find("--group needs --user"), std::string::npos);
   EXPECT_NE(with(R"("user": 65534)").find("user"), std::string::npos);
+}
+
+// on_reboot: libvirt's default (restart) when absent, as in definitions written before it.
+TEST(LifecycleDefinitionTest, OnRebootDefaultsToRestartAndTakesItsTwoWords) {
+  auto d = parse_definition(kMinimal, "demo.json");
+  ASSERT_TRUE(d) << d.error().message();
+  EXPECT_EQ(d->config.on_reboot, OnReboot::kRestart);
+  EXPECT_NE(to_json(*d).find(R"("on_reboot": "restart")"), std::string::npos) << to_json(*d);
+  auto args = run_args(*d);
+  ASSERT_TRUE(args);
+  EXPECT_EQ(parse_run(*args).on_reboot, OnReboot::kRestart);
+  std::string base = kMinimal;
+  base.pop_back();
+  auto with = [&](const std::string& more) { return error_of(base + ", " + more + "}"); };
+  EXPECT_EQ(with(R"("on_reboot": "destroy")"), "(parsed)");
+  EXPECT_NE(with(R"("on_reboot": "reset")").find("'on_reboot' must be \"restart\" or \"destroy\""),
+            std::string::npos);
+  EXPECT_NE(with(R"("on_reboot": true)").find("on_reboot"), std::string::npos);
 }
 
 TEST(LifecycleDefinitionTest, SerialPortsInAFileAreCheckedLikeTheFlag) {

@@ -1,7 +1,8 @@
 // End to end under KVM: the lifecycle commands on the freestanding test guest in its counter mode
 // ("GUEST: tick N" on COM1, which `vmm start` relays to console.log and `vmm console`). define,
 // start, list running, suspend stops the counter and resume restarts it, console shows the guest,
-// setmem reaches the balloon, reboot brings the VM back in a new process, shutdown ends it and
+// setmem reaches the balloon, reboot and reset boot the VM again in the same process, shutdown
+// ends it and
 // list shows it shut off; kill -9 of the VM's processes shows shut off and a new start works;
 // undefine keeps or removes the disk images. Skipped, with the reason, without /dev/kvm.
 #include <gtest/gtest.h>
@@ -139,20 +140,34 @@ TEST_F(LifecycleE2eTest, DefineStartSuspendResumeRebootShutdown) {
       "vmm: VM 'demo': balloon: 'value' 1073741824 is more than the VM's memory"))
       << big.err;
 
-  // reboot: the guest ends on Ctrl-Alt-Del and the supervisor starts it again in a new process,
-  // which boots afresh (its hello line follows the old output in console.log).
+  // reboot: the guest powers off on Ctrl-Alt-Del and the machine restarts in place: the same
+  // process boots afresh (its hello line follows the old output in console.log). reset does it
+  // at once, without the guest.
+  auto booted_again = [&](size_t before) {
+    for (int i = 0; i < 1000; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      std::string log = slurp(run_path("demo", "console.log"));
+      if (log.size() > before &&
+          log.find("GUEST: tick", log.find("GUEST: hello", before)) != std::string::npos &&
+          list(false).find(" demo   running\n") != std::string::npos) {
+        return true;
+      }
+    }
+    return false;
+  };
   size_t before = slurp(run_path("demo", "console.log")).size();
   EXPECT_EQ(ok("reboot", "demo").out, "Domain 'demo' is being rebooted\n\n");
-  bool rebooted = false;
-  for (int i = 0; i < 1000 && !rebooted; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    std::string log = slurp(run_path("demo", "console.log"));
-    rebooted = log.size() > before &&
-               log.find("GUEST: tick", log.find("GUEST: hello", before)) != std::string::npos &&
-               list(false).find(" demo   running\n") != std::string::npos;
-  }
-  EXPECT_TRUE(rebooted) << slurp(run_path("demo", "log"));
-  EXPECT_NE(pid_of("demo"), pid);
+  EXPECT_TRUE(booted_again(before)) << slurp(run_path("demo", "log"));
+  EXPECT_EQ(pid_of("demo"), pid);
+  EXPECT_NE(slurp(run_path("demo", "log"))
+                .find("vmm: guest powered off (ACPI S5) after a reboot request: resetting the "
+                      "machine (reboot 1)"),
+            std::string::npos)
+      << slurp(run_path("demo", "log"));
+  before = slurp(run_path("demo", "console.log")).size();
+  EXPECT_EQ(ok("reset", "demo").out, "Domain 'demo' was reset\n\n");
+  EXPECT_TRUE(booted_again(before)) << slurp(run_path("demo", "log"));
+  EXPECT_EQ(pid_of("demo"), pid);
 
   auto sd = ok("shutdown", "demo --timeout 20");
   EXPECT_EQ(sd.out, "Domain 'demo' is shut off\n\n");

@@ -128,8 +128,8 @@ TEST_F(LifecycleStateTest, DefaultStateDirFollowsXdg) {
 TEST_F(LifecycleStateTest, CommandsOnMissingOrStoppedVmsSayWhy) {
   std::string v = std::string(VMM_BINARY) + " ";
   std::string o = " --state-dir " + sd_.root;
-  for (const char* cmd : {"start", "shutdown", "reboot", "destroy", "suspend", "resume", "undefine",
-                          "dominfo", "domblklist", "console"}) {
+  for (const char* cmd : {"start", "shutdown", "reboot", "reset", "destroy", "suspend", "resume",
+                          "undefine", "dominfo", "domblklist", "console"}) {
     auto r = vmm_test::run_shell(v + cmd + o + " ghost", dir_);
     EXPECT_EQ(r.rc, 1) << cmd;
     EXPECT_EQ(r.err, "vmm: no VM named 'ghost' in " + sd_.root + "\n") << cmd;
@@ -141,7 +141,8 @@ TEST_F(LifecycleStateTest, CommandsOnMissingOrStoppedVmsSayWhy) {
   EXPECT_EQ(d.out, "Domain 'demo' defined\n\n");
   ASSERT_TRUE(write_pid(sd_.pid("demo"), 1));
   std::ofstream(sd_.control("demo")) << "";
-  for (const char* cmd : {"shutdown", "reboot", "destroy", "suspend", "resume", "console"}) {
+  for (const char* cmd :
+       {"shutdown", "reboot", "reset", "destroy", "suspend", "resume", "console"}) {
     auto r = vmm_test::run_shell(v + cmd + o + " demo", dir_);
     EXPECT_EQ(r.rc, 1) << cmd;
     EXPECT_EQ(r.err, "vmm: VM 'demo' is not running\n") << cmd;

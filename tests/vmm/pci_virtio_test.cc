@@ -233,5 +233,50 @@ TEST_F(PciVirtio, MsixFunctionMaskAndVectorMaskHoldThenReleaseInterrupts) {
   EXPECT_EQ(rig_->drv.cfg_read(cap + 2, 2), 0x8001u);
 }
 
+// A machine reset (PciBus::reset): the config space as at power-on (decoding off, the BAR back
+// where the bus put it, MSI-X disabled), the MSI-X table masked with its routes gone, and the
+// virtio device reset, so a new driver finds it as the first one did.
+TEST_F(PciVirtio, BusResetPutsEveryFunctionBackToPowerOn) {
+  VirtioGuest& g = rig_->guest;
+  PciDriver& d = rig_->drv;
+  const uint64_t placed = d.bar0();
+  const uint32_t command = d.cfg_read(0x04, 2);
+  ASSERT_EQ(g.init(1, 128), 0xf);
+  ASSERT_EQ(rig_->irq.routes.size(), 2u);
+  uint8_t cap = 0;
+  for (auto [off, id] : d.caps()) {
+    if (id == 0x11) cap = off;
+  }
+  ASSERT_NE(cap, 0);
+  ASSERT_EQ(d.cfg_read(cap + 2, 2) & 0x8000, 0x8000u);
+  uint64_t bar = g.bar();
+  ASSERT_NE(static_cast<virtio::VirtioPciDevice&>(*rig_->dev).device_status(), 0);
+  // The guest also moved the BAR.
+  d.cfg_write(0x04, 0, 2);
+  d.cfg_write(0x10, 0xd0000000);
+  d.cfg_write(0x04, 0x6, 2);
+
+  const int removed = rig_->irq.removed;
+  rig_->pci.reset();
+  EXPECT_EQ(d.cfg_read(0x04, 2), command);
+  EXPECT_EQ(d.bar0(), placed);
+  EXPECT_EQ(d.cfg_read(cap + 2, 2) & 0xc000, 0u);
+  EXPECT_EQ(rig_->irq.removed - removed, 2);  // both vectors' routes
+  uint8_t b;
+  EXPECT_FALSE(rig_->mmio.read(0xd0000000 + 0x12, std::span<uint8_t>(&b, 1)));
+  EXPECT_FALSE(rig_->mmio.read(bar + 0x12, std::span<uint8_t>(&b, 1)));
+  EXPECT_EQ(static_cast<virtio::VirtioPciDevice&>(*rig_->dev).device_status(), 0);
+  // The host bridge too.
+  PciDriver host(rig_->pci, rig_->mmio, 0);
+  EXPECT_EQ(host.cfg_read(0), 0x0d578086u);
+  // Decoding on again, the table reads masked and zero; a new driver brings the device up.
+  d.cfg_write(0x04, 0x2, 2);
+  uint64_t table = placed + virtio::VirtioPciDevice::kMsixTableOffset;
+  EXPECT_EQ(d.mmio_read(table, 8), 0u);
+  EXPECT_EQ(d.mmio_read(table + 12, 4), 1u);
+  EXPECT_EQ(g.init(1, 128), 0xf);
+  EXPECT_EQ(rig_->irq.routes.size(), 4u);  // two new routes (the fake keeps removed ones)
+}
+
 }  // namespace
 }  // namespace vmm::testing

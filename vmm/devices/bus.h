@@ -23,6 +23,10 @@ class BusDevice {
   // A read must fill all of data (0xff for nothing there is the PC convention).
   virtual void bus_read(uint64_t offset, std::span<uint8_t> data) = 0;
   virtual void bus_write(uint64_t offset, std::span<const uint8_t> data) = 0;
+  // A machine reset (reboot in place): back to the power-on state, interrupt lines lowered.
+  // Called on the main thread with every vCPU parked. State that outlives a power cycle on a PC
+  // (the RTC's CMOS RAM and clock) stays.
+  virtual void reset() {}
 };
 
 class Bus {

@@ -23,6 +23,16 @@ void I8042::pulse_irq() {
   irq_(false);
 }
 
+void I8042::reset() {
+  std::lock_guard lock(mu_);
+  out_.reset();
+  pending_cmd_ = 0;
+  cmd_byte_ = 0x45;
+  status_flags_ = kStatusSys;
+  kbd_.clear();
+  kbd_pending_cmd_ = 0;
+}
+
 void I8042::bus_read(uint64_t offset, std::span<uint8_t> data) {
   bool irq = false;
   {

@@ -1,8 +1,8 @@
 // Enough of the i8042 keyboard controller for Linux with no keyboard or mouse attached
 // (ports 0x60 data, 0x64 status/command; command set from the IBM PC/AT technical reference as
 // Linux's drivers/input/serio/i8042.c uses it). Command 0xFE (pulse output line 0: CPU reset)
-// and clearing bit 0 of the output port end the VM through the reset callback: the guest's
-// `reboot` ends the VMM with exit code 0.
+// and clearing bit 0 of the output port call the reset callback: the guest's `reboot`, which
+// the machine turns into a reset in place or the end of the VM (--on-reboot).
 //
 // A keyboard sits behind it, enough for the VMM to press Ctrl-Alt-Del (the control socket's
 // shutdown, as Firecracker's SendCtrlAltDel): it answers the commands Linux's atkbd probes with
@@ -38,6 +38,8 @@ class I8042 : public BusDevice {
       : on_reset_(std::move(on_reset)), irq_(std::move(irq)) {}
   void bus_read(uint64_t offset, std::span<uint8_t> data) override;
   void bus_write(uint64_t offset, std::span<const uint8_t> data) override;
+  // The controller and keyboard as at power-on: buffers emptied, configuration byte 0x45.
+  void reset() override;
 
   // Presses and releases Ctrl-Alt-Del, from any thread.
   void press_ctrl_alt_del();

@@ -97,6 +97,20 @@ void Serial::write_reg(uint8_t reg, uint8_t v) {
   }
 }
 
+void Serial::reset() {
+  std::lock_guard lock(mu_);
+  rx_.clear();
+  ier_ = 0;
+  lcr_ = 0x03;
+  mcr_ = 0x08;
+  scr_ = 0;
+  dll_ = 0x0c;
+  dlm_ = 0;
+  fifo_ = false;
+  thr_pending_ = false;
+  update_irq();
+}
+
 void Serial::update_irq() {
   bool level = ((ier_ & kIerRdi) && !rx_.empty()) || ((ier_ & kIerThri) && thr_pending_);
   if (level != irq_level_) {

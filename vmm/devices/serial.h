@@ -28,6 +28,8 @@ class Serial : public BusDevice {
 
   void bus_read(uint64_t offset, std::span<uint8_t> data) override;
   void bus_write(uint64_t offset, std::span<const uint8_t> data) override;
+  // Registers as at power-on, the receive FIFO emptied, the line lowered.
+  void reset() override;
 
   // Queues bytes for the guest; returns how many fit.
   size_t receive(std::span<const uint8_t> bytes);

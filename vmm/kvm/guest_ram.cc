@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 namespace vmm {
@@ -87,6 +88,8 @@ img::Result<GuestRam> GuestRam::create(uint64_t size, bool hugepages, bool preal
   GuestRam ram;
   ram.base_ = static_cast<uint8_t*>(p);
   ram.size_ = size;
+  ram.hugepages_ = hugepages;
+  ram.prealloc_ = prealloc;
   if (prealloc) RETURN_IF_ERROR(populate(ram.base_, size, hugepages));
   uint64_t low = size < kPciHoleStart ? size : kPciHoleStart;
   const uint64_t page = hugepages ? k2MiB : 0;
@@ -96,7 +99,25 @@ img::Result<GuestRam> GuestRam::create(uint64_t size, bool hugepages, bool preal
   return ram;
 }
 
-GuestRam::GuestRam(GuestRam&& o) noexcept : base_(o.base_), size_(o.size_), mem_(o.mem_) {
+img::Status GuestRam::clear() {
+  if (::madvise(base_, size_, hugepages_ ? MADV_REMOVE : MADV_DONTNEED) != 0) {
+    int e = errno;
+    // No way to drop the pages: write the zeros (they are backed already).
+    std::fprintf(stderr, "vmm: reset: madvise of guest memory: %s; zeroing it instead\n",
+                 std::strerror(e));
+    std::memset(base_, 0, size_);
+    return {};
+  }
+  if (prealloc_ || hugepages_) return populate(base_, size_, hugepages_);
+  return {};
+}
+
+GuestRam::GuestRam(GuestRam&& o) noexcept
+    : base_(o.base_),
+      size_(o.size_),
+      hugepages_(o.hugepages_),
+      prealloc_(o.prealloc_),
+      mem_(o.mem_) {
   o.base_ = nullptr;
   o.size_ = 0;
 }

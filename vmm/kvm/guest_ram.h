@@ -32,6 +32,11 @@ class GuestRam {
   ~GuestRam();
 
   uint64_t size() const { return size_; }
+  // Zeroes all of guest RAM for a machine reset by giving the pages back to the host
+  // (MADV_DONTNEED; MADV_REMOVE for huge pages), so a rebooted guest costs what a fresh one does.
+  // With prealloc, or huge pages (whose reservation goes with the pages), every page is backed
+  // again at once, which fails as create() does when the host is short. REQUIRES: no vCPU runs.
+  img::Status clear();
   // One region below the hole, and one at 4 GiB if size exceeds kPciHoleStart.
   const GuestMemory& memory() const { return mem_; }
 
@@ -39,6 +44,8 @@ class GuestRam {
   GuestRam() = default;
   uint8_t* base_ = nullptr;
   uint64_t size_ = 0;
+  bool hugepages_ = false;
+  bool prealloc_ = false;
   GuestMemory mem_;
 };
 

@@ -1,12 +1,13 @@
 #include "kvm/kvm.h"
 
-#include "kvm/kvm_abi.h"
-
 #include <fcntl.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+
+#include "kvm/kvm_abi.h"
 
 namespace vmm {
 
@@ -90,10 +91,53 @@ img::Result<std::vector<kvm_cpuid_entry2>> Kvm::supported_cpuid() const {
   return img::not_supported("KVM_GET_SUPPORTED_CPUID: too many entries");
 }
 
+img::Result<std::vector<uint32_t>> Kvm::msr_index_list() const {
+  // E2BIG while the buffer is too small, with nmsrs set to the count needed.
+  uint32_t n = 64;
+  for (int tries = 0; tries < 4; ++tries) {
+    std::vector<uint32_t> buf(1 + n);
+    buf[0] = n;
+    if (::ioctl(fd(), kvm_abi::kGetMsrIndexList, buf.data()) == 0) {
+      return std::vector<uint32_t>(buf.begin() + 1, buf.begin() + 1 + std::min(buf[0], n));
+    }
+    if (errno != E2BIG || buf[0] <= n || buf[0] > 16384) {
+      return img::io_error(errno, "KVM_GET_MSR_INDEX_LIST");
+    }
+    n = buf[0];
+  }
+  return img::not_supported("KVM_GET_MSR_INDEX_LIST: the list keeps growing");
+}
+
 img::Result<size_t> Kvm::vcpu_mmap_size() const {
   int n = ::ioctl(fd(), KVM_GET_VCPU_MMAP_SIZE, 0);
   if (n <= 0) return img::io_error(errno, "KVM_GET_VCPU_MMAP_SIZE");
   return static_cast<size_t>(n);
+}
+
+img::Status Vm::save_chip_reset_state() {
+  chips_.clear();
+  for (uint32_t id : {KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQCHIP_IOAPIC}) {
+    kvm_irqchip chip{};
+    chip.chip_id = id;
+    if (::ioctl(fd(), KVM_GET_IRQCHIP, &chip) < 0) {
+      return img::io_error(errno, img::strfmt("KVM_GET_IRQCHIP %u", id));
+    }
+    chips_.push_back(chip);
+  }
+  if (has_pit_ && ::ioctl(fd(), KVM_GET_PIT2, &pit_) < 0)
+    return img::io_error(errno, "KVM_GET_PIT2");
+  return {};
+}
+
+img::Status Vm::restore_chip_reset_state() {
+  for (kvm_irqchip& chip : chips_) {
+    if (::ioctl(fd(), KVM_SET_IRQCHIP, &chip) < 0) {
+      return img::io_error(errno, img::strfmt("KVM_SET_IRQCHIP %u", chip.chip_id));
+    }
+  }
+  if (has_pit_ && ::ioctl(fd(), KVM_SET_PIT2, &pit_) < 0)
+    return img::io_error(errno, "KVM_SET_PIT2");
+  return {};
 }
 
 img::Result<Vm> Vm::create(const Kvm& kvm) {

@@ -57,6 +57,8 @@ class Kvm {
   img::Status check_required_caps() const;
   img::Result<std::vector<kvm_cpuid_entry2>> supported_cpuid() const;
   img::Result<size_t> vcpu_mmap_size() const;
+  // KVM_GET_MSR_INDEX_LIST: the MSRs KVM saves and restores for a vCPU (what a reset puts back).
+  img::Result<std::vector<uint32_t>> msr_index_list() const;
 
  private:
   explicit Kvm(Fd fd) : fd_(std::move(fd)) {}
@@ -76,6 +78,10 @@ class Vm {
   uint32_t tsc_khz() const;
   // KVM_SET_USER_MEMORY_REGION; slots are numbered from 0 in call order.
   img::Status add_memory(uint64_t gpa, uint64_t size, void* host);
+  // The in-kernel PIC pair, IOAPIC and PIT as they are now (before the guest ran), and back to
+  // that state for a machine reset. REQUIRES for the restore: every vCPU parked.
+  img::Status save_chip_reset_state();
+  img::Status restore_chip_reset_state();
 
   static constexpr uint64_t kTssAddr = 0xfffbd000;       // 3 pages
   static constexpr uint64_t kIdentityMapAddr = 0xfffbc000;  // 1 page
@@ -85,6 +91,8 @@ class Vm {
   Fd fd_;
   uint32_t next_slot_ = 0;
   bool has_pit_ = false;
+  std::vector<kvm_irqchip> chips_;  // PIC master, PIC slave, IOAPIC
+  kvm_pit_state2 pit_{};
 };
 
 }  // namespace vmm

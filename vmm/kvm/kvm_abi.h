@@ -21,6 +21,15 @@ inline constexpr unsigned long kGetSupportedCpuid = _IOWR(KVMIO, 0x05, uint64_t)
 inline constexpr unsigned long kSetCpuid2 = _IOW(KVMIO, 0x90, uint64_t);
 inline constexpr unsigned long kSetMsrs = _IOW(KVMIO, 0x89, uint64_t);
 inline constexpr unsigned long kSetGsiRouting = _IOW(KVMIO, 0x6a, uint64_t);
+inline constexpr unsigned long kGetMsrs = _IOWR(KVMIO, 0x88, uint64_t);
+// struct kvm_msr_list is {u32 nmsrs; u32 indices[]}: the array at offset 4, the size 4.
+inline constexpr unsigned long kGetMsrIndexList = _IOWR(KVMIO, 0x02, uint32_t);
+// struct kvm_xsave is the 4096-byte legacy area followed by a flexible array.
+struct Xsave {
+  uint32_t region[1024];
+};
+inline constexpr unsigned long kGetXsave = _IOR(KVMIO, 0xa4, Xsave);
+inline constexpr unsigned long kSetXsave = _IOW(KVMIO, 0xa5, Xsave);
 
 // A buffer holding {count, 0, entries...}; 8-byte aligned.
 template <class T>

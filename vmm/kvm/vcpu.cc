@@ -11,6 +11,7 @@
 
 #include "devices/log.h"
 #include "kvm/kvm_abi.h"
+#include "kvm/vcpu_reset_state.h"
 #include "security/seccomp.h"
 
 namespace vmm {
@@ -41,6 +42,9 @@ img::Result<std::unique_ptr<Vcpu>> Vcpu::create(const Kvm& kvm, const Vm& vm, ui
   if (p == MAP_FAILED) return img::io_error(errno, "mmap of the kvm_run page");
   return std::unique_ptr<Vcpu>(new Vcpu(id, std::move(owned), static_cast<kvm_run*>(p), size));
 }
+
+Vcpu::Vcpu(uint32_t id, Fd fd, kvm_run* run, size_t run_size)
+    : id_(id), fd_(std::move(fd)), run_(run), run_size_(run_size) {}
 
 Vcpu::~Vcpu() {
   kick();
@@ -119,26 +123,41 @@ void Vcpu::install_kick_handler() {
   });
 }
 
-void Vcpu::start(Bus* pio, Bus* mmio, std::function<void(const VcpuStop&)> on_stop) {
+void Vcpu::start(Bus* pio, Bus* mmio, std::function<bool(const VcpuStop&)> on_stop) {
   install_kick_handler();
   started_ = true;
   thread_ = std::thread([this, pio, mmio, on_stop = std::move(on_stop)] {
     // The vCPU's own filter before its first KVM_RUN: from here on a guest drives this thread.
-    VcpuStop s;
     if (auto f = security::enter_thread(security::ThreadKind::kVcpu, "vcpu " + std::to_string(id_));
         !f) {
-      s = {VcpuStop::Reason::kInternalError,
-           img::strfmt("vCPU %u: %s", id_, f.error().to_string().c_str())};
-    } else {
-      s = run_loop(pio, mmio);
+      end_thread(on_stop, {VcpuStop::Reason::kInternalError,
+                           img::strfmt("vCPU %u: %s", id_, f.error().to_string().c_str())});
+      return;
     }
-    {
-      std::lock_guard lock(park_mu_);
-      ended_ = true;
+    for (;;) {
+      VcpuStop s = run_loop(pio, mmio);
+      if (s.reason == VcpuStop::Reason::kStopped) {
+        end_thread(on_stop, s);
+        return;
+      }
+      // Parked first: a reset that on_stop asks for resumes this vCPU only after it has been
+      // reset, and a pause() meanwhile finds it parked.
+      pause_ = true;
+      if (!on_stop(s)) {
+        end_thread(nullptr, s);
+        return;
+      }
     }
-    park_cv_.notify_all();
-    on_stop(s);
   });
+}
+
+void Vcpu::end_thread(const std::function<bool(const VcpuStop&)>& on_stop, const VcpuStop& s) {
+  {
+    std::lock_guard lock(park_mu_);
+    ended_ = true;
+  }
+  park_cv_.notify_all();
+  if (on_stop) on_stop(s);
 }
 
 void Vcpu::interrupt() {
@@ -213,11 +232,23 @@ void Vcpu::handle_mmio(Bus* mmio) {
 
 VcpuStop Vcpu::run_loop(Bus* pio, Bus* mmio) {
   using R = VcpuStop::Reason;
+  bool completion_due = false;  // the last exit was I/O that KVM finishes on the next KVM_RUN
   while (!stop_.load()) {
     if (pause_.load()) {
+      // Parked with the instruction half done, KVM would finish it at the next KVM_RUN on
+      // whatever state is there by then: after a reset, the new boot's registers (an `in`
+      // writing AL and skipping an instruction at the kernel's entry). KVM_RUN with
+      // immediate_exit finishes it and runs nothing more (api.rst, KVM_EXIT_IO).
+      if (completion_due) {
+        __atomic_store_n(&run_->immediate_exit, 1, __ATOMIC_SEQ_CST);
+        (void)::ioctl(fd(), KVM_RUN, 0);
+        __atomic_store_n(&run_->immediate_exit, 0, __ATOMIC_SEQ_CST);
+        completion_due = false;
+      }
       park();
       continue;
     }
+    completion_due = false;
     if (::ioctl(fd(), KVM_RUN, 0) < 0) {
       int e = errno;
       if (e == EINTR || e == EAGAIN) {
@@ -229,9 +260,11 @@ VcpuStop Vcpu::run_loop(Bus* pio, Bus* mmio) {
     switch (run_->exit_reason) {
       case KVM_EXIT_IO:
         handle_io(pio);
+        completion_due = true;
         break;
       case KVM_EXIT_MMIO:
         handle_mmio(mmio);
+        completion_due = true;
         break;
       case KVM_EXIT_HLT:
         return {R::kHalted, img::strfmt("vCPU %u halted", id_)};

@@ -6,6 +6,12 @@
 // pause() parks the loop outside KVM_RUN the same way (immediate_exit plus the signal) and returns
 // once the vCPU is parked; resume() lets it enter KVM_RUN again. Register state is untouched.
 //
+// A machine reset (reboot in place, machine/machine_reset.cc): save_reset_state() records the
+// vCPU's whole architectural state before its first KVM_RUN, restore_reset_state() puts it back
+// while the loop is parked (vcpu_reset.cc). When the loop meets an exit that ends the guest's run
+// (a triple fault, a reset event) it parks itself before it asks on_stop, which may keep the
+// thread for a reset (return true) or let it end.
+//
 // Thread-safety: setters are called before start() or while parked; kick(), pause() and resume()
 // are thread-safe.
 #pragma once
@@ -15,6 +21,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -59,10 +66,19 @@ class Vcpu {
   // LINT0 = ExtINT (the PIC reaches the BSP), LINT1 = NMI, as a BIOS leaves them.
   img::Status setup_lapic_lints();
 
+  // Records regs, FPU (XSAVE where KVM has it), XCRs, sregs, every MSR of `msrs` that KVM reads,
+  // the LAPIC, MP state, pending events and debug registers. REQUIRES: not started.
+  img::Status save_reset_state(const std::vector<uint32_t>& msrs);
+  // Puts the saved state back (an MSR KVM refuses is skipped and named in the debug log; a
+  // paravirtual clock or fault MSR refused fails). REQUIRES: saved; parked or not started.
+  img::Status restore_reset_state();
+
   // Installs the kick signal handler (process-wide, once).
   static void install_kick_handler();
-  // Runs the loop on a new thread; on_stop is called once, on that thread, when it ends.
-  void start(Bus* pio, Bus* mmio, std::function<void(const VcpuStop&)> on_stop);
+  // Runs the loop on a new thread; on_stop is called on that thread when the loop stops. For
+  // kStopped the thread then ends. For any other reason the vCPU is already parked (pause_ set)
+  // when on_stop runs: true keeps the thread, parked until resume() (after a reset), false ends it.
+  void start(Bus* pio, Bus* mmio, std::function<bool(const VcpuStop&)> on_stop);
   // Makes the loop end soon with kStopped. Safe to call many times, from any thread.
   void kick();
   void join();
@@ -71,14 +87,17 @@ class Vcpu {
   void resume();
 
  private:
-  Vcpu(uint32_t id, Fd fd, kvm_run* run, size_t run_size)
-      : id_(id), fd_(std::move(fd)), run_(run), run_size_(run_size) {}
+  Vcpu(uint32_t id, Fd fd, kvm_run* run, size_t run_size);
   VcpuStop run_loop(Bus* pio, Bus* mmio);
+  // Marks the loop ended (pause() waiters wake), then tells on_stop (when given).
+  void end_thread(const std::function<bool(const VcpuStop&)>& on_stop, const VcpuStop& s);
   void handle_io(Bus* pio);
   void handle_mmio(Bus* mmio);
   // Called by the loop when pause_ is set: waits until resume() or kick().
   void park();
   void interrupt();  // immediate_exit plus the kick signal
+
+  struct ResetState;
 
   uint32_t id_;
   Fd fd_;
@@ -92,6 +111,7 @@ class Vcpu {
   bool parked_ = false;  // guarded by park_mu_
   bool ended_ = false;   // guarded by park_mu_
   std::thread thread_;
+  std::unique_ptr<ResetState> reset_state_;
 };
 
 }  // namespace vmm

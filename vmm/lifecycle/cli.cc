@@ -85,7 +85,8 @@ LifecycleCli::LifecycleCli(CLI::App& app) : o_(std::make_unique<Options>()) {
   sub("shutdown", "ask the guest to shut down (Ctrl-Alt-Del)")
       ->add_option("--timeout", o.timeout, "wait up to SECONDS for the VM to end, then report")
       ->check(CLI::Range(0.0, 86400.0));
-  sub("reboot", "ask the guest to reboot; the VM starts again when the guest resets");
+  sub("reboot", "ask the guest to reboot (Ctrl-Alt-Del); its reset restarts the machine in place");
+  sub("reset", "reset the machine at once, as a reset button (the guest is not asked)");
   sub("destroy", "stop the VM at once (the power cord)");
   sub("suspend", "pause the VM's vCPUs and devices");
   sub("resume", "resume a suspended VM");
@@ -197,6 +198,7 @@ std::optional<int> LifecycleCli::dispatch() {
     return cmd_shutdown(sd, n, o.timeout >= 0 ? std::optional<double>(o.timeout) : std::nullopt);
   }
   if (cmd == "reboot") return cmd_reboot(sd, n);
+  if (cmd == "reset") return cmd_reset(sd, n);
   if (cmd == "destroy") return cmd_destroy(sd, n);
   if (cmd == "suspend") return cmd_suspend(sd, n, false);
   if (cmd == "resume") return cmd_suspend(sd, n, true);

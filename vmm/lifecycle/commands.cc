@@ -162,7 +162,7 @@ int cmd_start(const StateDir& sd, const std::string& name, const std::string& vm
   }
   // Whatever a vmm that died left behind goes: a stale pid, sockets nobody serves, the old log.
   for (const std::string& p : {sd.pid(name), sd.control(name), sd.console(name), sd.serial(name),
-                               sd.reboot_marker(name), sd.log(name), sd.console_log(name)}) {
+                               sd.run_dir(name) + "/reboot", sd.log(name), sd.console_log(name)}) {
     ::unlink(p.c_str());
   }
   Definition def = vm->def;
@@ -201,7 +201,6 @@ int cmd_start(const StateDir& sd, const std::string& name, const std::string& vm
 int cmd_shutdown(const StateDir& sd, const std::string& name, std::optional<double> timeout_s) {
   auto vm = open_vm(sd, name);
   if (!vm) return fail(vm.error().message());
-  ::unlink(sd.reboot_marker(name).c_str());  // a pending reboot is overridden
   auto r = control_call(sd, name, "shutdown");
   if (!r) return fail(r.error().message());
   if (!timeout_s) {
@@ -220,15 +219,20 @@ int cmd_reboot(const StateDir& sd, const std::string& name) {
   auto vm = open_vm(sd, name);
   if (!vm) return fail(vm.error().message());
   if (!lock_held(sd.lock(name))) return fail("VM '" + name + "' is not running");
-  // The supervisor starts `vmm run` again when it ends by the guest's reset and this marker is
-  // there (vmm has no reset in place).
-  { std::ofstream(sd.reboot_marker(name)) << "1\n"; }
+  // The guest's reset (or power-off) after this request restarts the machine in place.
   auto r = control_call(sd, name, "reboot");
-  if (!r) {
-    ::unlink(sd.reboot_marker(name).c_str());
-    return fail(r.error().message());
-  }
+  if (!r) return fail(r.error().message());
   std::printf("Domain '%s' is being rebooted\n\n", name.c_str());
+  return 0;
+}
+
+int cmd_reset(const StateDir& sd, const std::string& name) {
+  auto vm = open_vm(sd, name);
+  if (!vm) return fail(vm.error().message());
+  if (!lock_held(sd.lock(name))) return fail("VM '" + name + "' is not running");
+  auto r = control_call(sd, name, "reset");
+  if (!r) return fail(r.error().message());
+  std::printf("Domain '%s' was reset\n\n", name.c_str());
   return 0;
 }
 
@@ -236,7 +240,6 @@ int cmd_destroy(const StateDir& sd, const std::string& name) {
   auto vm = open_vm(sd, name);
   if (!vm) return fail(vm.error().message());
   if (!lock_held(sd.lock(name))) return fail("VM '" + name + "' is not running");
-  ::unlink(sd.reboot_marker(name).c_str());
   auto r = control_call(sd, name, "destroy");
   if (!r || !wait_stopped(sd, name, 10)) {
     // The control socket is gone or the VM did not end: the power cord is SIGKILL, but only to a

@@ -32,6 +32,8 @@ int cmd_start(const StateDir& sd, const std::string& name, const std::string& vm
 int cmd_list(const StateDir& sd, bool all);
 int cmd_shutdown(const StateDir& sd, const std::string& name, std::optional<double> timeout_s);
 int cmd_reboot(const StateDir& sd, const std::string& name);
+// virsh reset: the machine reset at once, without asking the guest.
+int cmd_reset(const StateDir& sd, const std::string& name);
 int cmd_destroy(const StateDir& sd, const std::string& name);
 int cmd_suspend(const StateDir& sd, const std::string& name, bool resume);
 int cmd_undefine(const StateDir& sd, const std::string& name, bool remove_storage);

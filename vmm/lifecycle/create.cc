@@ -104,6 +104,7 @@ int cmd_create(const StateDir& sd, const CreateArgs& a, const std::string& vmm_e
   std::error_code ec;
   if (fs::exists(sd.definition(a.name), ec)) return fail("VM '" + a.name + "' already exists");
   MachineConfig c;
+  c.on_reboot = OnReboot::kRestart;  // virt-install's default: the guest's reboot boots it again
   c.kernel = a.kernel;
   c.initrd = a.initrd;
   c.cmdline = a.cmdline;

@@ -103,7 +103,7 @@ img::Result<Definition> parse(const Json& j, const std::string& src) {
       {"format",          "version",      "name",    "uuid",    "vcpus",     "memory",
        "kernel",          "initrd",       "cmdline", "disks",   "scsi",      "nics",
        "console",         "serial_ports", "rng",     "balloon", "hugepages", "mem_prealloc",
-       "pvm_workarounds", "seccomp",      "user",    "group"}));
+       "pvm_workarounds", "seccomp",      "user",    "group",   "on_reboot"}));
   Definition d;
   MachineConfig& c = d.config;
   ASSIGN_OR_RETURN(d.name, r.str("name", true));
@@ -122,6 +122,13 @@ img::Result<Definition> parse(const Json& j, const std::string& src) {
   ASSIGN_OR_RETURN(std::string seccomp, r.str("seccomp", false));
   if (!seccomp.empty()) c.seccomp = seccomp;
   ASSIGN_OR_RETURN(c.user, r.str("user", false));
+  ASSIGN_OR_RETURN(std::string on_reboot, r.str("on_reboot", false));
+  c.on_reboot = OnReboot::kRestart;  // libvirt's default, and a definition's before the member
+  if (!on_reboot.empty()) {
+    auto o = parse_on_reboot(on_reboot);
+    if (!o) return r.fail("'on_reboot' must be \"restart\" or \"destroy\"");
+    c.on_reboot = *o;
+  }
   ASSIGN_OR_RETURN(c.group, r.str("group", false));
 
   for (const char* key : {"disks", "scsi"}) {
@@ -304,7 +311,8 @@ std::string to_json(const Definition& d) {
             {"hugepages", c.hugepages},
             {"mem_prealloc", c.mem_prealloc},
             {"pvm_workarounds", c.pvm_workarounds},
-            {"seccomp", c.seccomp}};
+            {"seccomp", c.seccomp},
+            {"on_reboot", on_reboot_name(c.on_reboot)}};
   if (!c.user.empty()) j["user"] = c.user;
   if (!c.group.empty()) j["group"] = c.group;
   j["disks"] = Json::array();
@@ -399,7 +407,7 @@ img::Result<std::vector<std::string>> run_args(const Definition& d) {
   if (c.hugepages) a.push_back("--hugepages");
   if (c.mem_prealloc) a.push_back("--mem-prealloc");
   if (!c.pvm_workarounds) a.push_back("--no-pvm-workarounds");
-  a.insert(a.end(), {"--seccomp", c.seccomp});
+  a.insert(a.end(), {"--seccomp", c.seccomp, "--on-reboot", on_reboot_name(c.on_reboot)});
   if (!c.user.empty()) a.insert(a.end(), {"--user", c.user});
   if (!c.group.empty()) a.insert(a.end(), {"--group", c.group});
   return a;

@@ -54,6 +54,12 @@ void add_run_flags(CLI::App& run, RunFlags& f, bool with_host_io) {
                    "destroy, disk-stats, balloon, block_resize) on this unix socket path; see "
                    "docs/vmm-control.md");
   }
+  // vmm run ends on a guest reset as Firecracker does; a defined VM restarts, as libvirt's do.
+  f.on_reboot = with_host_io ? "destroy" : "restart";
+  run.add_option("--on-reboot", f.on_reboot,
+                 "what a guest reboot (or triple fault) does: restart (reset the machine and "
+                 "boot again in this process) or destroy (end the VM, exit 0)")
+      ->capture_default_str();
   {
     run.add_option("--seccomp", cfg.seccomp,
                    "per-thread seccomp filters: on (a forbidden call kills the VMM), log (allow "
@@ -72,6 +78,7 @@ img::Result<MachineConfig> to_config(const CLI::App& run, const RunFlags& f) {
   if (!mem) return img::invalid_argument("--memory: " + mem.error().message());
   cfg.memory = *mem;
   cfg.pvm_workarounds = !f.no_pvm_workarounds;
+  ASSIGN_OR_RETURN(cfg.on_reboot, parse_on_reboot(f.on_reboot));
   for (const std::string& d : f.disks) {
     ASSIGN_OR_RETURN(auto spec, parse_disk_spec(d));
     cfg.disks.push_back(spec);

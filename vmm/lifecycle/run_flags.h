@@ -18,6 +18,7 @@ namespace vmm::lifecycle {
 struct RunFlags {
   MachineConfig cfg;  // the fields CLI11 sets directly (kernel, cmdline, cpus, serial, ...)
   std::string memory = "512M";
+  std::string on_reboot;  // add_run_flags sets the default: destroy for run, restart for define
   std::vector<std::string> disks, scsi, nets, serial_ports;
   std::string rng, console, balloon;
   bool no_pvm_workarounds = false;

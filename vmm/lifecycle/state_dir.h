@@ -6,7 +6,7 @@
 //                            the kernel drops the lock when they die, even by SIGKILL, so a held
 //                            lock is the one reliable sign that the VM runs
 //   DIR/run/NAME/pid         the `vmm run` process (the Id in `vmm list`)
-//   DIR/run/NAME/control.sock, console.sock, serial.sock, log, console.log, reboot
+//   DIR/run/NAME/control.sock, console.sock, serial.sock, log, console.log
 //
 // A pid file is trusted only when the lock is held and /proc/PID/cmdline is `vmm run` with this
 // VM's control socket: a pid left by a vmm that was killed may since name another process.
@@ -36,7 +36,6 @@ struct StateDir {
   std::string serial(const std::string& n) const { return run_dir(n) + "/serial.sock"; }
   std::string log(const std::string& n) const { return run_dir(n) + "/log"; }
   std::string console_log(const std::string& n) const { return run_dir(n) + "/console.log"; }
-  std::string reboot_marker(const std::string& n) const { return run_dir(n) + "/reboot"; }
 
   // The names of the defined VMs, sorted.
   std::vector<std::string> names() const;

@@ -156,7 +156,7 @@ void supervise(const StateDir& sd, const std::string& name,
   argv.insert(argv.end(), {"--serial", "unix:" + sd.serial(name), "--control", sd.control(name)});
 
   int code = 1;
-  for (;;) {
+  do {
     pid_t child = spawn(argv);
     if (child < 0) {
       std::fprintf(stderr, "vmm: fork: %s\n", std::strerror(errno));
@@ -191,17 +191,11 @@ void supervise(const StateDir& sd, const std::string& name,
       break;
     }
     code = WEXITSTATUS(status);
-    if (code == 0 && ::unlink(sd.reboot_marker(name).c_str()) == 0) {
-      std::fprintf(stderr, "vmm: the guest ended after a reboot request: starting it again\n");
-      continue;
-    }
     std::fprintf(stderr, "vmm: the VM process %d exited with code %d\n", child, code);
-    break;
-  }
+  } while (false);
   ::unlink(sd.serial(name).c_str());
   ::unlink(sd.console(name).c_str());
   ::unlink(sd.control(name).c_str());
-  ::unlink(sd.reboot_marker(name).c_str());
   ::_exit(code);
 }
 

@@ -5,9 +5,9 @@
 // stays held while either process lives), runs `vmm run ... --serial unix:serial.sock --control
 // control.sock` with stdout and stderr on the log, and relays the guest's serial port: every byte
 // goes to console.log (capped) and to the one client attached to console.sock (`vmm console`),
-// whose keystrokes go back to the guest. vmm has no reset in place, so when the guest resets
-// after `vmm reboot` (which leaves the "reboot" marker) it starts `vmm run` again; any other end
-// of `vmm run` ends the supervisor, which removes the runtime files but the log.
+// whose keystrokes go back to the guest. A reboot happens inside `vmm run` (reset in place, the
+// definition's on_reboot), so the end of `vmm run` ends the supervisor, which removes the runtime
+// files but the log.
 //
 // Thread-safety: single-threaded process.
 #pragma once

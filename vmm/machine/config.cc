@@ -13,6 +13,14 @@
 
 namespace vmm {
 
+img::Result<OnReboot> parse_on_reboot(const std::string& s) {
+  if (s == "destroy") return OnReboot::kDestroy;
+  if (s == "restart") return OnReboot::kRestart;
+  return img::invalid_argument("--on-reboot must be restart or destroy, not '" + s + "'");
+}
+
+const char* on_reboot_name(OnReboot r) { return r == OnReboot::kRestart ? "restart" : "destroy"; }
+
 img::Result<uint64_t> parse_size(const std::string& s) {
   size_t i = 0;
   uint64_t v = 0;

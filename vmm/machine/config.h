@@ -47,6 +47,11 @@ enum ExitCode : int {
   kExitInterrupted = 130,  // SIGINT/SIGTERM
 };
 
+enum class OnReboot { kDestroy, kRestart };
+// "destroy" or "restart" (libvirt's on_reboot words).
+img::Result<OnReboot> parse_on_reboot(const std::string& s);
+const char* on_reboot_name(OnReboot r);
+
 struct DiskSpec {
   std::string path;
   std::string format;  // "" = probe, "raw", "qcow2"
@@ -132,6 +137,11 @@ struct MachineConfig {
   std::string seccomp = kDefaultSeccomp;
   // --user / --group: drop root to these once everything is open; empty = stay.
   std::string user, group;
+  // --on-reboot: what a guest reset does (a triple fault counts as one, as in QEMU): restart
+  // resets the machine in place and boots the kernel again in the same process; destroy ends
+  // the VM (exit 0, Firecracker's and QEMU -no-reboot's way). A reboot asked for over the
+  // control socket restarts either way.
+  OnReboot on_reboot = OnReboot::kDestroy;
 };
 
 // "512M", "2G", "1048576", "64K", "1T" (binary units; optional trailing "iB"/"B").

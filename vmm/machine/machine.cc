@@ -65,6 +65,8 @@ img::Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& c) {
   std::unique_ptr<Machine> m(new Machine(std::move(kvm), std::move(vm), std::move(ram)));
   m->cpus_ = c.cpus;
   m->memory_ = c.memory;
+  m->config_ = c;
+  m->on_reboot_ = c.on_reboot;
   m->add_commands();
   if (!c.control.empty()) {
     ASSIGN_OR_RETURN(m->control_, api::ControlServer::listen(c.control, m->dispatcher_));
@@ -80,6 +82,10 @@ img::Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& c) {
   // Both would read stdin; the virtio console (the guest's hvc0) gets it.
   m->serial_input_ = !(c.console && c.console->kind == ConsoleSpec::Kind::kStdio);
   RETURN_IF_ERROR(m->setup_vcpus(c));
+  // What a reset in place puts back: taken now, before the guest ran.
+  ASSIGN_OR_RETURN(std::vector<uint32_t> msrs, m->kvm_.msr_index_list());
+  for (auto& v : m->vcpus_) RETURN_IF_ERROR(v->save_reset_state(msrs));
+  RETURN_IF_ERROR(m->vm_.save_chip_reset_state());
   ASSIGN_OR_RETURN(m->seccomp_, security::parse_seccomp_mode(c.seccomp));
   // Everything is open (/dev/kvm, taps, images, sockets) and no thread runs yet, so the whole
   // process changes credentials at once (glibc's setxid broadcast would meet filtered threads).
@@ -110,23 +116,36 @@ Machine::~Machine() {
 img::Status Machine::load_and_boot(const MachineConfig& c) {
   const GuestMemory& mem = ram_.memory();
   uint64_t low_end = mem.regions()[0].size;
-  ASSIGN_OR_RETURN(std::vector<uint8_t> kernel, read_whole_file(c.kernel, "kernel", low_end));
+  const bool first = kernel_image_.empty();
+  if (first) {
+    ASSIGN_OR_RETURN(kernel_image_, read_whole_file(c.kernel, "kernel", low_end));
+    if (!c.initrd.empty()) {
+      ASSIGN_OR_RETURN(initrd_image_, read_whole_file(c.initrd, "initrd", low_end));
+    }
+  }
+  const std::vector<uint8_t>& kernel = kernel_image_;
   auto loaded = load_kernel(kernel, mem, low_end);
   if (!loaded) return img::Unexpected(loaded.error().prepend("kernel " + c.kernel));
   LoadedKernel& k = *loaded;
 
   BootInfo info;
-  // A bzImage or a PVH vmlinux is Linux; a plain ELF64 is a freestanding guest with its own flags.
-  GuestCmdline cmd = compose_guest_cmdline(c.cmdline, k.bzimage || k.pvh, host_is_kvm_pvm(),
-                                           c.pvm_workarounds, vm_.tsc_khz());
-  if (!cmd.added.empty()) {
-    std::fprintf(stderr, "vmm: kvm_pvm: adding '%s' to the kernel command line "
-                         "(--no-pvm-workarounds turns this off)\n", cmd.added.c_str());
+  if (first) {
+    // A bzImage or a PVH vmlinux is Linux; a plain ELF64 is a freestanding guest with its own
+    // flags. Composed once: a reset places the same line (and makes no host queries).
+    GuestCmdline cmd = compose_guest_cmdline(c.cmdline, k.bzimage || k.pvh, host_is_kvm_pvm(),
+                                             c.pvm_workarounds, vm_.tsc_khz());
+    if (!cmd.added.empty()) {
+      std::fprintf(stderr,
+                   "vmm: kvm_pvm: adding '%s' to the kernel command line "
+                   "(--no-pvm-workarounds turns this off)\n",
+                   cmd.added.c_str());
+    }
+    guest_cmdline_ = cmd.cmdline;
   }
-  info.cmdline = cmd.cmdline;
+  info.cmdline = guest_cmdline_;
   info.e820 = build_e820(c.memory);
   if (!c.initrd.empty()) {
-    ASSIGN_OR_RETURN(std::vector<uint8_t> initrd, read_whole_file(c.initrd, "initrd", low_end));
+    const std::vector<uint8_t>& initrd = initrd_image_;
     // boot.rst: protocol 2.03+ gives initrd_addr_max; PVH kernels take any address below 4 GiB.
     uint64_t max = k.bzimage ? k.hdr.initrd_addr_max : 0xffffffff;
     ASSIGN_OR_RETURN(uint64_t at, place_initrd(initrd.size(), k.end, max, low_end));
@@ -156,13 +175,13 @@ img::Status Machine::setup_devices(const MachineConfig& c) {
   serial_ = std::make_shared<Serial>([con](uint8_t b) { con->write(b); },
                                      [irq](bool level) { irq->set_irq_line(Serial::kCom1Irq, level); });
   RETURN_IF_ERROR(pio_.insert(Serial::kCom1Base, 8, serial_));
-  auto i8042 = std::make_shared<I8042>(
-      [this] { request_exit(kExitGuestReset, "guest reset (i8042)" + shutdown_note()); },
-      [irq](bool level) { irq->set_irq_line(I8042::kIrq, level); });
+  auto i8042 =
+      std::make_shared<I8042>([this] { guest_end(kExitGuestReset, "guest reset (i8042)", false); },
+                              [irq](bool level) { irq->set_irq_line(I8042::kIrq, level); });
   RETURN_IF_ERROR(pio_.insert(I8042::kBase, I8042::kLen, i8042));
   i8042_ = i8042;
-  auto sleep = std::make_shared<AcpiSleep>(
-      [this] { request_exit(kExitGuestPowerOff, kPowerOffWhy + shutdown_note()); });
+  auto sleep =
+      std::make_shared<AcpiSleep>([this] { guest_end(kExitGuestPowerOff, kPowerOffWhy, true); });
   RETURN_IF_ERROR(pio_.insert(AcpiSleep::kBase, AcpiSleep::kLen, sleep));
   devices_.push_back(sleep);
   auto rtc = std::make_shared<Rtc>();
@@ -225,7 +244,27 @@ void Machine::request_exit(int code, const std::string& why) {
 
 std::string Machine::shutdown_note() {
   std::lock_guard lock(mu_);
-  return shutdown_note_;
+  return request_ == Request::kReboot     ? " after a reboot request"
+         : request_ == Request::kShutdown ? " after a shutdown request"
+                                          : "";
+}
+
+bool Machine::guest_end(int code, const std::string& why, bool power_off) {
+  Request req;
+  {
+    std::lock_guard lock(mu_);
+    req = request_;
+  }
+  // Asked to reboot, any clean end boots again (a guest may power off on Ctrl-Alt-Del); asked
+  // to shut down, the guest's reset ends the VM (Linux resets on Ctrl-Alt-Del by default).
+  bool restart = req == Request::kReboot ||
+                 (!power_off && on_reboot_ == OnReboot::kRestart && req != Request::kShutdown);
+  if (!restart) {
+    request_exit(code, why + shutdown_note());
+    return false;
+  }
+  request_reset(why + shutdown_note());
+  return true;
 }
 
 bool Machine::exiting() {
@@ -257,25 +296,26 @@ img::Status Machine::serve_events() {
   return {};
 }
 
-void Machine::on_vcpu_stop(const VcpuStop& s) {
+bool Machine::on_vcpu_stop(const VcpuStop& s) {
   using R = VcpuStop::Reason;
   switch (s.reason) {
     case R::kStopped:
-      return;
-    case R::kShutdown:
-      request_exit(kExitTripleFault, s.detail);
-      return;
+      return false;
+    case R::kShutdown:  // a triple fault resets a PC
+      return guest_end(kExitTripleFault, s.detail, false);
+    case R::kSystemReset:
+      return guest_end(kExitGuestReset, s.detail, false);
     case R::kInternalError:
       request_exit(kExitInternalError, s.detail);
-      return;
-    case R::kHalted:
-    case R::kSystemReset:
+      return false;
+    case R::kHalted:  // no in-kernel LAPIC: nothing would wake it
       request_exit(kExitGuestReset, s.detail);
-      return;
+      return false;
     case R::kCrash:
       request_exit(kExitGuestCrash, s.detail);
-      return;
+      return false;
   }
+  return false;
 }
 
 int Machine::run() {
@@ -296,7 +336,7 @@ int Machine::run() {
     return kExitVmmError;
   }
   for (auto& v : vcpus_) {
-    v->start(&pio_, &mmio_, [this](const VcpuStop& s) { on_vcpu_stop(s); });
+    v->start(&pio_, &mmio_, [this](const VcpuStop& s) { return on_vcpu_stop(s); });
   }
   if (auto s = security::install_filter(security::ThreadKind::kMain, seccomp_); !s) {
     request_exit(kExitVmmError, s.error().to_string());
@@ -305,6 +345,7 @@ int Machine::run() {
     if (auto s = loop_->run_once(-1); !s) {
       request_exit(kExitVmmError, "main loop: " + s.error().to_string());
     }
+    if (!exiting() && take_reset(nullptr)) reset_machine();
   }
   control_.reset();  // no client sees a half-torn-down machine
   for (auto& v : vcpus_) v->kick();

@@ -1,7 +1,12 @@
 // Machine: one PC-like VM assembled from the parts: guest RAM around the 32-bit PCI hole, the
 // kernel and initrd loaded with their boot structures (zero page or PVH start info, e820, ACPI,
 // MP table), COM1, i8042, RTC, the PCI bus with the virtio devices (blk, rng, console), and the
-// vCPU threads. run() blocks until the guest resets or fails and returns the process exit code.
+// vCPU threads. run() blocks until the VM ends and returns the process exit code.
+//
+// A guest reset (i8042 pulse, triple fault, reset event) ends the VM or, with --on-reboot restart
+// or after a control-socket reboot, resets it in place (machine_reset.cc): vCPUs parked, devices
+// back to power-on, RAM zeroed, the kernel loaded again from the copy kept since start-up, each
+// vCPU's saved reset state put back, and the vCPUs let go, all in the same process.
 //
 // run() is the main thread's event loop (api/event_loop.h): it serves the control socket
 // (--control, machine_control.cc), SIGINT/SIGTERM (through a signalfd: a clean stop, exit 130)
@@ -69,9 +74,20 @@ class Machine {
       : kvm_(std::move(kvm)), vm_(std::move(vm)), ram_(std::move(ram)) {}
   img::Status setup_devices(const MachineConfig& c);
   img::Status setup_pci_devices(const MachineConfig& c);
+  // Reads the kernel and initrd (kept for a reset) on the first call, then places them and the
+  // boot tables in guest RAM.
   img::Status load_and_boot(const MachineConfig& c);
   img::Status setup_vcpus(const MachineConfig& c);
-  void on_vcpu_stop(const VcpuStop& s);
+  // True: the vCPU stays parked for a reset in place.
+  bool on_vcpu_stop(const VcpuStop& s);
+  // A clean end asked for by the guest (reset or power-off): a reset in place when the policy or
+  // a pending reboot request says so (returns true), else the end of the VM with code.
+  bool guest_end(int code, const std::string& why, bool power_off);
+  // machine_reset.cc. request_reset() is safe from any thread; the reset runs on run()'s thread.
+  void request_reset(const std::string& why);
+  bool take_reset(std::string* why);  // true if one is pending (why: its reason, cleared)
+  void reset_machine();
+  img::Status reset_devices_and_cpus();
   // machine_control.cc: the control socket's commands.
   void add_commands();
   api::CommandResult info() const;
@@ -83,6 +99,7 @@ class Machine {
   api::CommandResult set_balloon(const api::Json& args);
   api::CommandResult query_balloon() const;
   api::CommandResult block_resize(const api::Json& args);
+  api::CommandResult hard_reset();
   img::Status serve_events();  // registers the signalfd, the event fd and the control socket
   bool exiting();
   std::string shutdown_note();
@@ -132,7 +149,18 @@ class Machine {
   RunState state_ = RunState::kRunning;  // run() thread only
   bool shutdown_requested_ = false;      // run() thread only
   double shutdown_timeout_s_ = 0;
-  std::string shutdown_note_;  // guarded by mu_: appended to the exit reason after a request
+  uint32_t reboots_ = 0;  // run() thread only: resets in place so far
+  OnReboot on_reboot_ = OnReboot::kDestroy;
+  MachineConfig config_;               // what load_and_boot places again on a reset
+  std::vector<uint8_t> kernel_image_;  // the kernel and initrd files as read at start-up
+  std::vector<uint8_t> initrd_image_;
+  std::string guest_cmdline_;  // the kernel command line as composed on the first load
+  // Guarded by mu_: the last shutdown or reboot request over the control socket (until the guest
+  // acts on it), and a reset waiting for run()'s thread.
+  enum class Request { kNone, kShutdown, kReboot };
+  Request request_ = Request::kNone;
+  bool reset_pending_ = false;
+  std::string reset_why_;
 
   api::Dispatcher dispatcher_;
   std::unique_ptr<api::EventLoop> loop_;  // before control_, which unregisters from it

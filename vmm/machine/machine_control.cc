@@ -5,8 +5,9 @@
 // does: our ACPI is hardware-reduced (FADT flag HW_REDUCED_ACPI), which has no fixed power
 // button, and a power button through a Generic Event Device would need an AML _EVT method and a
 // userspace daemon (acpid, logind) to act on KEY_POWER, while the kernel acts on Ctrl-Alt-Del by
-// itself (Linux: reboot, or SIGINT to init when init asked for it). The VM ends when the guest
-// resets or powers off; vmm has no reset in place yet, so a reboot ends the process too (exit 0).
+// itself (Linux: reboot, or SIGINT to init when init asked for it). After a shutdown request the
+// VM ends when the guest resets or powers off; after a reboot request either restarts the machine
+// in place (machine_reset.cc), as `reset` does at once without asking the guest.
 #include <sys/epoll.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
@@ -40,6 +41,7 @@ void Machine::add_commands() {
   dispatcher_.add("query-balloon", {}, [this](const Json&) { return query_balloon(); });
   dispatcher_.add("block_resize", {"index", "lun", "size"},
                   [this](const Json& a) { return block_resize(a); });
+  dispatcher_.add("reset", {}, [this](const Json&) { return hard_reset(); });
   dispatcher_.add("destroy", {}, [this](const Json&) -> api::CommandResult {
     request_exit(kExitDestroyed, "destroyed over the control socket");
     return Json::object();
@@ -70,6 +72,8 @@ api::CommandResult Machine::info() const {
          {"vcpus", cpus_},
          {"memory", memory_},
          {"uptime_s", uptime},
+         {"reboots", reboots_},
+         {"on_reboot", on_reboot_name(on_reboot_)},
          {"disks", std::move(disks)},
          {"nics", std::move(nics)},
          {"devices", device_names_}};
@@ -154,7 +158,7 @@ api::CommandResult Machine::shutdown(const api::Json& args, bool reboot) {
   shutdown_requested_ = true;
   {
     std::lock_guard lock(mu_);
-    shutdown_note_ = reboot ? " after a reboot request" : " after a shutdown request";
+    request_ = reboot ? Request::kReboot : Request::kShutdown;
   }
   i8042_->press_ctrl_alt_del();
   if (*timeout) {
@@ -179,6 +183,13 @@ api::CommandResult Machine::shutdown(const api::Json& args, bool reboot) {
     if (ns == 0) its.it_value.tv_nsec = 1;  // 0 would disarm: destroy at once
     ::timerfd_settime(shutdown_timer_.get(), 0, &its, nullptr);
   }
+  return api::Json::object();
+}
+
+// QMP's system_reset (virsh reset): the power-on state at once, without the guest's say; the
+// reset runs on this thread after the reply. A paused VM stays paused, reset.
+api::CommandResult Machine::hard_reset() {
+  request_reset("reset over the control socket");
   return api::Json::object();
 }
 

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 
@@ -15,6 +16,19 @@ Msix::Msix(InterruptController& ic, uint16_t vectors)
       routes_(vectors) {
   // Every entry starts masked (§6.8.2.9: vector control reset value is 1).
   for (uint16_t v = 0; v < vectors_; ++v) table_[v * kEntrySize + 12] = 1;
+}
+
+void Msix::reset() {
+  std::lock_guard lock(mu_);
+  enabled_ = false;
+  function_masked_ = false;
+  std::fill(table_.begin(), table_.end(), 0);
+  for (uint16_t v = 0; v < vectors_; ++v) table_[v * kEntrySize + 12] = 1;
+  std::fill(pending_.begin(), pending_.end(), false);
+  for (auto& r : routes_) {
+    if (r) ic_.remove_msi(r->msi);
+    r.reset();
+  }
 }
 
 Msix::~Msix() {

@@ -48,6 +48,10 @@ class Msix {
   void table_write(uint64_t offset, std::span<const uint8_t> data);
   void pba_read(uint64_t offset, std::span<uint8_t> data);
 
+  // A machine reset: disabled, every entry zero and masked, nothing pending, the routes gone (the
+  // capability's control word is the config space's, which the bus puts back).
+  void reset();
+
   // Raises vector (or marks it pending). Out-of-range vectors are ignored.
   void notify(uint16_t vector);
   bool enabled() const;

@@ -41,6 +41,7 @@ class BarWindow final : public BusDevice {
 PciBus::PciBus(Bus& mmio, uint64_t mmio_start, uint64_t mmio_end)
     : mmio_(mmio), mmio_end_(mmio_end), next_mmio_(mmio_start) {
   slots_[0] = std::make_shared<HostBridge>();
+  slots_[0]->config_space().save_power_on_state();
 }
 
 PciBus::~PciBus() {
@@ -84,6 +85,7 @@ img::Status PciBus::add_device(std::shared_ptr<PciDevice> dev) {
     maps_[slot][b].placed = addrs[b];
     dev->bar_placed(b, addrs[b]);
   }
+  cfg.save_power_on_state();
   update_mappings(slot);
   return {};
 }
@@ -151,6 +153,17 @@ void PciBus::config_write_locked(unsigned slot, uint32_t offset, std::span<const
   // A write to the command register or a BAR may map, unmap or move BARs.
   if (offset < PciConfigSpace::kBar0 + 24 && offset + data.size() > PciConfigSpace::kCommand) {
     update_mappings(slot);
+  }
+}
+
+void PciBus::reset() {
+  std::lock_guard lock(mu_);
+  config_address_ = 0;
+  for (unsigned slot = 0; slot < kSlots; ++slot) {
+    if (!slots_[slot]) continue;
+    slots_[slot]->config_space().reset();
+    update_mappings(slot);
+    slots_[slot]->reset_function();
   }
 }
 

@@ -39,6 +39,11 @@ class PciBus : public BusDevice {
   void bus_read(uint64_t offset, std::span<uint8_t> data) override;
   void bus_write(uint64_t offset, std::span<const uint8_t> data) override;
 
+  // A machine reset: every function's config space back to power-on (decoding off, so its BARs
+  // leave the MMIO bus; they are mapped again where the guest enables them), then the function
+  // resets itself (PciDevice::reset_function).
+  void reset() override;
+
   // Direct configuration access to bus 0 (tests, and firmware-like setup by the VMM).
   void config_read(unsigned slot, uint32_t offset, std::span<uint8_t> data);
   void config_write(unsigned slot, uint32_t offset, std::span<const uint8_t> data);

@@ -123,6 +123,11 @@ uint64_t PciConfigSpace::bar_address(unsigned index) const {
   return addr;
 }
 
+void PciConfigSpace::reset() {
+  bytes_ = power_on_;
+  memory_enabled_.store((command() & kCommandMemory) != 0, std::memory_order_release);
+}
+
 void PciConfigSpace::set_bar_address(unsigned index, uint64_t addr) {
   if (index >= kNumBars || bars_[index].size == 0) return;
   write_bar_dword(index, static_cast<uint32_t>(addr));

@@ -64,6 +64,10 @@ class PciConfigSpace {
   uint64_t bar_size(unsigned index) const { return index < kNumBars ? bars_[index].size : 0; }
   uint64_t bar_address(unsigned index) const;
   void set_bar_address(unsigned index, uint64_t addr);  // the bus's initial placement
+  // The power-on state: recorded by the bus once the BARs are placed; reset() (a machine reset)
+  // puts every byte back, so the command register disables decoding again.
+  void save_power_on_state() { power_on_ = bytes_; }
+  void reset();
 
   uint16_t command() const { return load16(kCommand); }
   bool memory_enabled() const { return memory_enabled_.load(std::memory_order_acquire); }
@@ -87,6 +91,7 @@ class PciConfigSpace {
 
   std::array<uint8_t, kSize> bytes_{};
   std::array<uint8_t, kSize> wmask_{};
+  std::array<uint8_t, kSize> power_on_{};
   std::array<Bar, kNumBars> bars_{};
   uint8_t last_cap_ = 0;
   uint32_t next_cap_ = 0x40;

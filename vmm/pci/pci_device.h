@@ -34,6 +34,9 @@ class PciDevice {
     (void)bar;
     (void)addr;
   }
+  // A machine reset: the bus has put the config space back to its power-on state; the device
+  // resets what it keeps itself (MSI-X table, device registers). Called under the bus lock.
+  virtual void reset_function() {}
 
  protected:
   explicit PciDevice(const PciIds& ids) : config_(ids) {}

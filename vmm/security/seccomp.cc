@@ -143,7 +143,9 @@ std::vector<SyscallRule> spawner() {
 // the teardown after the loop: joining threads, closing the images through libimg's loop
 // (io_uring_enter, fsync/fdatasync, ftruncate), deassigning irqfds and ioeventfds, restoring the
 // terminal (TCSETS*), removing the control socket (unlink). TIOCGWINSZ: on SIGWINCH, the new size
-// of a --console stdio terminal.
+// of a --console stdio terminal. A reset in place (machine_reset.cc) puts the vCPUs' saved state
+// back (KVM_SET_REGS ... KVM_SET_DEBUGREGS), and the irqchip's and PIT's (KVM_SET_IRQCHIP,
+// KVM_SET_PIT2), and zeroes guest RAM (madvise, in the common list).
 std::vector<SyscallRule> main_thread() {
   std::vector<SyscallRule> r = common();
   add(r, {
@@ -174,8 +176,27 @@ std::vector<SyscallRule> main_thread() {
              {SYS_unlink, {}},
              {SYS_unlinkat, {}},
              {SYS_ioctl,
-              {KVM_IRQ_LINE, KVM_IRQFD, KVM_IOEVENTFD, kvm_abi::kSetGsiRouting, TCGETS, TCSETS,
-               TCSETSW, TCSETSF, TIOCGWINSZ}},
+              {KVM_IRQ_LINE,
+               KVM_IRQFD,
+               KVM_IOEVENTFD,
+               kvm_abi::kSetGsiRouting,
+               TCGETS,
+               TCSETS,
+               TCSETSW,
+               TCSETSF,
+               TIOCGWINSZ,
+               KVM_SET_REGS,
+               kvm_abi::kSetXsave,
+               KVM_SET_FPU,
+               KVM_SET_XCRS,
+               KVM_SET_SREGS,
+               kvm_abi::kSetMsrs,
+               KVM_SET_MP_STATE,
+               KVM_SET_LAPIC,
+               KVM_SET_VCPU_EVENTS,
+               KVM_SET_DEBUGREGS,
+               KVM_SET_IRQCHIP,
+               KVM_SET_PIT2}},
          });
   return r;
 }

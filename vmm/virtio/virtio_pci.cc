@@ -155,6 +155,14 @@ void VirtioPciDevice::resume() {
   if (active_) device_->resume();
 }
 
+void VirtioPciDevice::reset_function() {
+  {
+    std::lock_guard lock(mu_);
+    reset_locked();
+  }
+  msix_.reset();
+}
+
 void VirtioPciDevice::config_written(uint32_t offset, uint32_t len) {
   msix_.config_written(config_space(), offset, len);
 }

@@ -51,6 +51,9 @@ class VirtioPciDevice final : public PciDevice, private VirtioInterrupt {
   void bar_read(unsigned bar, uint64_t offset, std::span<uint8_t> data) override;
   void bar_write(unsigned bar, uint64_t offset, std::span<const uint8_t> data) override;
   void bar_placed(unsigned bar, uint64_t addr) override;
+  // A machine reset: the device reset as a driver's status write of 0 does it (§2.4), and the
+  // MSI-X table with it.
+  void reset_function() override;
 
   uint8_t device_status() const;
   // VM pause/resume (VirtioDevice::pause): a device the driver has not started has nothing to do.

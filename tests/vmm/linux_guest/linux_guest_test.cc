@@ -493,6 +493,45 @@ TEST_F(LinuxGuestTest, BlkOnRawCacheNoneFromBzImageAndNet) {
   blk_round_trip({.format = "raw", .cache = "none", .kernel = "bzImage", .net = true});
 }
 
+// Reboot in place: Linux's `reboot -f` (an i8042 reset with reboot=k) under --on-reboot restart
+// resets the machine inside the same vmm, and the same kernel boots again from scratch: both
+// vCPUs come up again (the AP through INIT/SIPI after its reset), virtio-blk and virtio-rng are
+// found by fresh drivers, and the mark the first boot wrote and flushed is on the disk for the
+// second, which powers off and ends vmm.
+TEST_F(LinuxGuestTest, RebootsInPlaceAndTheSecondBootFindsTheFirstBootsWrite) {
+  std::string image = dir_ + "/reboot.qcow2";
+  RunResult c = sh(std::string(IMG_BINARY) + " create -f qcow2 " + image + " 16M");
+  ASSERT_EQ(c.rc, 0) << c.err;
+  RunResult r =
+      boot("vmlinux", "--disk " + image + ",format=qcow2,cache=none --rng --on-reboot restart",
+           "reboot,smp,rng", 2, "ncpus=2");
+  auto count = [&](const std::string& what) {
+    size_t n = 0;
+    for (size_t at = r.out.find(what); at != std::string::npos; at = r.out.find(what, at + 1)) ++n;
+    return n;
+  };
+  const size_t first = r.out.find("CHECK reboot PASS first boot: marked /dev/vda; rebooting");
+  const size_t second = r.out.find(
+      "CHECK reboot PASS second boot: /dev/vda holds the first boot's mark; powering off");
+  EXPECT_NE(first, std::string::npos) << r.out << r.err;
+  EXPECT_NE(second, std::string::npos) << r.out << r.err;
+  EXPECT_LT(first, second) << r.out;
+  EXPECT_EQ(count("INIT: userspace up at "), 2u) << r.out;
+  EXPECT_EQ(count("CHECK smp PASS online CPUs 0-1"), 2u) << r.out;
+  EXPECT_EQ(count("CHECK rng PASS "), 2u) << r.out;
+  EXPECT_EQ(count("FAIL"), 0u) << r.out;
+  EXPECT_NE(r.err.find("vmm: guest reset (i8042): resetting the machine (reboot 1)"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("vmm: guest powered off (ACPI S5)"), std::string::npos) << r.err;
+  EXPECT_EQ(r.rc, 0) << r.err;
+  c = sh("qemu-img check " + image);
+  EXPECT_EQ(c.rc, 0) << "qemu-img check: " << c.out << c.err;
+  c = sh("qemu-img convert -f qcow2 -O raw " + image + " " + dir_ + "/reboot.raw");
+  ASSERT_EQ(c.rc, 0) << c.err;
+  EXPECT_EQ(slurp(dir_ + "/reboot.raw").substr(0, sizeof REBOOT_MARK - 1), REBOOT_MARK);
+}
+
 TEST_F(LinuxGuestTest, VmmCheckNamesThePvmWorkarounds) {
   RunResult r = sh(std::string(VMM_BINARY) + " check");
   bool said = r.out.find(std::string("kvm_pvm workarounds: vmm run adds '") + kPvmParams) !=
