@@ -491,9 +491,8 @@ struct VirtioScsiResize : VirtioScsi {
     ASSERT_TRUE(wait_for([&] { return g().used_idx(vs::kEventQueue) != before; })) << "no event";
     EXPECT_EQ(g().used_elem(vs::kEventQueue, before).second, 16u);
     EXPECT_EQ(ram().get<uint32_t>(at), 3u);  // VIRTIO_SCSI_T_PARAM_CHANGE
-    // LUN 0 as REPORT LUNS names it (peripheral), which is how Linux looks the device up.
     std::vector<uint8_t> lun(ram().at(at + 4), ram().at(at + 12));
-    EXPECT_EQ(lun, std::vector<uint8_t>({1, 0, 0, 0, 0, 0, 0, 0}));
+    EXPECT_EQ(lun, lun_addr(0));
     EXPECT_EQ(ram().get<uint32_t>(at + 12), 0x092au);  // ASC 2Ah, ASCQ 09h
   }
   uint32_t last_lba() {

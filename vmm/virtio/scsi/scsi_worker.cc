@@ -272,12 +272,9 @@ void ScsiWorker::deliver_events() {
     uint8_t ev[kEventSize] = {};
     uint32_t type = kEventParamChange;
     std::memcpy(ev, &type, 4);
-    // 1, target, then the LUN as REPORT LUNS names it (peripheral below 256, else flat space
-    // 0x40 | hi): Linux's virtscsi_handle_param_change looks the device up by
-    // lun[2] << 8 | lun[3] without removing the 0x40, so a flat-space LUN 0 (0x4000) is "not
-    // found" there and the event is dropped (seen with Linux 6.1).
+    // §5.6.6.1's LUN format: 1, target, then the flat-space LUN (0x40 | hi, lo).
     ev[4] = 1;
-    ev[6] = static_cast<uint8_t>(lun < 256 ? 0 : 0x40 | (lun >> 8));
+    ev[6] = static_cast<uint8_t>(0x40 | (lun >> 8));
     ev[7] = static_cast<uint8_t>(lun & 0xff);
     uint32_t reason = kAscParametersChanged | (uint32_t{kAscqCapacityChanged} << 8);
     std::memcpy(ev + 12, &reason, 4);
