@@ -9,6 +9,7 @@
 
 #include "img/bytes.h"
 #include "img/ops.h"
+#include "nbd/buffer_pool.h"
 #include "nbd/proto.h"
 #include "nbd/session.h"
 #include "util/async.h"
@@ -21,10 +22,21 @@ namespace {
 // disk gets a prefix and asks again (proto.md lets the server answer fewer than asked).
 constexpr size_t kMaxExtents = 16384;
 
+// The free buffers one connection keeps for its next requests (buffer_pool.h): enough for a
+// client that keeps kMaxInFlight 256 KiB requests going, as nbdcopy does.
+constexpr size_t kKeptBuffers = kMaxInFlight;
+constexpr size_t kKeptBufferBytes = 16u << 20;
+
 class Transmission {
  public:
   Transmission(IoLoop& loop, Conn& conn, const ExportConfig& exp, const Negotiated& neg)
-      : loop_(loop), conn_(conn), exp_(exp), neg_(neg), wmu_(loop), changed_(loop) {
+      : loop_(loop),
+        conn_(conn),
+        exp_(exp),
+        neg_(neg),
+        wmu_(loop),
+        changed_(loop),
+        pool_(kKeptBuffers, kKeptBufferBytes) {
     limits_ = {exp.driver->size(), neg.tx_flags, neg.structured,
                neg.base_allocation || neg.allocation_depth};
   }
@@ -32,10 +44,10 @@ class Transmission {
   Task<Status> run();
 
  private:
-  Task<void> handle(Request r, std::vector<uint8_t> payload);
+  Task<void> handle(Request r, Buffer payload);
   Task<Status> do_read(const Request& r);
   Task<Status> do_block_status(const Request& r);
-  Task<Result<uint32_t>> do_command(const Request& r, std::vector<uint8_t>& payload);
+  Task<Result<uint32_t>> do_command(const Request& r, const Buffer& payload);
   Task<Status> send(std::span<const iovec> iov);
   Task<Status> send_error(const Request& r, uint32_t error, std::string_view msg);
   Task<Status> send_ok(const Request& r);
@@ -52,6 +64,7 @@ class Transmission {
   ExportLimits limits_;
   AsyncMutex wmu_;
   WaitList changed_;  // a handler finished
+  BufferPool pool_;   // outlives every handler: run() returns only once all have finished
   unsigned in_flight_ = 0;
   uint64_t bytes_in_flight_ = 0;
   bool dead_ = false;  // a reply could not be sent: the stream is gone
@@ -81,11 +94,11 @@ Task<Status> Transmission::run() {
       result = invalid_argument(c.why);
       break;
     }
-    std::vector<uint8_t> payload;
+    Buffer payload;
     if (uint32_t n = payload_length(r); n > 0) {
       // Bounded by kMaxPayload (check_request) and by the wait above. A refused write's data is
       // read all the same, to find the next request.
-      payload.resize(n);
+      payload = pool_.get(n);
       auto pst = co_await conn_.read_exact(payload.data(), n);
       if (!pst) {
         result = std::move(pst);
@@ -106,7 +119,7 @@ Task<Status> Transmission::run() {
   co_return result;
 }
 
-Task<void> Transmission::handle(Request r, std::vector<uint8_t> payload) {
+Task<void> Transmission::handle(Request r, Buffer payload) {
   uint64_t cost = buffer_cost(r);
   if (r.type == kCmdRead) {
     (void)co_await do_read(r);
@@ -164,7 +177,7 @@ Task<Status> Transmission::send_error(const Request& r, uint32_t error, std::str
 // Runs that read as zeros go out as NBD_REPLY_TYPE_OFFSET_HOLE chunks, the rest as OFFSET_DATA
 // (proto.md "NBD_CMD_READ"), unless the client asked for one piece (DF) or simple replies.
 Task<Status> Transmission::do_read(const Request& r) {
-  std::vector<uint8_t> buf(r.length);
+  Buffer buf = pool_.get(r.length);
   if (r.length > 0) {
     auto st = co_await exp_.driver->read(r.offset, buf.data(), r.length);
     if (!st) co_return co_await send_error(r, wire_error(st.error()), st.error().to_string());
@@ -289,7 +302,7 @@ bool zeroing_is_fast(const BlockDriver& d, uint64_t off, uint64_t len) {
 }
 
 // The commands answered with a plain ok or error: an NBD error value, 0 for success.
-Task<Result<uint32_t>> Transmission::do_command(const Request& r, std::vector<uint8_t>& payload) {
+Task<Result<uint32_t>> Transmission::do_command(const Request& r, const Buffer& payload) {
   BlockDriver& d = *exp_.driver;
   bool fua = r.flags & kCmdFlagFua;
   switch (r.type) {
