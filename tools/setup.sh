@@ -10,11 +10,13 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
 PACKAGES=(zlib1g-dev libzstd-dev liburing-dev libcli11-dev googletest librapidcheck-dev
           qemu-utils ninja-build cmake g++ pkg-config fio clang-19 libclang-rt-19-dev lz4 python3
-          e2fsprogs cpio nlohmann-json3-dev libseccomp-dev libnbd-dev libnbd-bin nbdkit)
+          e2fsprogs cpio nlohmann-json3-dev libseccomp-dev libnbd-dev libnbd-bin nbdkit
+          iproute2)
 # e2fsprogs: the Linux test guest's ext4 disk.
 # nlohmann-json3-dev: vmm's control-socket JSON (header-only, the most used C++ JSON library);
 # libseccomp-dev: vmm's per-thread syscall filters; libnbd-dev/libnbd-bin/nbdkit: the nbd://
-# client (libnbd, from the NBD maintainers) and the real NBD peers the img-nbd tests run against. The test kernel's
+# client (libnbd, from the NBD maintainers) and the real NBD peers the img-nbd tests run against;
+# iproute2: `ip` joins the storage and VM network namespaces of the NBD end-to-end tests. The test kernel's
 # own build packages are installed by testdata/linux-guest/build-kernel.sh.
 
 install_packages() {

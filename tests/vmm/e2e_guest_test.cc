@@ -23,6 +23,7 @@
 #include "console_peer.h"
 #include "img/bytes.h"
 #include "run_shell.h"
+#include "storage_net.h"
 
 namespace {
 
@@ -52,8 +53,10 @@ class VmmE2eTest : public ::testing::Test {
   void TearDown() override {
     if (!dir_.empty() && !HasFailure()) fs::remove_all(dir_);
   }
-  RunResult vmm(const std::string& args) {
-    return run_shell(std::string("timeout 300 ") + VMM_BINARY + " " + args, dir_);
+  RunResult vmm(const std::string& args) { return vmm_in("", args); }
+  // vmm behind a prefix (StorageNet::in_vm(): in another network namespace).
+  RunResult vmm_in(const std::string& prefix, const std::string& args) {
+    return run_shell(prefix + "timeout 300 " + VMM_BINARY + " " + args, dir_);
   }
   std::string dir_;
 };
@@ -146,6 +149,8 @@ TEST_F(VmmE2eTest, TripleFaultExitsWithCode3) {
 
 // The guest's virtio-blk checks on a qcow2 image; disk_opts are appended to --disk.
 void run_guest_on_qcow2(VmmE2eTest& t, const std::string& disk_opts);
+void expect_guest_writes(const std::string& img, const std::string& raw,
+                         const std::string& guest_out);
 
 TEST_F(VmmE2eTest, GuestDrivesVirtioBlkOnQcow2) { run_guest_on_qcow2(*this, ",format=qcow2"); }
 
@@ -174,7 +179,14 @@ void run_guest_on_qcow2(VmmE2eTest& t, const std::string& disk_opts) {
   ASSERT_NE(r.out.find("GUEST: PASS"), std::string::npos) << r.out;
   ASSERT_EQ(0, std::system(("qemu-img check -q " + img).c_str()))
       << "qemu-img check found problems";
-  std::string raw = dir_ + "/disk.raw";
+  expect_guest_writes(img, dir_ + "/disk.raw", r.out);
+}
+
+// What the test guest's virtio-blk plan leaves on a 64 MiB image whose first MiB was 0x5a
+// before: its patterns where it wrote, the old bytes elsewhere (and the zeros it wrote, where it
+// says it did). raw: a scratch file name; guest_out: the guest's serial output.
+void expect_guest_writes(const std::string& img, const std::string& raw,
+                         const std::string& guest_out) {
   ASSERT_EQ(0, std::system(("qemu-img convert -O raw " + img + " " + raw).c_str()));
   std::string d = slurp(raw);
   ASSERT_EQ(d.size(), 64u << 20);
@@ -193,7 +205,7 @@ void run_guest_on_qcow2(VmmE2eTest& t, const std::string& disk_opts) {
   EXPECT_TRUE(pattern_at((1 << 20) - 512, 1536));
   EXPECT_TRUE(bytes_at((1 << 20) + 1024, (1 << 20) - 512, 0));
   EXPECT_TRUE(pattern_at((2 << 20) + 512, 4096));
-  if (r.out.find("write-zeroes ok") != std::string::npos) {
+  if (guest_out.find("write-zeroes ok") != std::string::npos) {
     EXPECT_TRUE(pattern_at(3 << 20, 8192));
     EXPECT_TRUE(bytes_at((3 << 20) + 8192, 32768, 0));
     EXPECT_TRUE(pattern_at((3 << 20) + 40960, 72 * 1024 - 40960));
@@ -228,6 +240,46 @@ TEST_F(VmmE2eTest, GuestDrivesVirtioBlkOverNbd) {
   EXPECT_EQ(
       0, std::system(
              ("qemu-io -f qcow2 -c 'read -P 0x5a 0 60k' " + img + " | grep -q '^read'").c_str()));
+}
+
+}  // namespace
+
+namespace {
+
+// The storage host, end to end: img makes a qcow2 on a "storage" network namespace and img-nbd
+// serves it over TCP; from a second namespace ("vm", joined to the first by a veth pair) qemu-io
+// writes the image's first MiB through the export and vmm runs the guest on
+// --disk nbd://10.77.0.1/..., whose virtio-blk plan reads and writes it over the network. After
+// img-nbd has stopped, both checkers find the image clean on the storage side and it holds
+// what the guest wrote.
+TEST_F(VmmE2eTest, GuestInOneNamespaceDrivesADiskServedFromAnother) {
+  if (std::system("command -v qemu-img >/dev/null && command -v qemu-io >/dev/null") != 0) {
+    GTEST_SKIP() << "qemu-img/qemu-io not installed";
+  }
+  vmm_test::StorageNet net;
+  if (std::string why = net.start(); !why.empty()) GTEST_SKIP() << why;
+  std::string img = dir_ + "/disk.qcow2", pidf = dir_ + "/nbd.pid";
+  auto c = run_shell(std::string(IMG_BINARY) + " create -q -f qcow2 " + img + " 64M", dir_);
+  ASSERT_EQ(c.rc, 0) << c.err;
+  c = run_shell(net.in_storage() + IMG_NBD_BINARY + " --fork --pid-file " + pidf + " -t -b " +
+                    vmm_test::StorageNet::kStorageAddr + " -p 10809 -x disk -f qcow2 " + img,
+                dir_);
+  ASSERT_EQ(c.rc, 0) << c.err;
+  const std::string uri = std::string("nbd://") + vmm_test::StorageNet::kStorageAddr + "/disk";
+  c = run_shell(net.in_vm() + "qemu-io -f raw -c 'write -P 0x5a 0 1M' " + uri, dir_);
+  EXPECT_EQ(c.rc, 0) << c.out << c.err;
+  auto r = vmm_in(net.in_vm(),
+                  std::string("run --kernel ") + VMM_TEST_GUEST + " --memory 64M --disk " + uri);
+  // SIGTERM: img-nbd finishes what is in flight, flushes and exits.
+  std::system(("p=$(cat " + pidf + "); kill $p; while kill -0 $p 2>/dev/null; do sleep 0.05; done")
+                  .c_str());
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("GUEST: PASS"), std::string::npos) << r.out;
+  c = run_shell(std::string(IMG_BINARY) + " check " + img, dir_);
+  EXPECT_EQ(c.rc, 0) << "img check: " << c.out << c.err;
+  c = run_shell("qemu-img check " + img, dir_);
+  EXPECT_EQ(c.rc, 0) << "qemu-img check: " << c.out << c.err;
+  expect_guest_writes(img, dir_ + "/disk.raw", r.out);
 }
 
 }  // namespace

@@ -29,6 +29,7 @@
 #include "../balloon_peer.h"
 #include "../console_peer.h"
 #include "../run_shell.h"
+#include "../storage_net.h"
 #include "../tap_peer.h"
 #include "plan.h"
 
@@ -143,7 +144,7 @@ class LinuxGuestTest : public ::testing::Test {
   // frame (tests/vmm/tap_peer.h); `devices` then should hold --net tap=vmm_test::kTestTap.
   RunResult boot(const std::string& kernel, const std::string& devices, const std::string& checks,
                  int cpus = 1, const std::string& extra = "", bool with_tap = false) {
-    std::string cmd = std::string("timeout 900 ") + VMM_BINARY + " run --kernel " + kernel_dir_ +
+    std::string cmd = vmm_prefix_ + "timeout 900 " + VMM_BINARY + " run --kernel " + kernel_dir_ +
                       "/" + kernel + " --initrd " + LINUX_INITRD + " --memory " +
                       std::to_string(kMemory >> 20) + "M --cpus " + std::to_string(cpus) + " " +
                       devices + " --cmdline '" + kCmdline + " " + extra + " check=" + checks + "'";
@@ -202,14 +203,16 @@ class LinuxGuestTest : public ::testing::Test {
 
   // One boot: the blk round trip on one image and the rng check on every boot, plus what the
   // flags ask for: ext4, the ext4 check on a second disk; smp, two vCPUs and the smp check;
-  // power_off, the init powers off (ACPI S5) rather than reboots; console, the console check
-  // with the host on a --console socket; net, the net check on a tap in a network namespace;
-  // scsi, the blk plan again on a qcow2 LUN behind virtio-scsi (/dev/sda); balloon, the balloon
-  // check with the host driving the balloon over the control socket (tests/vmm/balloon_peer.h).
+  // power_off, the init powers off (ACPI S5) rather than reboots; nbd, every disk served by
+  // img-nbd over TCP from a storage network namespace, vmm in another (StorageNet); console, the
+  // console check with the host on a --console socket; net, the net check on a tap in a network
+  // namespace; scsi, the blk plan again on a qcow2 LUN behind virtio-scsi (/dev/sda); balloon, the
+  // balloon check with the host driving the balloon over the control socket
+  // (tests/vmm/balloon_peer.h).
   struct Boot {
     std::string format, cache, kernel;
     bool ext4 = false, smp = false, power_off = false, console = false, net = false, scsi = false;
-    bool balloon = false;
+    bool balloon = false, nbd = false;
     bool hugepages = false;  // with balloon: guest memory on 2 MiB huge pages, no resize check
   };
   void blk_round_trip(const Boot& b) {
@@ -223,11 +226,30 @@ class LinuxGuestTest : public ::testing::Test {
       RunResult c = sh(std::string(IMG_BINARY) + " convert -f raw -O qcow2 " + raw + " " + image);
       ASSERT_EQ(c.rc, 0) << c.err;
     }
-    std::string disks = "--disk " + image + ",format=" + format + ",cache=" + cache;
+    vmm_test::StorageNet storage;
+    std::vector<std::string> servers;  // img-nbd's pid files
+    if (b.nbd) {
+      if (std::string why = storage.start(); !why.empty()) GTEST_SKIP() << why;
+      vmm_prefix_ = storage.in_vm();
+    }
+    // A disk on this host, or (nbd) one that img-nbd serves from the storage namespace.
+    auto disk = [&](const std::string& path, const std::string& fmt) {
+      if (!b.nbd) return " --disk " + path + ",format=" + fmt + ",cache=" + cache;
+      std::string port = std::to_string(10809 + servers.size());
+      std::string name = "vd" + std::string(1, char('a' + servers.size()));
+      servers.push_back(dir_ + "/" + name + ".pid");
+      RunResult c = sh(storage.in_storage() + IMG_NBD_BINARY + " --fork -t --pid-file " +
+                       servers.back() + " -b " + vmm_test::StorageNet::kStorageAddr + " -p " +
+                       port + " -x " + name + " --cache=" + cache + " -f " + fmt + " " + path);
+      EXPECT_EQ(c.rc, 0) << c.err;
+      return std::string(" --disk nbd://") + vmm_test::StorageNet::kStorageAddr + ":" + port + "/" +
+             name;
+    };
+    std::string disks = disk(image, format);
     std::string ext4;
     if (with_ext4) {
       ext4 = make_ext4_qcow2();
-      disks += " --disk " + ext4 + ",format=qcow2,cache=" + cache;
+      disks += disk(ext4, "qcow2");
     }
     disks += " --rng";
     std::string checks = with_ext4 ? "blk,ext4,rng" : "blk,rng";
@@ -277,6 +299,10 @@ class LinuxGuestTest : public ::testing::Test {
       checks += ",net";
     }
     RunResult r = boot(b.kernel, disks, checks, cpus, extra, b.net);
+    // The servers finish what is in flight, flush and exit (SIGTERM) before the images are read.
+    for (const std::string& pidf : servers) {
+      sh("p=$(cat " + pidf + "); kill $p; while kill -0 $p 2>/dev/null; do sleep 0.05; done");
+    }
     resizer.finish();
     if (b.balloon && !b.hugepages) {
       // The resize: vmm grew the qcow2 through libimg, Linux saw it and wrote the new end.
@@ -440,6 +466,7 @@ class LinuxGuestTest : public ::testing::Test {
 
   static std::string skip_, kernel_error_, kernel_dir_;
   std::string dir_;
+  std::string vmm_prefix_;  // before vmm's command line: nsenter into the VM's namespace
 };
 
 std::string LinuxGuestTest::skip_, LinuxGuestTest::kernel_error_, LinuxGuestTest::kernel_dir_;
@@ -480,6 +507,14 @@ TEST_F(LinuxGuestTest, BlkOnRawWritebackAndScsiThenPowerOff) {
                   .kernel = "vmlinux",
                   .power_off = true,
                   .scsi = true});
+}
+// The storage host: both disks (the blk plan's qcow2 and the ext4 one) sit on a "storage"
+// network namespace, served by img-nbd over TCP; vmm runs in a second namespace joined to the
+// first by a veth pair, with --disk nbd://10.77.0.1:PORT/NAME. Linux reads and writes both over
+// the network; afterwards the images check clean on the storage side and hold its writes.
+TEST_F(LinuxGuestTest, BlkAndExt4OverNbdFromAStorageNamespace) {
+  blk_round_trip(
+      {.format = "qcow2", .cache = "none", .kernel = "vmlinux", .ext4 = true, .nbd = true});
 }
 // Two vCPUs from the MADT (without the tsc=unstable that vmm adds under kvm_pvm, the guest
 // stalled at its clocksource switch: docs/vmm.md "Status").
