@@ -190,3 +190,42 @@ TEST(NbdInterop, BadFlagsAndFilesSayWhy) {
 }
 
 }  // namespace
+
+namespace {
+
+// The real clients over TCP loopback (IPv4 and IPv6): qemu-img reads the chain as the file,
+// qemu-io's writes land in it, nbdinfo lists the export.
+TEST(NbdInterop, RealClientsOverTcpLoopback) {
+  REQUIRE_QEMU_IMG();
+  REQUIRE_TOOL("nbdinfo");
+  for (const char* addr : {"127.0.0.1", "::1"}) {
+    SCOPED_TRACE(addr);
+    imgtest::TempDir d;
+    make_chain(d);
+    NbdServer s(d, "s", kImgNbd, "-t -x top -f qcow2 '" + d.file("top.qcow2") + "'",
+                nbdtest::Listen::tcp(addr));
+    auto cmp = sh("qemu-img compare -U -f raw -F qcow2 '" + s.uri("top") + "' '" +
+                  d.file("top.qcow2") + "'");
+    EXPECT_EQ(cmp.rc, 0) << cmp.out << cmp.err;
+    auto nmap = sh("qemu-img map --output=json -f raw '" + s.uri("top") + "'");
+    auto fmap = sh("qemu-img map -U --output=json '" + d.file("top.qcow2") + "'");
+    ASSERT_EQ(nmap.rc, 0) << nmap.err;
+    EXPECT_EQ(nbdtest::map_runs(nmap.out), nbdtest::map_runs(fmap.out));
+    auto w =
+        sh("qemu-io -f raw -c 'write -P 7 5M 256k' -c 'write -z 0 64k' '" + s.uri("top") + "'");
+    EXPECT_EQ(w.rc, 0) << w.out << w.err;
+    auto list = sh("nbdinfo --list '" + s.uri() + "'");
+    EXPECT_EQ(list.rc, 0) << list.err;
+    EXPECT_NE(list.out.find("export=\"top\""), std::string::npos) << list.out;
+    ASSERT_TRUE(s.stop());
+    EXPECT_EQ(sh("qemu-img check '" + d.file("top.qcow2") + "'").rc, 0);
+    auto r =
+        sh("qemu-io -f qcow2 -c 'read -P 7 5M 256k' -c 'read -P 0 0 64k' -c "
+           "'read -P 1 64k 960k' '" +
+           d.file("top.qcow2") + "'");
+    EXPECT_EQ(r.rc, 0) << r.out << r.err;
+    EXPECT_EQ(r.out.find("Pattern verification failed"), std::string::npos) << r.out;
+  }
+}
+
+}  // namespace

@@ -190,6 +190,31 @@ TEST(NbdClient, NoServerIsAClearError) {
   EXPECT_NE(bad.err.find("no socket path"), std::string::npos) << bad.err;
 }
 
+// A server that is not there, or a name that does not resolve: qemu-img's message word for
+// word ("Failed to connect to 'ADDRESS': ...", "address resolution failed for HOST:PORT: ...").
+TEST(NbdClient, ConnectFailuresSayWhatQemuImgSays) {
+  REQUIRE_PEERS();
+  imgtest::TempDir dir;
+  int port = nbdtest::free_tcp_port();
+  ASSERT_GT(port, 0);
+  const std::string p = std::to_string(port);
+  for (const std::string& uri :
+       {"nbd+unix:///?socket=" + dir.file("nobody.sock"), "nbd:unix:" + dir.file("nobody.sock"),
+        "nbd://127.0.0.1:" + p + "/x", "nbd://[::1]:" + p + "/x", "nbd:127.0.0.1:" + p,
+        std::string("nbd://no-such-host.invalid/x")}) {
+    auto ours = img("info '" + uri + "'");
+    auto theirs = sh("qemu-img info '" + uri + "'");
+    EXPECT_EQ(ours.rc, 1) << uri;
+    EXPECT_EQ(ours.err, "img" + theirs.err.substr(std::string("qemu-img").size())) << uri;
+  }
+  // An export the server does not have: qemu-img's first line, then what libnbd can tell.
+  NbdServer srv(dir, "q", "qemu-nbd", "-f qcow2 -x there -r -t '" + make_sample(dir) + "'");
+  auto r = img("info '" + srv.uri("elsewhere") + "'");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("': Requested export not available"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("elsewhere"), std::string::npos) << r.err;
+}
+
 // The server dies while img reads from it (every read is slowed to 200 ms by nbdkit's delay
 // filter, so copying 1 GiB takes several seconds even with many reads in flight): img fails
 // with an I/O error within seconds.
@@ -213,6 +238,39 @@ TEST(NbdClient, LostServerMidReadIsAnIoError) {
               r.err.find("DEAD") != std::string::npos)
       << r.err;
   EXPECT_LT(secs, 10.0);
+}
+
+}  // namespace
+
+namespace {
+
+// TCP, on IPv4 and IPv6 loopback, against qemu-nbd and img-nbd: what img prints matches
+// qemu-img on the same URI, a convert from the export is the image, and a convert -n into it
+// lands in the file.
+TEST(NbdClient, OverTcpLoopbackAgainstQemuNbdAndImgNbd) {
+  REQUIRE_PEERS();
+  for (const char* addr : {"127.0.0.1", "::1"}) {
+    for (const std::string& server : {std::string("qemu-nbd"), nbdtest::kImgNbd}) {
+      SCOPED_TRACE(server + " on " + addr);
+      imgtest::TempDir dir;
+      std::string src = make_sample(dir);
+      NbdServer srv(dir, "s", server, "-f qcow2 -x e -t '" + src + "'", nbdtest::Listen::tcp(addr));
+      for (const char* cmd : {"info", "map --output=json"}) expect_same(cmd, srv.uri("e"));
+      std::string out = dir.file("out.qcow2");
+      auto r = img("convert -O qcow2 '" + srv.uri("e") + "' '" + out + "'");
+      ASSERT_EQ(r.rc, 0) << r.err;
+      EXPECT_EQ(sh("qemu-img compare -U '" + src + "' '" + out + "'").rc, 0);
+      std::string other = dir.file("b.qcow2");
+      ASSERT_EQ(sh("qemu-img create -q -f qcow2 '" + other + "' 64M").rc, 0);
+      ASSERT_EQ(sh("qemu-io -c 'write -P 0x5a 1M 3M' '" + other + "'").rc, 0);
+      r = img("convert -n -O raw '" + other + "' '" + srv.uri("e") + "'");
+      ASSERT_EQ(r.rc, 0) << r.err;
+      ASSERT_TRUE(srv.stop());
+      auto cmp = sh("qemu-img compare '" + other + "' '" + src + "'");
+      EXPECT_EQ(cmp.rc, 0) << cmp.out << cmp.err;
+      EXPECT_EQ(sh("qemu-img check '" + src + "'").rc, 0);
+    }
+  }
 }
 
 }  // namespace

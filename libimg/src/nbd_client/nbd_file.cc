@@ -299,10 +299,35 @@ Task<Result<File::Extent>> NbdFile::extent(uint64_t off, uint64_t len) {
   co_return Extent{!(ans.flags & LIBNBD_STATE_ZERO), std::min<uint64_t>(ans.length, len)};
 }
 
-Unexpected connect_error(nbd_handle* h, const std::string& name) {
-  auto e = nbd_error("Could not connect to " + name);
+// A failed connect in qemu's words (its messages come from the socket layer, util/qemu-sockets.c):
+// "Failed to connect to 'ADDRESS': REASON" for a refused or missing server, "address resolution
+// failed for HOST:PORT: REASON" for a name that does not resolve, "Requested export not
+// available" for a name the server does not serve. The text is the whole reason, so the error
+// carries no errno (a tool would print strerror alone otherwise).
+Unexpected connect_error(nbd_handle* h, const NbdTarget& t) {
+  const int err = nbd_get_errno();
+  const std::string msg = nbd_get_error() ? nbd_get_error() : "";
+  std::string text;
+  if (msg.find("getaddrinfo:") != std::string::npos) {
+    size_t colon = msg.rfind(": ");
+    text = "address resolution failed for " + t.address + ": " + msg.substr(colon + 2);
+  } else if (err != 0 && msg.find(": connect: ") != std::string::npos) {
+    text = "Failed to connect to '" + t.address + "': " + std::strerror(err);
+  } else if (size_t hs = msg.find("handshake: "); hs != std::string::npos) {
+    // qemu: "Requested export not available" and the server's own message on a second line;
+    // libnbd keeps the server's message to itself, so its own account follows instead.
+    std::string why = msg.substr(hs + 11);
+    if (size_t tail = why.rfind(": "); tail != std::string::npos && err != 0) why.resize(tail);
+    text = err == ENOENT ? "Requested export not available: " + why
+                         : "Could not connect to " + t.display + ": " + why;
+  }
+  if (text.empty()) {
+    auto e = nbd_error("Could not connect to " + t.display);
+    nbd_close(h);
+    return e;
+  }
   nbd_close(h);
-  return e;
+  return make_error(ErrorCode::kIo, text);
 }
 
 }  // namespace
@@ -314,7 +339,7 @@ Result<std::unique_ptr<File>> open_nbd_file(IoLoop& loop, const std::string& pat
   if (!h) return nbd_error("nbd_create");
   if (nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0 ||
       nbd_aio_connect_uri(h, t.uri.c_str()) < 0) {
-    return connect_error(h, t.display);
+    return connect_error(h, t);
   }
   // The handshake, bounded: a few round trips on a blocking poll(2) (the loop has nothing else
   // to run yet; opening is synchronous, as for host files).
@@ -336,13 +361,13 @@ Result<std::unique_ptr<File>> open_nbd_file(IoLoop& loop, const std::string& pat
           "Could not connect to " + t.display + ": the server did not finish the handshake",
           ETIMEDOUT);
     }
-    if (r < 0) return connect_error(h, t.display);
+    if (r < 0) return connect_error(h, t);
     if ((p.revents & (POLLIN | POLLHUP | POLLERR)) && nbd_aio_notify_read(h) < 0)
-      return connect_error(h, t.display);
+      return connect_error(h, t);
     if ((p.revents & POLLOUT) && nbd_aio_is_connecting(h) && nbd_aio_notify_write(h) < 0)
-      return connect_error(h, t.display);
+      return connect_error(h, t);
   }
-  if (!nbd_aio_is_ready(h)) return connect_error(h, t.display);
+  if (!nbd_aio_is_ready(h)) return connect_error(h, t);
   const bool export_ro = nbd_is_read_only(h) == 1;
   if (export_ro && !opts.read_only) {
     nbd_close(h);

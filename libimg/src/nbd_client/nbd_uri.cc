@@ -47,13 +47,19 @@ std::string pct_decode(std::string_view s) {
   return out;
 }
 
-// The name qemu prints: block/nbd.c nbd_refresh_filename rebuilds it from what it parsed
-// (nbd+unix:///EXPORT?socket=PATH, nbd+unix://?socket=PATH without an export,
-// nbd://HOST:PORT[/EXPORT] with the default port filled in). Other shapes (TLS, an IPv6 host)
-// print as given.
-std::string display_name(const std::string& uri) {
+// The parts of a URI that qemu names: the export, and the socket or host and port (an IPv6
+// host without its brackets, the default port filled in). ok is false for shapes this does not
+// take apart (TLS schemes, a bracket left open); those print as given.
+struct UriParts {
+  bool ok = false, unix_socket = false;
+  std::string exp, socket, host, port = "10809";
+};
+
+UriParts split_uri(const std::string& uri) {
+  UriParts p;
   std::string_view u = uri;
   size_t scheme_end = u.find("://");
+  if (scheme_end == std::string_view::npos) return p;
   std::string_view scheme = u.substr(0, scheme_end), rest = u.substr(scheme_end + 3);
   std::string_view query;
   if (size_t q = rest.find('?'); q != std::string_view::npos) {
@@ -62,26 +68,56 @@ std::string display_name(const std::string& uri) {
   }
   size_t slash = rest.find('/');
   std::string_view authority = rest.substr(0, slash);
-  std::string exp = slash == std::string_view::npos ? "" : pct_decode(rest.substr(slash + 1));
+  p.exp = slash == std::string_view::npos ? "" : pct_decode(rest.substr(slash + 1));
   if (scheme == "nbd+unix") {
-    std::string sock;
-    for (size_t p = 0; p <= query.size();) {
-      size_t amp = query.find('&', p);
-      std::string_view kv = query.substr(p, amp == std::string_view::npos ? amp : amp - p);
-      if (starts_with(kv, "socket=")) sock = pct_decode(kv.substr(7));
+    for (size_t at = 0; at <= query.size();) {
+      size_t amp = query.find('&', at);
+      std::string_view kv = query.substr(at, amp == std::string_view::npos ? amp : amp - at);
+      if (starts_with(kv, "socket=")) p.socket = pct_decode(kv.substr(7));
       if (amp == std::string_view::npos) break;
-      p = amp + 1;
+      at = amp + 1;
     }
-    if (sock.empty()) return uri;
-    return exp.empty() ? "nbd+unix://?socket=" + sock : "nbd+unix:///" + exp + "?socket=" + sock;
+    p.unix_socket = true;
+    p.ok = !p.socket.empty();
+    return p;
   }
-  if (scheme != "nbd" || authority.empty() || authority[0] == '[') return uri;
-  std::string host(authority), port = "10809";
-  if (size_t c = authority.find(':'); c != std::string_view::npos) {
-    host = authority.substr(0, c);
-    port = authority.substr(c + 1);
+  if (scheme != "nbd" || authority.empty()) return p;
+  p.host = authority;
+  if (authority[0] == '[') {
+    size_t close = authority.find(']');
+    if (close == std::string_view::npos) return p;
+    p.host = authority.substr(1, close - 1);
+    if (close + 1 < authority.size()) {
+      if (authority[close + 1] != ':') return p;
+      p.port = authority.substr(close + 2);
+    }
+  } else if (size_t c = authority.find(':'); c != std::string_view::npos) {
+    p.host = authority.substr(0, c);
+    p.port = authority.substr(c + 1);
   }
-  return "nbd://" + host + ":" + port + (exp.empty() ? "" : "/" + exp);
+  p.ok = true;
+  return p;
+}
+
+// The name qemu prints: block/nbd.c nbd_refresh_filename rebuilds it from what it parsed
+// (nbd+unix:///EXPORT?socket=PATH, nbd+unix://?socket=PATH without an export,
+// nbd://HOST:PORT[/EXPORT] with the default port filled in; an IPv6 host loses its brackets
+// there, "nbd://::1:10809/e", and so it does here).
+std::string display_name(const std::string& uri) {
+  UriParts p = split_uri(uri);
+  if (!p.ok) return uri;
+  if (p.unix_socket) {
+    return p.exp.empty() ? "nbd+unix://?socket=" + p.socket
+                         : "nbd+unix:///" + p.exp + "?socket=" + p.socket;
+  }
+  return "nbd://" + p.host + ":" + p.port + (p.exp.empty() ? "" : "/" + p.exp);
+}
+
+// What qemu's "Failed to connect to '...'" names: the socket's path, or HOST:PORT.
+std::string connect_address(const std::string& uri) {
+  UriParts p = split_uri(uri);
+  if (!p.ok) return uri;
+  return p.unix_socket ? p.socket : p.host + ":" + p.port;
 }
 
 }  // namespace
@@ -94,7 +130,7 @@ bool is_nbd_name(const std::string& path) {
 Result<NbdTarget> parse_nbd_name(const std::string& path) {
   if (starts_with(path, "nbd://") || starts_with(path, "nbd+unix://") ||
       starts_with(path, "nbds://") || starts_with(path, "nbds+unix://")) {
-    return NbdTarget{path, display_name(path)};
+    return NbdTarget{path, display_name(path), connect_address(path)};
   }
   // Legacy: nbd:unix:PATH[:exportname=X] or nbd:HOST:PORT[:exportname=X] (qemu's
   // nbd_parse_filename splits on ":exportname=" first, then on the first ':').
@@ -110,6 +146,7 @@ Result<NbdTarget> parse_nbd_name(const std::string& path) {
     if (sock.empty()) return invalid_argument("'" + path + "': no socket path after nbd:unix:");
     t.uri = "nbd+unix:///" + pct_encode(export_name) + "?socket=" + pct_encode(sock);
     t.display = display_name(t.uri);
+    t.address = connect_address(t.uri);
     return t;
   }
   size_t colon = rest.rfind(':');
@@ -125,6 +162,7 @@ Result<NbdTarget> parse_nbd_name(const std::string& path) {
   if (host.find(':') != std::string::npos) host = "[" + host + "]";  // IPv6
   t.uri = "nbd://" + host + ":" + port + "/" + pct_encode(export_name);
   t.display = display_name(t.uri);
+  t.address = connect_address(t.uri);
   return t;
 }
 

@@ -16,6 +16,7 @@ namespace img::nbd_client {
 struct NbdTarget {
   std::string uri;      // for libnbd's nbd_aio_connect_uri
   std::string display;  // the name qemu-img prints for the image
+  std::string address;  // what a failed connect names, as qemu does: the socket path, HOST:PORT
 };
 
 // Whether path names an NBD export rather than a host file (qemu takes every "nbd:" name as one).
