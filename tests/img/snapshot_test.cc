@@ -133,3 +133,56 @@ TEST(ImgSnapshot, ErrorsAndExitCodesAreQemuImgs) {
 
 }  // namespace
 }  // namespace imgtest
+
+namespace imgtest {
+namespace {
+
+// convert -l beside qemu-img convert -l on an image qemu-img made: a snapshot taken before the
+// image grew past one L1 entry's reach reads at the current size, zeros past its own table; every
+// form of -l's text selects what qemu-img selects, and the failures say what qemu-img says with its
+// exit code, leaving no target.
+TEST(ImgSnapshot, ConvertDashLReadsTheSnapshotAsQemuImgDoes) {
+  REQUIRE_QEMU_IMG();
+  REQUIRE_QEMU_IO();
+  TempDir d;
+  std::string f = d.file("s.qcow2");
+  // 4 KiB clusters: one L2 table maps 2 MiB, so the 2 MiB image's snapshot has one L1 entry
+  // and the 8 MiB image four.
+  ASSERT_EQ(sh("qemu-img create -q -f qcow2 -o cluster_size=4k " + f +
+               " 2M && qemu-io -c 'write -P 1 0 1M' " + f + " && qemu-img snapshot -c first " + f +
+               " && qemu-io -c 'write -P 2 0 512k' " + f + " && qemu-img resize -q " + f +
+               " 8M && qemu-io -c 'write -P 3 6M 64k' " + f + " && qemu-img snapshot -c second " +
+               f + " && qemu-io -c 'write -P 4 0 64k' " + f)
+                .rc,
+            0);
+  for (std::string l :
+       {"first", "1", "2", "second", "snapshot.id=1", "snapshot.name=second",
+        "snapshot.id=2,snapshot.name=second", "snapshot.id=1,snapshot.name=second",
+        "snapshot.name=", "", "nope", "snapshot.foo=1", "snapshot.name=first,x=1"}) {
+    SCOPED_TRACE("-l '" + l + "'");
+    CmdResult q = sh("qemu-img convert -l '" + l + "' -O raw " + f + " " + d.file("q.raw"));
+    CmdResult m = img("convert -l '" + l + "' -O raw " + f + " " + d.file("m.raw"));
+    EXPECT_EQ(m.rc, q.rc);
+    EXPECT_EQ(unprefixed(m.err, "img"), unprefixed(q.err, "qemu-img"));
+    if (q.rc == 0) {
+      EXPECT_EQ(sh("cmp " + d.file("q.raw") + " " + d.file("m.raw")).rc, 0);
+    } else {
+      EXPECT_FALSE(std::filesystem::exists(d.file("m.raw")));
+    }
+    std::filesystem::remove(d.file("q.raw"));
+    std::filesystem::remove(d.file("m.raw"));
+  }
+  // Several sources, and a raw source.
+  CmdResult m = img("convert -l first -O raw " + f + " " + f + " " + d.file("m.raw"));
+  EXPECT_EQ(m.rc, 1);
+  EXPECT_EQ(m.err, "img: No support for concatenating multiple snapshot\n");
+  ASSERT_EQ(sh("qemu-img create -q -f raw " + d.file("r.raw") + " 1M").rc, 0);
+  CmdResult q = sh("qemu-img convert -l x -O raw " + d.file("r.raw") + " " + d.file("q.raw"));
+  m = img("convert -l x -O raw " + d.file("r.raw") + " " + d.file("m.raw"));
+  EXPECT_EQ(m.rc, q.rc);
+  EXPECT_EQ(unprefixed(m.err, "img"), unprefixed(q.err, "qemu-img"));
+  qemu_check_clean(f);
+}
+
+}  // namespace
+}  // namespace imgtest

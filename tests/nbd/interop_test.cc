@@ -2,6 +2,13 @@
 // writes, discards, zero writes), nbdinfo and nbdcopy from libnbd. The reference is always the
 // real peer: the image file as qemu-img reads it, or the same client run against qemu-nbd.
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 
 #include "nbd_server_util.h"
 
@@ -225,6 +232,111 @@ TEST(NbdInterop, RealClientsOverTcpLoopback) {
            d.file("top.qcow2") + "'");
     EXPECT_EQ(r.rc, 0) << r.out << r.err;
     EXPECT_EQ(r.out.find("Pattern verification failed"), std::string::npos) << r.out;
+  }
+}
+
+}  // namespace
+
+namespace {
+
+// A unix-socket client that reads the greeting and then says nothing.
+int silent_client(const std::string& sock) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::snprintf(a.sun_path, sizeof a.sun_path, "%s", sock.c_str());
+  if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return -1;
+  char greeting[18];
+  if (::recv(fd, greeting, sizeof greeting, MSG_WAITALL) != sizeof greeting) return -1;
+  return fd;
+}
+
+// Whether the server closed fd within ms (poll sees the end of the stream).
+bool closed_within(int fd, int ms) {
+  pollfd p{fd, POLLIN, 0};
+  if (::poll(&p, 1, ms) != 1) return false;
+  char c;
+  return ::recv(fd, &c, 1, MSG_DONTWAIT) == 0;
+}
+
+// With -e 1 a client that connects and never finishes the handshake would keep every other
+// client out; the handshake limit (qemu-nbd's --handshake-limit, CVE-2024-7409) drops it, and
+// the next client is served. qemu-img runs under timeout(1), so a server without the limit fails
+// this test rather than hanging it.
+TEST(NbdInterop, AClientThatNeverFinishesTheHandshakeIsDropped) {
+  REQUIRE_QEMU_IMG();
+  imgtest::TempDir d;
+  make_chain(d);
+  NbdServer s(d, "s", kImgNbd,
+              "-t -e 1 -r --handshake-limit 1 -f qcow2 '" + d.file("top.qcow2") + "'");
+  int idle = silent_client(d.file("s.sock"));
+  ASSERT_GE(idle, 0) << std::strerror(errno);
+  auto info = sh("timeout 60 qemu-img info --output=json '" + s.uri() + "'");
+  EXPECT_EQ(info.rc, 0) << info.err;
+  EXPECT_EQ(imgtest::flat_json(info.out)["virtual-size"], "8388608");
+  EXPECT_TRUE(closed_within(idle, 30000)) << "the silent client is still connected";
+  ::close(idle);
+}
+
+TEST(NbdInterop, HandshakeLimitZeroMeansNone) {
+  imgtest::TempDir d;
+  make_chain(d);
+  NbdServer s(d, "s", kImgNbd, "-t --handshake-limit 0 -f qcow2 -r '" + d.file("top.qcow2") + "'");
+  int idle = silent_client(d.file("s.sock"));
+  ASSERT_GE(idle, 0) << std::strerror(errno);
+  EXPECT_FALSE(closed_within(idle, 2500)) << "dropped although there is no limit";
+  ::close(idle);
+  auto r = sh("'" + kImgNbd + "' --handshake-limit -1 x.qcow2");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_EQ(r.err, "img-nbd: Invalid handshake limit '-1'\n");
+}
+
+}  // namespace
+
+namespace {
+
+// -l / --load-snapshot: the export is the internal snapshot, read-only, as qemu-nbd -l serves it
+// (qemu-img compare against qemu-img convert -l of the same snapshot; nbdinfo says read-only);
+// a snapshot that is not there, a raw image and a bad parameter fail as qemu-nbd does.
+TEST(NbdInterop, LoadSnapshotServesItReadOnly) {
+  REQUIRE_QEMU_IMG();
+  REQUIRE_TOOL("nbdinfo");
+  imgtest::TempDir d;
+  std::string f = d.file("s.qcow2");
+  ASSERT_EQ(sh("qemu-img create -q -f qcow2 " + f + " 4M && qemu-io -c 'write -P 1 0 1M' " + f +
+               " && qemu-img snapshot -c first " + f + " && qemu-io -c 'write -P 2 0 512k' " + f)
+                .rc,
+            0);
+  ASSERT_EQ(sh("qemu-img convert -l first -O raw " + f + " " + d.file("first.raw")).rc, 0);
+  for (const char* l : {"first", "snapshot.name=first", "--load-snapshot=1"}) {
+    SCOPED_TRACE(l);
+    std::string flag = std::string(l).starts_with("--") ? l : std::string("-l ") + l;
+    NbdServer s(d, "s", kImgNbd, "-t " + flag + " " + f);
+    auto cmp = sh("qemu-img compare -f raw -F raw '" + s.uri() + "' " + d.file("first.raw"));
+    EXPECT_EQ(cmp.rc, 0) << cmp.out << cmp.err;
+    auto info = sh("nbdinfo '" + s.uri() + "'");
+    EXPECT_NE(info.out.find("is_read_only: true"), std::string::npos) << info.out;
+    auto w = sh("qemu-io -f raw -c 'write 0 512' '" + s.uri() + "'");
+    EXPECT_NE(w.rc, 0) << w.out;
+  }
+  struct Bad {
+    std::string args, err;
+  };
+  ASSERT_EQ(sh("qemu-img create -q -f raw " + d.file("r.raw") + " 1M").rc, 0);
+  for (const Bad& b :
+       {Bad{"-l nope " + f, "Failed to load snapshot: Can't find snapshot\n"},
+        Bad{"-l x -f raw " + d.file("r.raw"),
+            "Failed to load snapshot: Block format 'raw' used by device '' does not support "
+            "temporarily loading internal snapshots\n"},
+        Bad{"-l snapshot.foo=1 " + f,
+            "Invalid parameter 'snapshot.foo'\nFailed in parsing snapshot param "
+            "`snapshot.foo=1'\n"}}) {
+    auto ours = sh("'" + kImgNbd + "' -k " + d.file("b.sock") + " " + b.args);
+    auto theirs = sh("qemu-nbd -k " + d.file("b.sock") + " " + b.args);
+    EXPECT_EQ(ours.rc, 1) << b.args;
+    EXPECT_EQ(theirs.rc, 1) << b.args;
+    EXPECT_EQ(imgtest::unprefixed(ours.err, "img-nbd"), b.err);
+    EXPECT_EQ(imgtest::unprefixed(theirs.err, "qemu-nbd"), b.err);
   }
 }
 

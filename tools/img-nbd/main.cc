@@ -16,6 +16,7 @@
 #include "img/image.h"
 #include "img/ops.h"
 #include "img/qcow2.h"
+#include "img/snapshot.h"
 #include "server.h"
 
 namespace {
@@ -36,6 +37,8 @@ struct Flags {
   bool read_only = false, persistent = false, allocation_depth = false, fork = false;
   bool snapshot = false, nocache = false, verbose = false;
   int shared = 1;
+  int handshake_limit = 10;
+  std::optional<img::SnapshotSelector> load_snapshot;  // -l
 };
 
 // The opened export: its drivers and the chain description the block status walks.
@@ -84,6 +87,13 @@ img::Result<Opened> open_export(img::IoLoop& loop, const Flags& f) {
   if (!mode) return img::Unexpected(std::move(mode).error());
   mode->apply_to(o);
   auto drv = loop.run(img::open_image(loop, path, o));
+  if (drv && f.load_snapshot) {
+    if (auto st = loop.run(img::load_snapshot_tmp(**drv, *f.load_snapshot)); !st) {
+      if (temp) ::unlink(path.c_str());
+      return img::Unexpected(
+          img::Error(st.error().code(), "Failed to load snapshot: " + st.error().message()));
+    }
+  }
   auto layers = drv ? loop.run(img::describe_chain(loop, path, format))
                     : img::Result<std::vector<img::ChainLayer>>(img::Unexpected(drv.error()));
   if (temp) ::unlink(path.c_str());
@@ -137,9 +147,15 @@ int main(int argc, char** argv) {
   app.add_option("--detect-zeroes", f.detect_zeroes, "off (default), on, unmap");
   app.add_flag("-A,--allocation-depth", f.allocation_depth, "offer qemu:allocation-depth");
   app.add_flag("-s,--snapshot", f.snapshot, "write to a temporary overlay, not FILE");
+  std::string snapshot_param;
+  app.add_option("-l,--load-snapshot", snapshot_param,
+                 "export this internal snapshot, read-only: ID_OR_NAME, or "
+                 "snapshot.id=ID[,snapshot.name=NAME]");
   app.add_option("--pid-file", f.pid_file, "write the server's process id here");
   app.add_flag("--fork", f.fork, "return once the server is listening, serving in the background");
   app.add_flag("-v,--verbose", f.verbose, "log clients connecting and leaving");
+  app.add_option("--handshake-limit", f.handshake_limit,
+                 "seconds a client has to finish the handshake (default 10, 0: no limit)");
   app.set_version_flag("-V,--version", "img-nbd 0.1 (libimg; qemu-nbd 7.2 compatible)");
   try {
     app.parse(argc, argv);
@@ -174,7 +190,19 @@ int main(int argc, char** argv) {
   }
   if (!img::parse_cache_mode(f.cache)) return fail("Invalid cache mode `" + f.cache + "'");
   if (f.shared < 0) return fail("Invalid shared device number '" + std::to_string(f.shared) + "'");
-  if (f.snapshot && f.read_only) f.snapshot = false;  // nothing would be written anyway
+  if (f.handshake_limit < 0) {
+    return fail("Invalid handshake limit '" + std::to_string(f.handshake_limit) + "'");
+  }
+  if (app.count("-l") > 0) {
+    auto sel = img::parse_snapshot_param(snapshot_param);
+    if (!sel) {
+      fail(sel.error().message());
+      return fail("Failed in parsing snapshot param `" + snapshot_param + "'");
+    }
+    f.load_snapshot = *sel;
+    f.read_only = true;  // as qemu-nbd: a loaded snapshot is exported read-only
+  }
+  if (f.snapshot && f.read_only && !f.load_snapshot) f.snapshot = false;  // nothing to write
 
   int ready_fd = -1;
   if (f.fork) {
@@ -186,6 +214,8 @@ int main(int argc, char** argv) {
   img::IoLoop& loop = **loop_r;
   auto opened = open_export(loop, f);
   if (!opened) {
+    const std::string& m = opened.error().message();
+    if (m.starts_with("Failed to load snapshot: ")) return fail(m);  // qemu-nbd's words
     return fail("Could not open '" + f.file + "': " + reason(opened.error()));
   }
   img::BlockDriver& drv = *opened->driver;
@@ -210,7 +240,12 @@ int main(int argc, char** argv) {
     std::fprintf(pf, "%d\n", static_cast<int>(::getpid()));
     std::fclose(pf);
   }
-  imgnbd::Server server(loop, *lfd, exp, static_cast<unsigned>(f.shared), f.persistent, f.verbose);
+  imgnbd::ServerOptions so;
+  so.shared = static_cast<unsigned>(f.shared);
+  so.persistent = f.persistent;
+  so.verbose = f.verbose;
+  so.handshake_s = static_cast<unsigned>(f.handshake_limit);
+  imgnbd::Server server(loop, *lfd, exp, so);
   if (auto st = server.install_signals(); !st) return fail(st.error().to_string());
   if (ready_fd >= 0) {
     char c = 1;

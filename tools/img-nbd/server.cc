@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -66,21 +67,16 @@ img::Result<int> listen_on(const ListenSpec& spec) {
   return img::io_error(err, "Failed to bind socket to " + spec.bind_addr + ":" + spec.port);
 }
 
-Server::Server(img::IoLoop& loop, int listen_fd, const img::nbd::ExportConfig& exp, unsigned shared,
-               bool persistent, bool verbose)
-    : loop_(loop),
-      listen_fd_(listen_fd),
-      exp_(exp),
-      shared_(shared),
-      persistent_(persistent),
-      verbose_(verbose),
-      changed_(loop) {}
+Server::Server(img::IoLoop& loop, int listen_fd, const img::nbd::ExportConfig& exp,
+               const ServerOptions& opts)
+    : loop_(loop), listen_fd_(listen_fd), exp_(exp), opts_(opts), changed_(loop) {}
 
 Server::~Server() {
   if (stop_fd_ >= 0) {
     g_stop_fd = -1;
     ::close(stop_fd_);
   }
+  if (tick_fd_ >= 0) ::close(tick_fd_);
 }
 
 img::Status Server::install_signals() {
@@ -109,13 +105,18 @@ img::Task<void> Server::stop_watch() {
   }
   stopping_ = true;
   ::shutdown(listen_fd_, SHUT_RDWR);  // wakes the accept loop's poll
+  if (tick_fd_ >= 0) {                // and the reaper's, now
+    itimerspec now{};
+    now.it_value.tv_nsec = 1;
+    ::timerfd_settime(tick_fd_, 0, &now, nullptr);
+  }
   for (auto* c : conns_) c->close();
   changed_.notify_all();
 }
 
 img::Task<void> Server::accept_loop() {
   while (!stopping_) {
-    if (shared_ != 0 && clients_ >= shared_) {
+    if (opts_.shared != 0 && clients_ >= opts_.shared) {
       // qemu-nbd stops accepting at -e clients; the next one waits in the backlog.
       co_await changed_.wait();
       continue;
@@ -137,24 +138,70 @@ img::Task<void> Server::client(int fd, unsigned id) {
   ++clients_;
   img::nbd::SocketConn conn(loop_, fd);
   conns_.insert(&conn);
-  if (verbose_) std::fprintf(stderr, "img-nbd: client %u connected\n", id);
-  auto st = co_await img::nbd::serve_client(loop_, conn, exp_);
+  if (opts_.verbose) std::fprintf(stderr, "img-nbd: client %u connected\n", id);
+  bool timed_out = false;
+  if (opts_.handshake_s > 0) {
+    handshaking_[&conn] = {
+        std::chrono::steady_clock::now() + std::chrono::seconds(opts_.handshake_s), &timed_out};
+  }
+  auto neg = co_await img::nbd::negotiate(conn, exp_);
+  handshaking_.erase(&conn);
+  img::Status st;
+  if (timed_out) {
+    st = img::make_error(img::ErrorCode::kIo, "the handshake did not finish within " +
+                                                  std::to_string(opts_.handshake_s) + " s");
+  } else if (!neg) {
+    st = img::Unexpected(neg.error());
+  } else if (!neg->aborted) {
+    st = co_await img::nbd::transmit(loop_, conn, exp_, *neg);
+  }
   if (!st && !img::nbd::is_end_of_stream(st.error()) && !stopping_) {
     std::fprintf(stderr, "img-nbd: client %u: %s\n", id, st.error().message().c_str());
-  } else if (verbose_) {
+  } else if (opts_.verbose) {
     std::fprintf(stderr, "img-nbd: client %u disconnected\n", id);
   }
   conns_.erase(&conn);
   --clients_;
   changed_.notify_all();
   // Without -t, qemu-nbd exits once the last client has gone.
-  if (!persistent_ && clients_ == 0 && !stopping_) request_stop();
+  if (!opts_.persistent && clients_ == 0 && !stopping_) request_stop();
+}
+
+img::Task<void> Server::handshake_reaper() {
+  reaper_running_ = true;
+  while (!stopping_) {
+    uint64_t ticks;
+    if (::read(tick_fd_, &ticks, sizeof ticks) != sizeof ticks) {
+      int ev = co_await loop_.poll(tick_fd_, POLLIN);
+      if (ev < 0 && ev != -EINTR) break;
+      continue;
+    }
+    auto now = std::chrono::steady_clock::now();
+    for (auto& [conn, h] : handshaking_) {
+      if (h.deadline <= now && !*h.timed_out) {
+        *h.timed_out = true;
+        conn->close();  // the handshake's read or write fails; client() says why
+      }
+    }
+  }
+  reaper_running_ = false;
+  changed_.notify_all();
 }
 
 img::Task<void> Server::run() {
   loop_.spawn(stop_watch());
+  if (opts_.handshake_s > 0) {
+    tick_fd_ = ::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    itimerspec every{};
+    every.it_interval.tv_sec = every.it_value.tv_sec = 1;
+    if (tick_fd_ >= 0 && ::timerfd_settime(tick_fd_, 0, &every, nullptr) == 0) {
+      loop_.spawn(handshake_reaper());
+    } else {
+      std::fprintf(stderr, "img-nbd: no handshake limit: timerfd: %s\n", std::strerror(errno));
+    }
+  }
   co_await accept_loop();
-  while (clients_ > 0) co_await changed_.wait();
+  while (clients_ > 0 || reaper_running_) co_await changed_.wait();
   ::close(listen_fd_);
 }
 

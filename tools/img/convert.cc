@@ -1,4 +1,4 @@
-// img convert [-f fmt] [-O fmt] [-o options] [-B backing [-F fmt]] [-c] [-C] [-n]
+// img convert [-f fmt] [-O fmt] [-o options] [-B backing [-F fmt]] [-l snapshot] [-c] [-C] [-n]
 //             [--target-is-zero] [-t cache] [-T src_cache] [-S size] [-m N] [-W] [-p] [-q]
 //             SRC... DST
 // copies SRC (several are concatenated) into DST through ops::convert, as qemu-img 7.2 convert
@@ -16,6 +16,7 @@
 #include "img/image.h"
 #include "img/ops.h"
 #include "img/qcow2.h"
+#include "img/snapshot.h"
 #include "progress.h"
 
 namespace imgcli {
@@ -27,7 +28,7 @@ constexpr unsigned kMaxCoroutines = 16;
 
 struct Args {
   std::string in_fmt, out_fmt = "raw", sparse_text, coroutines_text, cache = "unsafe",
-                      src_cache = "writeback", backing, backing_fmt;
+                      src_cache = "writeback", backing, backing_fmt, snapshot;
   std::vector<std::string> opt_strings, files;
   bool progress = false, quiet = false, unordered = false, no_create = false, compress = false,
        target_is_zero = false, copy_range = false, force_share = false;
@@ -42,6 +43,9 @@ void add_options(CLI::App& app, Args& a) {
                  "backing file of the destination (what the source's top "
                  "image does not hold is left to it)");
   app.add_option("-F", a.backing_fmt, "format of the backing file given with -B");
+  app.add_option("-l", a.snapshot,
+                 "read SRC as this internal snapshot: ID_OR_NAME, or "
+                 "snapshot.id=ID[,snapshot.name=NAME]");
   app.add_flag("-c", a.compress, "write the data compressed (qcow2 only)");
   app.add_flag("-C", a.copy_range, "copy offloading (copy_file_range) where the formats allow");
   app.add_flag("-n", a.no_create, "do not create DST; write into the existing image");
@@ -133,6 +137,16 @@ int run_convert(const std::vector<std::string>& args) {
   if (a.files.size() < 2) return fail("Must specify image file name");
   const std::string& dst_path = a.files.back();
   const size_t nsrc = a.files.size() - 1;
+  std::optional<img::SnapshotSelector> snapshot;
+  if (app.count("-l") > 0) {  // -l '' is a snapshot named '' (none such), as in qemu-img
+    auto sel = img::parse_snapshot_param(a.snapshot);
+    if (!sel) {
+      fail(sel.error().message());
+      return fail("Failed in parsing snapshot param '" + a.snapshot + "'");
+    }
+    if (nsrc > 1) return fail("No support for concatenating multiple snapshot");
+    snapshot = *sel;
+  }
 
   auto src_cache = img::parse_cache_mode(a.src_cache);
   if (!src_cache) return fail("Invalid source cache option: " + a.src_cache);
@@ -153,6 +167,11 @@ int run_convert(const std::vector<std::string>& args) {
     src_cache->apply_to(o);
     auto s = loop->run(img::open_image(*loop, a.files[i], o));
     if (!s) return fail(open_error(a.files[i], s.error()));
+    if (snapshot) {
+      if (auto st = loop->run(img::load_snapshot_tmp(**s, *snapshot)); !st) {
+        return fail("Failed to load snapshot: " + st.error().message());
+      }
+    }
     total += ((*s)->size() + 511) / 512 * 512;  // qemu-img counts each source in sectors
     src_ptrs.push_back(s->get());
     srcs.push_back(std::move(*s));

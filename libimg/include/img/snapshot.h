@@ -53,6 +53,24 @@ Task<Result<SnapshotInfo>> create_snapshot(BlockDriver& d, const SnapshotCreateO
 // is an id, or else a name (QEMU's order). The snapshot stays.
 Task<Status> apply_snapshot(BlockDriver& d, const std::string& id_or_name);
 
+// Which snapshot load_snapshot_tmp reads. With id_or_name (QEMU's bare form) the key is tried
+// as an id, then as a name; otherwise every part given must match (an empty one included).
+struct SnapshotSelector {
+  std::optional<std::string> id, name;
+  bool id_or_name = false;
+};
+
+// -l's text as qemu-img convert and qemu-nbd take it: "snapshot.id=ID", "snapshot.name=NAME"
+// (comma-separated, both may be given), or a bare ID_OR_NAME (anything not starting with
+// "snapshot."). An unknown key is kInvalidArgument in qemu's words ("Invalid parameter 'x'").
+Result<SnapshotSelector> parse_snapshot_param(const std::string& text);
+
+// Makes a read-only image read as the snapshot (QEMU's bdrv_snapshot_load_tmp, behind
+// qemu-img convert -l and qemu-nbd -l): its L1 table stands in for the current one, at the
+// image's current virtual size; nothing in the file changes. kNotFound "Can't find snapshot";
+// a raw image or a writable one is refused in qemu's words.
+Task<Status> load_snapshot_tmp(BlockDriver& d, const SnapshotSelector& sel);
+
 // Deletes the snapshot with this id (and this name, when name is not empty); kNotFound if none.
 Task<Status> delete_snapshot(BlockDriver& d, const std::string& id, const std::string& name = "");
 

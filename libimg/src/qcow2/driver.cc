@@ -109,6 +109,8 @@ Task<Result<std::unique_ptr<BlockDriver>>> Qcow2Image::open(IoLoop& loop,
 }
 
 Task<Status> Qcow2Image::load_tables(const OpenOptions& opts) {
+  // The snapshot table (validated against hostile lengths as it is decoded).
+  CO_ASSIGN_OR_RETURN(snapshots_, co_await read_snapshot_table(*file_, h_, &snapshots_size_));
   // L1 table (read_header checked offset, size and bounds).
   l1_.resize(h_.l1_size);
   if (h_.l1_size > 0) {
@@ -125,8 +127,6 @@ Task<Status> Qcow2Image::load_tables(const OpenOptions& opts) {
                                                   raw.size(), "refcount table"));
     for (uint64_t i = 0; i < reftable_.size(); ++i) reftable_[i] = load_be64(&raw[i * 8]);
   }
-  // The snapshot table (validated against hostile lengths as it is decoded).
-  CO_ASSIGN_OR_RETURN(snapshots_, co_await read_snapshot_table(*file_, h_, &snapshots_size_));
   // Known metadata clusters, for the overlap check.
   refresh_metadata_clusters();
 

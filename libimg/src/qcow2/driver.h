@@ -89,6 +89,8 @@ class Qcow2Image final : public BlockDriver {
   // Adds a snapshot of the active tables. sn carries name, id (empty: assigned), dates, clock.
   Task<Result<SnapshotEntry>> snapshot_create(SnapshotEntry sn);
   Task<Status> snapshot_apply(size_t index);
+  // Read-only: the snapshot's L1 table in place of the current one (snapshot_view.cc).
+  Task<Status> load_snapshot_view(const SnapshotSelector& sel);
   Task<Status> snapshot_delete(size_t index);
 
   // --- amend.cc --- qemu's qcow2_amend_options: the changes in QEMU's order, each one leaving

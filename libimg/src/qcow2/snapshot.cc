@@ -485,3 +485,18 @@ Task<Status> delete_snapshot(BlockDriver& d, const std::string& id, const std::s
 }
 
 }  // namespace img
+
+namespace img {
+
+Task<Status> load_snapshot_tmp(BlockDriver& d, const SnapshotSelector& sel) {
+  auto* q = dynamic_cast<qcow2::Qcow2Image*>(&d);
+  if (!q) {
+    co_return not_supported(
+        strfmt("Block format '%s' used by device '' does not support "
+               "temporarily loading internal snapshots",
+               d.format_name()));
+  }
+  co_return co_await q->load_snapshot_view(sel);
+}
+
+}  // namespace img
