@@ -5,7 +5,11 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <fstream>
+#include <vector>
 
+#include "img/image.h"
+#include "img/io_loop.h"
 #include "nbd_server_util.h"
 
 namespace {
@@ -271,6 +275,62 @@ TEST(NbdClient, OverTcpLoopbackAgainstQemuNbdAndImgNbd) {
       EXPECT_EQ(sh("qemu-img check '" + src + "'").rc, 0);
     }
   }
+}
+
+}  // namespace
+
+namespace {
+
+// A discard through libimg on a raw export (what a guest's discard becomes) goes out as
+// NBD_CMD_TRIM, a zero write as NBD_CMD_WRITE_ZEROES without NO_HOLE when it may unmap and with
+// it when not: nbdkit's log filter records what the server got, as it does for qemu-io.
+TEST(NbdClient, DiscardIsTrimAndZeroWritesAreWriteZeroes) {
+  REQUIRE_TOOL("nbdkit");
+  imgtest::TempDir dir;
+  const std::string log = dir.file("kit.log");
+  Nbdkit kit(dir, "--filter=log memory 8M logfile='" + log + "'");
+  auto loop = img::IoLoop::create();
+  ASSERT_TRUE(loop.has_value()) << loop.error().to_string();
+  {
+    auto d = (*loop)->run(img::open_image(**loop, kit.uri(), {.format = "raw"}));
+    ASSERT_TRUE(d.has_value()) << d.error().to_string();
+    std::vector<uint8_t> data(1 << 20, 0x5a);
+    ASSERT_TRUE((*loop)->run((*d)->write(1 << 20, data.data(), data.size())).has_value());
+    auto st = (*loop)->run((*d)->discard(1 << 20, 1 << 20));
+    ASSERT_TRUE(st.has_value()) << st.error().to_string();
+    st = (*loop)->run((*d)->write_zeroes(4 << 20, 64 << 10, {.may_unmap = true}));
+    ASSERT_TRUE(st.has_value()) << st.error().to_string();
+    st = (*loop)->run((*d)->write_zeroes(5 << 20, 64 << 10, {.may_unmap = false}));
+    ASSERT_TRUE(st.has_value()) << st.error().to_string();
+    ASSERT_TRUE((*loop)->run((*d)->close()).has_value());
+  }
+  kit.kill(SIGTERM);
+  const std::string got = imgtest::slurp(log);
+  EXPECT_NE(got.find("Trim id=2 offset=0x100000 count=0x100000"), std::string::npos) << got;
+  EXPECT_NE(got.find("Zero id=3 offset=0x400000 count=0x10000 trim=1"), std::string::npos) << got;
+  EXPECT_NE(got.find("Zero id=4 offset=0x500000 count=0x10000 trim=0"), std::string::npos) << got;
+}
+
+// The extents base:allocation names (data; data that reads as zeros, which qemu-img maps as
+// data and zero; a hole that reads as zeros), from nbdkit's extentlist filter: img map prints
+// what qemu-img map prints, and convert copies the data and skips both zero kinds. (A hole that
+// need not read as zeros, HOLE without ZERO, img reads as data where qemu-img maps it
+// unallocated: docs/img-nbd.md.)
+TEST(NbdClient, EveryExtentKindMapsAsQemuImgMapsIt) {
+  REQUIRE_PEERS();
+  REQUIRE_TOOL("nbdkit");
+  imgtest::TempDir dir;
+  std::ofstream(dir.file("extents")) << "0 1M\n1M 1M zero\n2M 1M hole,zero\n";
+  Nbdkit kit(dir, "--filter=extentlist memory 8M extentlist='" + dir.file("extents") + "'");
+  ASSERT_EQ(sh("qemu-io -f raw -c 'write -P 0x5a 0 1M' '" + kit.uri() + "'").rc, 0);
+  expect_same("map --output=json -f raw", kit.uri());
+  expect_same("map -f raw", kit.uri());
+  std::string out = dir.file("out.qcow2");
+  auto r = img("convert -f raw -O qcow2 '" + kit.uri() + "' '" + out + "'");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  auto map = sh("qemu-img map --output=json '" + out + "'");
+  EXPECT_EQ(data_bytes(map.out), 1u << 20) << map.out;  // only the data extent was written
+  EXPECT_EQ(sh("qemu-img compare -f raw '" + kit.uri() + "' '" + out + "'").rc, 0);
 }
 
 }  // namespace

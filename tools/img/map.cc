@@ -3,6 +3,8 @@
 // map prints it (its merging of runs included).
 #include <cinttypes>
 #include <cstdio>
+#include <map>
+#include <string>
 
 #include "common.h"
 #include "mapped_image.h"
@@ -18,6 +20,14 @@ struct Entry {
   const std::string* file = nullptr;  // the file holding the run (with has_offset)
 };
 
+// The File column's name for a layer (an NBD export as qemu prints it), kept for the run.
+const std::string* shown(const img::ChainLayer* layer) {
+  static std::map<const img::ChainLayer*, std::string> names;
+  auto [it, fresh] = names.try_emplace(layer);
+  if (fresh) it->second = img::shown_file_name(layer->path);
+  return &it->second;
+}
+
 Entry to_entry(uint64_t start, const img::ChainStatus& st) {
   return Entry{.start = start,
                .length = st.length,
@@ -27,7 +37,7 @@ Entry to_entry(uint64_t start, const img::ChainStatus& st) {
                .zero = st.zero,
                .present = st.allocated,
                .has_offset = st.offset_valid,
-               .file = st.offset_valid ? &st.layer->path : nullptr};
+               .file = st.offset_valid ? shown(st.layer) : nullptr};
 }
 
 // Two runs print as one when nothing but their extent differs and the second continues the

@@ -33,9 +33,12 @@ struct BlockStatus {
   uint64_t length = 0;                  // bytes from the queried offset with this status
   std::optional<uint64_t> host_offset;  // where the data lies in the image file (kData)
   bool compressed = false;              // kData held compressed: no host offset
+  bool known_zero = false;  // kData known to read as zeros (an allocated NBD extent with ZERO)
 
   // The range reads as zeros without reading it.
-  bool reads_as_zero() const { return kind == Kind::kZero || kind == Kind::kUnallocated; }
+  bool reads_as_zero() const {
+    return kind == Kind::kZero || kind == Kind::kUnallocated || known_zero;
+  }
 };
 
 struct WriteZeroesFlags {

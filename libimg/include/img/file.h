@@ -39,6 +39,10 @@ class File {
   virtual Task<Status> flush() = 0;
   // Deallocates [off, off+len) (hole punch); the range reads as zeros, the size is unchanged.
   virtual Task<Status> discard(uint64_t off, uint64_t len) = 0;
+  // The range need no longer hold its data, and may read as its old data or as zeros afterwards:
+  // a hint (NBD_CMD_TRIM, a guest's discard on a raw disk). Files that can do no better than
+  // discard (host files, where it punches a hole) do that.
+  virtual Task<Status> trim(uint64_t off, uint64_t len) { co_return co_await discard(off, len); }
   // Makes [off, off+len) read as zeros, growing the file if needed; may deallocate.
   virtual Task<Status> write_zeroes(uint64_t off, uint64_t len) = 0;
   // Reserves space for [off, off+len) (fallocate), growing the file if needed.
@@ -57,6 +61,7 @@ class File {
   struct Extent {
     bool data = true;
     uint64_t length = 0;
+    bool zero = false;  // data that is known to read as zeros (NBD: allocated, NBD_STATE_ZERO)
   };
   virtual Result<Extent> extent_at(uint64_t /*off*/, uint64_t len) { return Extent{true, len}; }
   // The same, for files that must ask over the network (an NBD export's BLOCK_STATUS): callers
@@ -100,6 +105,9 @@ Result<std::unique_ptr<File>> open_file(IoLoop& loop, const std::string& path,
                                         FileOpenOptions opts);
 // Whether path names an NBD export rather than a host file.
 bool is_nbd_name(const std::string& path);
+// The name qemu prints for a file: an NBD export's canonical URI (nbd+unix://?socket=PATH for
+// the default export, an IPv6 host without brackets, the legacy forms as URIs), else path.
+std::string shown_file_name(const std::string& path);
 
 // A file held in memory. If loop is given, every operation first yields to the loop once, so
 // concurrent requests interleave as they would on a real device.

@@ -32,6 +32,10 @@ class CacheModeFile final : public File {
     CO_RETURN_IF_ERROR(co_await f_->discard(off, len));
     co_return co_await after_write();
   }
+  Task<Status> trim(uint64_t off, uint64_t len) override {
+    CO_RETURN_IF_ERROR(co_await f_->trim(off, len));
+    co_return co_await after_write();
+  }
   Task<Status> write_zeroes(uint64_t off, uint64_t len) override {
     CO_RETURN_IF_ERROR(co_await f_->write_zeroes(off, len));
     co_return co_await after_write();

@@ -112,6 +112,7 @@ class NbdFile final : public File {
     size_ = static_cast<uint64_t>(nbd_get_size(h));
     can_flush_ = nbd_can_flush(h) == 1;
     can_zero_ = nbd_can_zero(h) == 1;
+    can_trim_ = nbd_can_trim(h) == 1;
     has_allocation_ = nbd_can_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION) == 1;
     int64_t max = nbd_get_block_size(h, LIBNBD_SIZE_MAXIMUM);
     max_request_ = max > 0 ? std::min<uint64_t>(max, kDefaultMaxRequest) : kDefaultMaxRequest;
@@ -185,8 +186,13 @@ class NbdFile final : public File {
   Task<Status> discard(uint64_t off, uint64_t len) override {
     co_return co_await zero(off, len, /*may_punch=*/true);
   }
+  // NBD_CMD_TRIM when the server takes it (NBD_FLAG_SEND_TRIM); else nothing, as qemu's block
+  // layer drops a discard the driver cannot send (a trim is only a hint).
+  Task<Status> trim(uint64_t off, uint64_t len) override;
+  // NO_HOLE: the range stays allocated, as a host file's FALLOC_FL_ZERO_RANGE leaves it
+  // (a driver that may free it calls discard; the raw driver does for may_unmap).
   Task<Status> write_zeroes(uint64_t off, uint64_t len) override {
-    co_return co_await zero(off, len, /*may_punch=*/true);
+    co_return co_await zero(off, len, /*may_punch=*/false);
   }
   Task<Status> allocate(uint64_t off, uint64_t len) override {
     // The export's space is the server's business; only its size is fixed.
@@ -237,7 +243,7 @@ class NbdFile final : public File {
   std::string name_;
   bool read_only_;
   uint64_t size_ = 0;
-  bool can_flush_ = false, can_zero_ = false, has_allocation_ = false;
+  bool can_flush_ = false, can_zero_ = false, can_trim_ = false, has_allocation_ = false;
   uint64_t max_request_ = kDefaultMaxRequest;
 };
 
@@ -268,8 +274,27 @@ Task<Status> NbdFile::zero(uint64_t off, uint64_t len, bool may_punch) {
   co_return co_await finish(ops, "write-zeroes", off);
 }
 
-// NBD_CMD_BLOCK_STATUS in base:allocation (proto.md, "Metadata querying"): NBD_STATE_ZERO reads
-// as zeros, which is all a copy needs to skip it; NBD_STATE_HOLE alone may read anything.
+Task<Status> NbdFile::trim(uint64_t off, uint64_t len) {
+  CO_RETURN_IF_ERROR(check_write("trim", off, len));
+  if (!can_trim_ || len == 0) co_return Status{};
+  std::deque<Op> ops;
+  for (uint64_t p = off; p < off + len;) {  // 32-bit lengths, as for WRITE_ZEROES
+    uint64_t n = std::min<uint64_t>(off + len - p, 0x80000000u);
+    ops.emplace_back().loop = &c_->loop();
+    if (nbd_aio_trim(c_->h(), n, p, ops.back().callback(), 0) < 0) {
+      ops.pop_back();
+      co_await wait_all(ops);
+      co_return nbd_error(where("trim", p));
+    }
+    p += n;
+  }
+  co_return co_await finish(ops, "trim", off);
+}
+
+// NBD_CMD_BLOCK_STATUS in base:allocation (proto.md, "Metadata querying"): NBD_STATE_HOLE is not
+// data, NBD_STATE_ZERO reads as zeros (which is all a copy needs to skip it), and both may come
+// alone: a hole that reads as garbage, data that reads as zeros (qemu-img map: data true, zero
+// true).
 Task<Result<File::Extent>> NbdFile::extent(uint64_t off, uint64_t len) {
   if (!has_allocation_ || off >= size_ || len == 0) co_return Extent{true, len};
   len = std::min({len, size_ - off, kMaxStatusQuery});
@@ -296,7 +321,11 @@ Task<Result<File::Extent>> NbdFile::extent(uint64_t off, uint64_t len) {
   CO_RETURN_IF_ERROR(co_await finish(ops, "block-status", off));
   // A server that answered nothing useful, or with zero length, is taken as data.
   if (!ans.got || ans.length == 0) co_return Extent{true, len};
-  co_return Extent{!(ans.flags & LIBNBD_STATE_ZERO), std::min<uint64_t>(ans.length, len)};
+  const bool hole = ans.flags & LIBNBD_STATE_HOLE, zero = ans.flags & LIBNBD_STATE_ZERO;
+  const uint64_t n = std::min<uint64_t>(ans.length, len);
+  // A hole that does not read as zeros must be read like data.
+  if (hole && !zero) co_return Extent{true, n};
+  co_return Extent{!hole, n, zero};
 }
 
 // A failed connect in qemu's words (its messages come from the socket layer, util/qemu-sockets.c):

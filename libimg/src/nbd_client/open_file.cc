@@ -8,6 +8,12 @@ namespace img {
 
 bool is_nbd_name(const std::string& path) { return nbd_client::is_nbd_name(path); }
 
+std::string shown_file_name(const std::string& path) {
+  if (!is_nbd_name(path)) return path;
+  auto t = nbd_client::parse_nbd_name(path);
+  return t ? t->display : path;
+}
+
 Result<std::unique_ptr<File>> open_file(IoLoop& loop, const std::string& path,
                                         FileOpenOptions opts) {
   if (!is_nbd_name(path)) return open_host_file(loop, path, opts);

@@ -144,7 +144,8 @@ Task<Result<ChainStatus>> ChainMapper::status(uint64_t off, uint64_t len) {
     if (raw_nbd_[depth] && bs.kind != BlockStatus::Kind::kBacking) {
       st.offset_valid = st.allocated = true;
       st.offset = off;
-      (bs.kind == BlockStatus::Kind::kData ? st.data : st.zero) = true;
+      st.data = bs.kind == BlockStatus::Kind::kData;  // not NBD_STATE_HOLE
+      st.zero = bs.kind == BlockStatus::Kind::kZero || bs.known_zero;
       break;
     }
     switch (bs.kind) {

@@ -171,7 +171,8 @@ struct TurnOf {
 ChunkKind classify(const ConvertJob& job, const BlockStatus& st, uint64_t off) {
   switch (st.kind) {
     case BlockStatus::Kind::kData:
-      return ChunkKind::kData;
+      if (!st.known_zero) return ChunkKind::kData;
+      [[fallthrough]];  // allocated, and known to read as zeros: a zero run, as qemu takes it
     case BlockStatus::Kind::kZero:
     case BlockStatus::Kind::kUnallocated:
       // Past the end of the destination's backing file it reads as zeros by itself.

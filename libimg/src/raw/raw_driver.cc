@@ -35,7 +35,7 @@ class RawDriver final : public BlockDriver {
   Task<Status> flush() override { co_return co_await file_->flush(); }
   Task<Status> discard(uint64_t off, uint64_t len) override {
     CO_RETURN_IF_ERROR(check_range("discard", off, len));
-    co_return co_await file_->discard(off, len);
+    co_return co_await file_->trim(off, len);  // a hint: the data need not turn into zeros
   }
   Task<Status> write_zeroes(uint64_t off, uint64_t len, WriteZeroesFlags flags) override {
     CO_RETURN_IF_ERROR(check_range("write-zeroes", off, len));
@@ -50,6 +50,7 @@ class RawDriver final : public BlockDriver {
     BlockStatus st;
     st.kind = ext.data ? BlockStatus::Kind::kData : BlockStatus::Kind::kZero;
     st.length = ext.length == 0 ? len : ext.length;
+    st.known_zero = ext.data && ext.zero;
     if (ext.data) st.host_offset = off;
     co_return st;
   }
