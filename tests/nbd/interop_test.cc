@@ -2,13 +2,17 @@
 // writes, discards, zero writes), nbdinfo and nbdcopy from libnbd. The reference is always the
 // real peer: the image file as qemu-img reads it, or the same client run against qemu-nbd.
 #include <gtest/gtest.h>
+#include <libnbd.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <vector>
 
 #include "nbd_server_util.h"
 
@@ -337,6 +341,58 @@ TEST(NbdInterop, LoadSnapshotServesItReadOnly) {
     EXPECT_EQ(theirs.rc, 1) << b.args;
     EXPECT_EQ(imgtest::unprefixed(ours.err, "img-nbd"), b.err);
     EXPECT_EQ(imgtest::unprefixed(theirs.err, "qemu-nbd"), b.err);
+  }
+}
+
+}  // namespace
+
+namespace {
+
+// NBD_CMD_FLAG_FAST_ZERO (proto.md): the server must fail with ENOTSUP rather than fall back to
+// writing zeros. Whole clusters of a version 3 qcow2 are zeroed by the zero flag (fast); part
+// of a cluster, or any range of a version 2 image (no zero flag: zero bytes are written), is
+// refused. A raw file zeroes with fallocate, always fast. libnbd is the client here.
+TEST(NbdInterop, FastZeroIsRefusedWhereZeroingWouldWrite) {
+  REQUIRE_QEMU_IMG();
+  imgtest::TempDir d;
+  struct Case {
+    std::string create;
+    uint64_t off, len;
+    bool fast;
+  };
+  const Case cases[] = {
+      {"-f qcow2 -o compat=1.1", 0, 128 << 10, true},
+      {"-f qcow2 -o compat=1.1", 4096, 64 << 10, false},
+      {"-f qcow2 -o compat=0.10", 0, 128 << 10, false},
+      {"-f raw", 4096, 4096, true},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.create + " at " + std::to_string(c.off) + "+" + std::to_string(c.len));
+    std::string f = d.file("z.img");
+    std::filesystem::remove(f);
+    ASSERT_EQ(sh("qemu-img create -q " + c.create + " " + f + " 4M && qemu-io " +
+                 c.create.substr(0, c.create.find(" -o")) + " -c 'write -P 9 0 1M' " + f)
+                  .rc,
+              0);
+    NbdServer s(d, "z", kImgNbd, "-t " + c.create.substr(0, c.create.find(" -o")) + " " + f);
+    nbd_handle* h = nbd_create();
+    ASSERT_NE(h, nullptr);
+    ASSERT_EQ(nbd_connect_uri(h, s.uri().c_str()), 0) << nbd_get_error();
+    ASSERT_EQ(nbd_can_fast_zero(h), 1);
+    int r = nbd_zero(h, c.len, c.off, LIBNBD_CMD_FLAG_FAST_ZERO);
+    if (c.fast) {
+      EXPECT_EQ(r, 0) << nbd_get_error();
+    } else {
+      EXPECT_EQ(r, -1);
+      EXPECT_EQ(nbd_get_errno(), ENOTSUP) << nbd_get_error();
+    }
+    // Without the flag every zero write succeeds; the data read back is zeros either way.
+    EXPECT_EQ(nbd_zero(h, c.len, c.off, 0), 0) << nbd_get_error();
+    std::vector<char> buf(c.len, 1);
+    ASSERT_EQ(nbd_pread(h, buf.data(), buf.size(), c.off, 0), 0) << nbd_get_error();
+    EXPECT_EQ(std::count(buf.begin(), buf.end(), 0), static_cast<long>(c.len));
+    nbd_shutdown(h, 0);
+    nbd_close(h);
   }
 }
 

@@ -76,7 +76,11 @@ class NbdServer {
     auto r =
         imgtest::sh("'" + binary + "' --fork --pid-file '" + pidf_ + "' " + listen + " " + args);
     EXPECT_EQ(r.rc, 0) << binary << " " << args << ": " << r.err;
-    pid_ = std::atoi(imgtest::slurp(pidf_).c_str());
+    // The pid file may land a moment after --fork's parent returns (nbdkit's did): wait for it.
+    for (int i = 0; i < 500 && r.rc == 0 && pid_ <= 0; ++i) {
+      pid_ = std::atoi(imgtest::slurp(pidf_).c_str());
+      if (pid_ <= 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
   }
   ~NbdServer() { stop(); }
   // Exited: no such process, or a zombie its (re)parent has not reaped yet (--fork makes the

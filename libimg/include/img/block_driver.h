@@ -79,6 +79,9 @@ class BlockDriver {
   virtual Task<Status> discard(uint64_t off, uint64_t len) = 0;
   // The range reads as zeros afterwards.
   virtual Task<Status> write_zeroes(uint64_t off, uint64_t len, WriteZeroesFlags flags) = 0;
+  // Whether write_zeroes of [off, off+len) changes metadata only, writing no zero bytes (NBD's
+  // FAST_ZERO, qemu's BDRV_REQ_NO_FALLBACK). False where that cannot be promised.
+  virtual bool zeroes_without_writing(uint64_t /*off*/, uint64_t /*len*/) const { return false; }
   // The status of [off, off+len) from off on: one run of one kind, 0 < length <= len (never
   // more than asked, so a caller may ask for the rest of the image). Drivers answer with runs as
   // long as they can see cheaply: qcow2 merges entries of one kind across L2 tables and answers

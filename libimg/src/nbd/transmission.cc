@@ -292,15 +292,6 @@ Task<Status> Transmission::do_block_status(const Request& r) {
   co_return co_await send(iov);
 }
 
-// Zeroing is fast when it changes metadata only: a raw file's fallocate, or whole qcow2
-// clusters (a partial cluster is written as zero bytes). qemu's BDRV_REQ_NO_FALLBACK.
-bool zeroing_is_fast(const BlockDriver& d, uint64_t off, uint64_t len) {
-  uint64_t cs = d.compressed_cluster_size();
-  if (cs == 0) return true;
-  uint64_t end = off + len;
-  return off % cs == 0 && (end % cs == 0 || end == d.size());
-}
-
 // The commands answered with a plain ok or error: an NBD error value, 0 for success.
 Task<Result<uint32_t>> Transmission::do_command(const Request& r, const Buffer& payload) {
   BlockDriver& d = *exp_.driver;
@@ -327,7 +318,9 @@ Task<Result<uint32_t>> Transmission::do_command(const Request& r, const Buffer& 
       break;
     case kCmdWriteZeroes: {
       if (r.length == 0) break;
-      if ((r.flags & kCmdFlagFastZero) && !zeroing_is_fast(d, r.offset, r.length)) {
+      // Zeroing is fast when it changes metadata only: a raw file's fallocate, whole clusters
+      // of a version 3 qcow2 (BlockDriver::zeroes_without_writing).
+      if ((r.flags & kCmdFlagFastZero) && !d.zeroes_without_writing(r.offset, r.length)) {
         co_return kEnotsup;  // "NBD_CMD_FLAG_FAST_ZERO": fail fast rather than write zeros
       }
       bool unmap = !(r.flags & kCmdFlagNoHole) && exp_.discard_unmap;

@@ -76,6 +76,13 @@ class Qcow2Image final : public BlockDriver {
   Task<Status> close() override;
   Task<Status> write_compressed(uint64_t off, const void* buf, uint64_t len) override;
   uint64_t compressed_cluster_size() const override { return cluster_size_; }
+  // Version 3 zeroes whole clusters with the zero flag; version 2 has none and writes zero bytes
+  // into allocated clusters (and over a backing file), so it promises nothing.
+  bool zeroes_without_writing(uint64_t off, uint64_t len) const override {
+    const uint64_t end = off + len;
+    return h_.version >= 3 && off % cluster_size_ == 0 &&
+           (end % cluster_size_ == 0 || end == h_.size);
+  }
   Task<Status> resize(uint64_t new_size, const ResizeOptions& opts) override;
   Task<Status> make_empty() override;  // zero_discard.cc
   Task<Status> set_backing_file(const std::string& name, const std::string& format) override;

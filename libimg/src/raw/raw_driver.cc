@@ -42,6 +42,8 @@ class RawDriver final : public BlockDriver {
     if (flags.may_unmap) co_return co_await file_->discard(off, len);
     co_return co_await file_->write_zeroes(off, len);
   }
+  // fallocate (punch hole or zero range): the file system zeroes without data being written.
+  bool zeroes_without_writing(uint64_t, uint64_t) const override { return true; }
   Task<Result<BlockStatus>> block_status(uint64_t off, uint64_t len) override {
     CO_RETURN_IF_ERROR(check_range("block-status", off, len));
     // The host file system's holes read as zeros (SEEK_DATA / SEEK_HOLE), as QEMU's file-posix
