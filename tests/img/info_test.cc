@@ -60,3 +60,34 @@ TEST(ImgInfo, ForcedFormat) {
 
 }  // namespace
 }  // namespace imgtest
+
+namespace imgtest {
+namespace {
+
+// Persistent dirty bitmaps in format-specific information, as qemu-img info lists them (human
+// and JSON): an enabled one ("auto") and a disabled one of another granularity, made by
+// qemu-img bitmap; then, once img has written the image (libimg marks every bitmap in-use
+// before changing guest data, as it does not update them), the in-use flags.
+TEST(ImgInfo, BitmapsAsQemuImgListsThem) {
+  REQUIRE_QEMU_IMG();
+  TempDir d;
+  ASSERT_EQ(sh("qemu-img create -q -f qcow2 b.qcow2 64M && qemu-img bitmap --add b.qcow2 bm0 && "
+               "qemu-img bitmap --add -g 128k --disable b.qcow2 'second bitmap'",
+               d.path())
+                .rc,
+            0);
+  expect_same_info(d, "b.qcow2");
+  ASSERT_EQ(sh("qemu-img create -q -f raw src.raw 64M", d.path()).rc, 0);
+  CmdResult w = img("convert -n -O qcow2 src.raw b.qcow2", d.path());
+  ASSERT_EQ(w.rc, 0) << w.err;
+  expect_same_info(d, "b.qcow2");
+  CmdResult i = img("info b.qcow2", d.path());
+  EXPECT_NE(
+      i.out.find("                [0]: in-use\n                [1]: auto\n            name: bm0"),
+      std::string::npos)
+      << i.out;
+  EXPECT_EQ(sh("qemu-img check b.qcow2", d.path()).rc, 0);
+}
+
+}  // namespace
+}  // namespace imgtest

@@ -61,6 +61,20 @@ Json to_json(const ImageFacts& f) {
   data.set("compat", compat_of(q));
   data.set("compression-type", q.compression_type.empty() ? "zlib" : q.compression_type);
   if (q.version >= 3) data.set("lazy-refcounts", q.lazy_refcounts);
+  if (!q.bitmaps.empty()) {
+    Json::Array list;
+    for (const auto& b : q.bitmaps) {
+      Json::Array flags;  // qcow2-bitmap.c get_bitmap_info_flags: in-use, then auto
+      if (b.in_use) flags.emplace_back("in-use");
+      if (b.auto_) flags.emplace_back("auto");
+      Json j = Json::object();
+      j.set("flags", Json::array(std::move(flags)));
+      j.set("name", b.name);
+      j.set("granularity", b.granularity);
+      list.push_back(std::move(j));
+    }
+    data.set("bitmaps", Json::array(std::move(list)));
+  }
   data.set("refcount-bits", q.refcount_bits);
   if (q.version >= 3) {
     data.set("corrupt", q.corrupt);
@@ -94,6 +108,18 @@ void print_human(const ImageFacts& f) {
   std::printf("    compression type: %s\n",
               q.compression_type.empty() ? "zlib" : q.compression_type.c_str());
   if (q.version >= 3) std::printf("    lazy refcounts: %s\n", q.lazy_refcounts ? "true" : "false");
+  if (!q.bitmaps.empty()) {
+    std::printf("    bitmaps:\n");
+    for (size_t i = 0; i < q.bitmaps.size(); ++i) {
+      const auto& b = q.bitmaps[i];
+      std::printf("        [%zu]:\n            flags:\n", i);
+      int k = 0;
+      if (b.in_use) std::printf("                [%d]: in-use\n", k++);
+      if (b.auto_) std::printf("                [%d]: auto\n", k++);
+      std::printf("            name: %s\n            granularity: %llu\n", b.name.c_str(),
+                  static_cast<unsigned long long>(b.granularity));
+    }
+  }
   std::printf("    refcount bits: %u\n", q.refcount_bits);
   if (q.version >= 3) {
     std::printf("    corrupt: %s\n", q.corrupt ? "true" : "false");

@@ -106,11 +106,8 @@ void Json::write(std::string& out, int indent) const {
     indent_to(out, indent);
     out += "}";
   } else if (auto a = std::get_if<Array>(&v_)) {
-    if (a->empty()) {
-      out += "[]";
-      return;
-    }
-    out += "[\n";
+    out += "[";  // qemu's writer: an empty list is "[", a new line, the indent and "]"
+    if (!a->empty()) out += "\n";
     for (size_t k = 0; k < a->size(); ++k) {
       if (k) out += ",\n";
       indent_to(out, indent + 1);

@@ -79,6 +79,14 @@ struct Qcow2AmendOptions {
 // Progress of an amend, (done, total) of its current pass.
 using AmendProgress = std::function<void(uint64_t done, uint64_t total)>;
 
+// A persistent dirty bitmap as qemu-img info lists it.
+struct BitmapInfo {
+  std::string name;
+  uint64_t granularity = 0;  // bytes per bit
+  bool in_use = false;       // may be inconsistent (its writer did not close it)
+  bool auto_ = false;        // QEMU enables it (tracks writes) when it opens the image
+};
+
 // Header facts for `img info`.
 struct Qcow2Info {
   int version = 3;
@@ -94,6 +102,7 @@ struct Qcow2Info {
   std::string backing_format;
   uint32_t nb_snapshots = 0;
   std::vector<SnapshotInfo> snapshots;  // the snapshot table, in order
+  std::vector<BitmapInfo> bitmaps;      // the bitmap directory, in order (none when stale)
 };
 Task<Result<Qcow2Info>> read_qcow2_info(File& f);
 

@@ -111,9 +111,12 @@ Result<std::vector<BitmapDirEntry>> decode_bitmap_directory(std::span<const uint
   return out;
 }
 
-Task<Status> mark_bitmaps_in_use(File& f, const Header& h) {
+Task<Result<std::vector<BitmapDirEntry>>> read_bitmap_directory(File& f, const Header& h,
+                                                                std::vector<uint8_t>* raw) {
   const HeaderExtension* ext = find_bitmaps_extension(h);
-  if (!ext || h.version < 3 || !(h.autoclear_features & kAutoclearBitmaps)) co_return Status{};
+  if (!ext || h.version < 3 || !(h.autoclear_features & kAutoclearBitmaps)) {
+    co_return std::vector<BitmapDirEntry>{};
+  }
   CO_ASSIGN_OR_RETURN(uint64_t file_size, f.size());
   CO_ASSIGN_OR_RETURN(BitmapsExtension be, decode_bitmaps_extension(ext->data, h, file_size));
   std::vector<uint8_t> dir(be.directory_size);  // <= 64 MiB, inside the file
@@ -121,6 +124,18 @@ Task<Status> mark_bitmaps_in_use(File& f, const Header& h) {
       co_await f.read_exact(be.directory_offset, dir.data(), dir.size(), "bitmap directory"));
   CO_ASSIGN_OR_RETURN(std::vector<BitmapDirEntry> entries,
                       decode_bitmap_directory(dir, be.nb_bitmaps, h));
+  if (raw) *raw = std::move(dir);
+  co_return entries;
+}
+
+Task<Status> mark_bitmaps_in_use(File& f, const Header& h) {
+  const HeaderExtension* ext = find_bitmaps_extension(h);
+  if (!ext || h.version < 3 || !(h.autoclear_features & kAutoclearBitmaps)) co_return Status{};
+  CO_ASSIGN_OR_RETURN(uint64_t file_size, f.size());
+  CO_ASSIGN_OR_RETURN(BitmapsExtension be, decode_bitmaps_extension(ext->data, h, file_size));
+  std::vector<uint8_t> dir;
+  CO_ASSIGN_OR_RETURN(std::vector<BitmapDirEntry> entries,
+                      co_await read_bitmap_directory(f, h, &dir));
   bool changed = false;
   for (const BitmapDirEntry& e : entries) {
     if (e.flags & kBitmapFlagInUse) continue;

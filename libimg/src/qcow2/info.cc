@@ -3,6 +3,7 @@
 // Spec: qemu/qemu docs/interop/qcow2.rst, "Header"; docs/qcow2-format.md.
 
 #include "img/qcow2.h"
+#include "qcow2/bitmap.h"
 #include "qcow2/format.h"
 #include "qcow2/snapshot_table.h"
 
@@ -35,6 +36,13 @@ Task<Result<Qcow2Info>> read_qcow2_info(File& f) {
                    .disk_size = s.disk_size};
     if (s.icount != qcow2::kNoIcount) i.icount = s.icount;
     info.snapshots.push_back(std::move(i));
+  }
+  CO_ASSIGN_OR_RETURN(auto bitmaps, co_await qcow2::read_bitmap_directory(f, h));
+  for (const auto& b : bitmaps) {
+    info.bitmaps.push_back({.name = b.name,
+                            .granularity = uint64_t{1} << b.granularity_bits,
+                            .in_use = (b.flags & qcow2::kBitmapFlagInUse) != 0,
+                            .auto_ = (b.flags & qcow2::kBitmapFlagAuto) != 0});
   }
   co_return info;
 }
