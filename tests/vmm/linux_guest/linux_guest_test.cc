@@ -232,15 +232,18 @@ class LinuxGuestTest : public ::testing::Test {
       if (std::string why = storage.start(); !why.empty()) GTEST_SKIP() << why;
       vmm_prefix_ = storage.in_vm();
     }
-    // A disk on this host, or (nbd) one that img-nbd serves from the storage namespace.
+    // A disk on this host, or (nbd) one that img-nbd serves from the storage namespace. The
+    // guest's BLKDISCARD reaches img-nbd as NBD_CMD_TRIM, which only --discard=unmap acts on
+    // (qemu-nbd's default, ignore, keeps the data), and the plan reads the range back as zeros.
     auto disk = [&](const std::string& path, const std::string& fmt) {
       if (!b.nbd) return " --disk " + path + ",format=" + fmt + ",cache=" + cache;
       std::string port = std::to_string(10809 + servers.size());
       std::string name = "vd" + std::string(1, char('a' + servers.size()));
       servers.push_back(dir_ + "/" + name + ".pid");
-      RunResult c = sh(storage.in_storage() + IMG_NBD_BINARY + " --fork -t --pid-file " +
-                       servers.back() + " -b " + vmm_test::StorageNet::kStorageAddr + " -p " +
-                       port + " -x " + name + " --cache=" + cache + " -f " + fmt + " " + path);
+      RunResult c =
+          sh(storage.in_storage() + IMG_NBD_BINARY + " --fork -t --pid-file " + servers.back() +
+             " -b " + vmm_test::StorageNet::kStorageAddr + " -p " + port + " -x " + name +
+             " --cache=" + cache + " --discard=unmap -f " + fmt + " " + path);
       EXPECT_EQ(c.rc, 0) << c.err;
       return std::string(" --disk nbd://") + vmm_test::StorageNet::kStorageAddr + ":" + port + "/" +
              name;
