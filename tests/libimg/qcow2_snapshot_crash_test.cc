@@ -39,12 +39,7 @@ std::vector<std::string> names(const BlockDriver& d) {
   return out;
 }
 
-std::vector<uint8_t> read_all(IoLoop& loop, BlockDriver& d) {
-  std::vector<uint8_t> out(d.size());
-  auto s = loop.run(d.read(0, out.data(), out.size()));
-  EXPECT_TRUE(s.has_value()) << s.error().to_string();
-  return out;
-}
+using test::read_all;
 
 struct Scenario {
   Qcow2CreateOptions opts;

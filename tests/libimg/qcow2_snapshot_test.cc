@@ -18,12 +18,7 @@ using test::make_loop;
 
 constexpr uint64_t kSize = 4 << 20;
 
-std::vector<uint8_t> read_all(IoLoop& loop, BlockDriver& d) {
-  std::vector<uint8_t> out(d.size());
-  auto s = loop.run(d.read(0, out.data(), out.size()));
-  EXPECT_TRUE(s.has_value()) << s.error().to_string();
-  return out;
-}
+using test::read_all;
 
 void write_pattern(IoLoop& loop, BlockDriver& d, std::vector<uint8_t>& model, uint64_t off,
                    uint64_t len, uint8_t seed) {

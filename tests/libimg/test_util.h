@@ -6,7 +6,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <vector>
 
+#include "img/block_driver.h"
 #include "img/io_loop.h"
 
 namespace img::test {
@@ -33,6 +35,14 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// All of d's bytes (a failed read fails the test).
+inline std::vector<uint8_t> read_all(IoLoop& loop, BlockDriver& d) {
+  std::vector<uint8_t> out(d.size());
+  auto s = loop.run(d.read(0, out.data(), out.size()));
+  EXPECT_TRUE(s.has_value()) << s.error().to_string();
+  return out;
+}
 
 inline std::unique_ptr<IoLoop> make_loop() {
   auto l = IoLoop::create();
