@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -280,6 +281,52 @@ TEST_F(VmmE2eTest, GuestInOneNamespaceDrivesADiskServedFromAnother) {
   c = run_shell("qemu-img check " + img, dir_);
   EXPECT_EQ(c.rc, 0) << "qemu-img check: " << c.out << c.err;
   expect_guest_writes(img, dir_ + "/disk.raw", r.out);
+}
+
+}  // namespace
+
+namespace {
+
+// The NBD server dies under a running guest: the guest's next reads fail with VIRTIO_BLK_S_IOERR
+// (status 1) within seconds, not a hang, and vmm goes on running (the guest then powers off).
+TEST_F(VmmE2eTest, AServerThatDiesFailsTheGuestsRequestsWithIoerr) {
+  if (std::system("command -v qemu-io >/dev/null") != 0) GTEST_SKIP() << "qemu-io not installed";
+  std::string img = dir_ + "/disk.qcow2", sock = dir_ + "/nbd.sock", pidf = dir_ + "/nbd.pid";
+  auto c = run_shell(std::string(IMG_BINARY) + " create -q -f qcow2 " + img +
+                         " 64M && qemu-io -f qcow2 -c 'write -P 0x5a 0 1M' " + img,
+                     dir_);
+  ASSERT_EQ(c.rc, 0) << c.err;
+  c = run_shell(std::string(IMG_NBD_BINARY) + " --fork --pid-file " + pidf + " -t -k " + sock +
+                    " -f qcow2 " + img,
+                dir_);
+  ASSERT_EQ(c.rc, 0) << c.err;
+  const std::string log = dir_ + "/guest.txt";
+  std::thread guest([&] {
+    std::system((std::string("timeout 120 ") + VMM_BINARY + " run --kernel " + VMM_TEST_GUEST +
+                 " --memory 64M --cmdline readerror --disk 'nbd+unix:///?socket=" + sock + "' >" +
+                 log + " 2>" + dir_ + "/guest.err </dev/null; echo $? >" + dir_ + "/guest.rc")
+                    .c_str());
+  });
+  bool reading = false;
+  for (int i = 0; i < 600 && !reading; ++i) {
+    const std::string so_far = slurp(log);
+    reading = so_far.find("GUEST: blk reading until a request fails") != std::string::npos;
+    if (so_far.find("GUEST: FAIL") != std::string::npos) break;
+    if (!reading) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  const auto killed = std::chrono::steady_clock::now();
+  std::system(("kill -9 $(cat " + pidf + ")").c_str());
+  guest.join();
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
+  ASSERT_TRUE(reading) << slurp(log) << slurp(dir_ + "/guest.err");
+  const std::string out = slurp(log);
+  EXPECT_NE(out.find("GUEST: blk read failed after "), std::string::npos) << out;
+  const size_t st = out.find("request failed (status != OK), status 1");
+  ASSERT_NE(st, std::string::npos) << out;
+  EXPECT_FALSE(std::isdigit(static_cast<unsigned char>(out[st + 39]))) << out;  // 1, not 10..
+  EXPECT_EQ(slurp(dir_ + "/guest.rc"), "0\n") << slurp(dir_ + "/guest.err");
+  EXPECT_LT(secs, 60.0) << "the guest waited on a dead server";
 }
 
 }  // namespace

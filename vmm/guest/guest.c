@@ -144,4 +144,10 @@ void guest_main(const u8* boot_params) {
     puts("GUEST: PASS\n");
   }
   if (has_word(cmdline, "counter")) counter_loop();
+  if (!err && has_word(cmdline, "readerror")) {
+    virtio_blk_read_until_error();
+    outb(0x600, 0x34); /* ACPI S5: the VM ends, vmm exits 0 */
+    for (;;) {
+    }
+  }
 }

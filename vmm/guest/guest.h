@@ -43,6 +43,9 @@ u16 pci_read16(u32 bdf, u32 off);
 /* Each runs one device's checks; returns 0 or a reason string for the verdict, and sets *found
  * when the device is there. */
 const char* virtio_blk_test(int* found);
+/* After virtio_blk_test: reads the disk's first 4 KiB again and again until a request fails
+ * (the backend went away), then says how: the status byte, or a timeout. */
+void virtio_blk_read_until_error(void);
 const char* virtio_rng_test(int* found);
 const char* virtio_console_test(int* found);
 const char* virtio_net_test(int* found);

@@ -302,3 +302,19 @@ const char* virtio_blk_test(int* found) {
   if (features & (1ul << F_FLUSH)) TRY(submit(VIRTIO_BLK_T_FLUSH, 0, 0, 0, 0));
   return 0;
 }
+
+void virtio_blk_read_until_error(void) {
+  puts("GUEST: blk reading until a request fails\n");
+  for (u64 n = 0;; ++n) {
+    const char* err = read_to_buf(0, 4096);
+    if (!err) continue;
+    puts("GUEST: blk read failed after ");
+    putdec(n);
+    puts(" reads: ");
+    puts(err);
+    puts(", status ");
+    putdec(status);
+    puts("\n");
+    return;
+  }
+}
