@@ -91,3 +91,41 @@ TEST(ImgInfo, BitmapsAsQemuImgListsThem) {
 
 }  // namespace
 }  // namespace imgtest
+
+namespace imgtest {
+namespace {
+
+// libimg marks persistent bitmaps in-use before the first change of guest data, not when it
+// opens an image for writing: commands that change no guest data (snapshot create, amend,
+// rebase -u, check -r) leave them as consistent as they were, as qemu-img does; the first
+// write marks them.
+TEST(ImgInfo, BitmapsStayConsistentUntilGuestDataChanges) {
+  REQUIRE_QEMU_IMG();
+  TempDir d;
+  ASSERT_EQ(sh("qemu-img create -q -f qcow2 b.qcow2 64M && qemu-img bitmap --add b.qcow2 bm0 && "
+               "qemu-img create -q -f raw src.raw 64M",
+               d.path())
+                .rc,
+            0);
+  auto flags = [&] {
+    auto m = flat_json(sh("qemu-img info --output=json b.qcow2", d.path()).out);
+    return m["format-specific.data.bitmaps.0.flags.0"] +
+           m["format-specific.data.bitmaps.0.flags.1"];
+  };
+  ASSERT_EQ(flags(), "\"auto\"");
+  for (const char* cmd :
+       {"snapshot -c s1 b.qcow2", "amend -o lazy_refcounts=on b.qcow2", "rebase -u -b '' b.qcow2",
+        "check -r all b.qcow2", "snapshot -d s1 b.qcow2"}) {
+    CmdResult r = img(cmd, d.path());
+    EXPECT_EQ(r.rc, 0) << cmd << ": " << r.err;
+    EXPECT_EQ(flags(), "\"auto\"") << "after img " << cmd;
+    EXPECT_EQ(sh("qemu-img check b.qcow2", d.path()).rc, 0) << "after img " << cmd;
+  }
+  CmdResult w = img("convert -n -O qcow2 src.raw b.qcow2", d.path());
+  ASSERT_EQ(w.rc, 0) << w.err;
+  EXPECT_EQ(flags(), "\"in-use\"\"auto\"");
+  EXPECT_EQ(sh("qemu-img check b.qcow2", d.path()).rc, 0);
+}
+
+}  // namespace
+}  // namespace imgtest

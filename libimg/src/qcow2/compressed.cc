@@ -121,6 +121,7 @@ Task<Status> Qcow2Image::decompress_clusters(uint64_t gc, std::span<const L2Entr
 Task<Status> Qcow2Image::write_compressed(uint64_t off, const void* buf, uint64_t len) {
   CO_RETURN_IF_ERROR(check_writable("compressed write"));
   CO_RETURN_IF_ERROR(check_range("compressed write", off, len));
+  CO_RETURN_IF_ERROR(co_await mark_bitmaps_before_change());
   // A partial cluster only at the end: the image's last cluster (its size may not be cluster
   // aligned), written into its last 512-byte sector, so the zero padding covers at most the rest
   // of that sector: a source whose size is not a multiple of 512 (convert -c) ends there, as

@@ -27,6 +27,7 @@ Qcow2Image::Qcow2Image(IoLoop& loop, std::unique_ptr<File> file, Header h, bool 
       alloc_mu_(loop),
       header_mu_(loop),
       dirty_mu_(loop),
+      bitmap_mu_(loop),
       cluster_locks_(loop) {
   cluster_bits_ = h_.cluster_bits;
   cluster_size_ = h_.cluster_size();
@@ -87,15 +88,12 @@ Task<Result<std::unique_ptr<BlockDriver>>> Qcow2Image::open(IoLoop& loop,
   img->corrupt_ = img->h_.has(kIncompatCorrupt);
   img->dirty_on_disk_ = img->h_.has(kIncompatDirty);
   CO_RETURN_IF_ERROR(co_await img->load_tables(opts));
-  if (!ro && !co_await mark_bitmaps_in_use(*img->file_, img->h_)) {
-    // libimg does not update bitmaps: they are marked in_use before any write. A directory that
-    // cannot be marked cannot be trusted either: drop the bitmaps bit (autoclear rule).
-    img->h_.autoclear_features &= ~kAutoclearBitmaps;
-    uint8_t buf[8];
-    store_be64(buf, img->h_.autoclear_features);
-    CO_RETURN_IF_ERROR(co_await img->file_->write(kOffAutoclearFeatures, buf, 8));
-    CO_RETURN_IF_ERROR(co_await img->file_->flush());
-  }
+  // libimg does not update bitmaps: they are marked in_use before the first change of guest
+  // data (mark_bitmaps_before_change), not at open, so a command that changes no guest data
+  // (snapshot create, amend, rebase -u) leaves them consistent.
+  img->bitmaps_unmarked_ = !ro && img->h_.version >= 3 &&
+                           (img->h_.autoclear_features & kAutoclearBitmaps) &&
+                           find_bitmaps_extension(img->h_) != nullptr;
   if (!ro && needs_autoclear_rewrite(img->h_)) {
     // Unknown autoclear bits must be cleared by a writer.
     uint8_t buf[8];
@@ -163,6 +161,26 @@ Task<Status> Qcow2Image::write_incompatible_features(uint64_t bits) {
   CO_RETURN_IF_ERROR(co_await file_->write(kOffIncompatibleFeatures, buf, 8));
   CO_RETURN_IF_ERROR(co_await file_->flush());
   h_.incompatible_features = bits;
+  co_return Status{};
+}
+
+Task<Status> Qcow2Image::mark_bitmaps_before_change() {
+  if (!bitmaps_unmarked_) co_return Status{};
+  // Every writer waits until the marks are durable: a bitmap must never claim to be consistent
+  // with guest data that changed after it.
+  auto guard = co_await bitmap_mu_.lock();
+  if (!bitmaps_unmarked_) co_return Status{};
+  if (!co_await mark_bitmaps_in_use(*file_, h_)) {
+    // A directory that cannot be marked cannot be trusted either: drop the bitmaps bit
+    // (autoclear rule).
+    uint64_t bits = h_.autoclear_features & ~kAutoclearBitmaps;
+    uint8_t buf[8];
+    store_be64(buf, bits);
+    CO_RETURN_IF_ERROR(co_await file_->write(kOffAutoclearFeatures, buf, 8));
+    CO_RETURN_IF_ERROR(co_await file_->flush());
+    h_.autoclear_features = bits;
+  }
+  bitmaps_unmarked_ = false;
   co_return Status{};
 }
 

@@ -125,7 +125,10 @@ class Qcow2Image final : public BlockDriver {
   // --- driver.cc ---
   Task<Status> load_tables(const OpenOptions& opts);
   Task<Status> write_incompatible_features(uint64_t bits);
-  Task<Status> mark_dirty_if_lazy();  // lazy_refcounts: set the dirty bit before the first change
+  Task<Status> mark_dirty_if_lazy();
+  // Before any change of guest data: every persistent bitmap marked in_use (bitmap.h).
+  Task<Status>
+  mark_bitmaps_before_change();  // lazy_refcounts: set the dirty bit before the first change
   Task<Status> flush_metadata();
   // Writes the dirty L2 tables (and refcount blocks, with_refcounts), flushes the file and
   // records what is durable now, freed clusters that may be reused included.
@@ -302,6 +305,8 @@ class Qcow2Image final : public BlockDriver {
   AsyncMutex alloc_mu_;
   AsyncMutex header_mu_;
   AsyncMutex dirty_mu_;  // one writer sets the dirty bit; the others wait until it is on disk
+  AsyncMutex bitmap_mu_;           // one writer marks the bitmaps in_use; the others wait for it
+  bool bitmaps_unmarked_ = false;  // bitmaps that must be marked in_use before guest data changes
   ClusterLocks cluster_locks_;
   uint64_t free_cluster_index_ = 0;
   // Host clusters whose refcount dropped to 0 since the L2 tables were last written and synced.

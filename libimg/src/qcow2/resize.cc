@@ -38,6 +38,7 @@ bool all_zero(const std::vector<uint8_t>& b) {
 
 Task<Status> Qcow2Image::resize(uint64_t new_size, const ResizeOptions& opts) {
   CO_RETURN_IF_ERROR(check_writable("resize"));
+  CO_RETURN_IF_ERROR(co_await mark_bitmaps_before_change());
   if (!is_aligned(new_size, kSectorSize)) {
     co_return invalid_argument("The new size must be a multiple of 512");
   }

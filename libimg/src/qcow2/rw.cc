@@ -146,6 +146,7 @@ Task<Status> Qcow2Image::writev(uint64_t off, std::span<const iovec> iov) {
   CO_RETURN_IF_ERROR(check_writable("write"));
   uint64_t len = iov_length(iov);
   CO_RETURN_IF_ERROR(check_range("write", off, len));
+  CO_RETURN_IF_ERROR(co_await mark_bitmaps_before_change());
   CO_RETURN_IF_ERROR(co_await mark_dirty_if_lazy());
   IovCursor cur(iov);
   std::vector<iovec> part;

@@ -303,6 +303,7 @@ Task<Result<SnapshotEntry>> Qcow2Image::snapshot_create(SnapshotEntry sn) {
 
 Task<Status> Qcow2Image::snapshot_apply(size_t index) {
   CO_RETURN_IF_ERROR(co_await quiesce("snapshot apply"));
+  CO_RETURN_IF_ERROR(co_await mark_bitmaps_before_change());  // the guest's data changes
   const SnapshotEntry sn = snapshots_.at(index);
   if (sn.disk_size > kMaxImageSize) {
     co_return corruption(strfmt("%s: snapshot '%s' has a disk size of %" PRIu64 " bytes, past "

@@ -38,6 +38,7 @@ Task<Status> Qcow2Image::zero_or_discard(uint64_t off, uint64_t len, bool discar
   CO_RETURN_IF_ERROR(check_writable(discard ? "discard" : "write-zeroes"));
   CO_RETURN_IF_ERROR(check_range(discard ? "discard" : "write-zeroes", off, len));
   if (len == 0) co_return Status{};
+  CO_RETURN_IF_ERROR(co_await mark_bitmaps_before_change());
   CO_RETURN_IF_ERROR(co_await mark_dirty_if_lazy());
   uint64_t first_full = align_up(off, cluster_size_);
   // The last cluster of an image whose size is not cluster aligned counts as whole at the end.
