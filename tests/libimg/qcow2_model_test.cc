@@ -1,6 +1,8 @@
-// Model test: random sequences of write / write_zeroes / discard / flush / close-and-reopen at
-// random unaligned offsets and lengths, over random cluster sizes, refcount widths, versions and
-// lazy_refcounts, compared with a flat in-memory disk after every step. After every reopen the
+// Model test: random sequences of write / write_zeroes / discard / flush / close-and-reopen and
+// internal snapshot create / apply / delete at random unaligned offsets and lengths, over random
+// cluster sizes, refcount widths, versions, lazy_refcounts and extended L2, compared with a flat
+// in-memory disk after every step (the model keeps a copy of the disk per snapshot: applying one
+// makes the disk that copy, deleting one changes nothing the guest sees). After every reopen the
 // image's own consistency check is clean.
 #include <gtest/gtest.h>
 #include <rapidcheck.h>
@@ -9,6 +11,7 @@
 #include <vector>
 
 #include "img/image.h"
+#include "img/snapshot.h"
 #include "qcow2_test_util.h"
 #include "test_util.h"
 
@@ -16,14 +19,25 @@ namespace img {
 namespace {
 
 struct Op {
-  enum Kind { kWrite, kZero, kZeroUnmap, kDiscard, kFlush, kReopen } kind;
+  enum Kind {
+    kWrite,
+    kZero,
+    kZeroUnmap,
+    kDiscard,
+    kFlush,
+    kReopen,
+    kSnapCreate,
+    kSnapApply,
+    kSnapDelete
+  } kind;
   uint64_t off;
   uint64_t len;
   uint8_t seed;
 };
 
 void showValue(const Op& op, std::ostream& os) {
-  static const char* names[] = {"write", "zero", "zero-unmap", "discard", "flush", "reopen"};
+  static const char* names[] = {"write",  "zero",        "zero-unmap", "discard",    "flush",
+                                "reopen", "snap-create", "snap-apply", "snap-delete"};
   os << names[op.kind] << "(" << op.off << ", " << op.len << ")";
 }
 
@@ -76,11 +90,26 @@ RC_GTEST_PROP(Qcow2Model, RandomOpsMatchAFlatDisk, ()) {
         uint64_t len = std::min<uint64_t>(b % (300000), size - off);
         return Op{static_cast<Op::Kind>(kind), off, len, seed};
       },
-      rc::gen::weightedElement<int>({{10, Op::kWrite}, {2, Op::kZero}, {2, Op::kZeroUnmap},
-                                     {2, Op::kDiscard}, {2, Op::kFlush}, {1, Op::kReopen}}),
+      rc::gen::weightedElement<int>({{10, Op::kWrite},
+                                     {2, Op::kZero},
+                                     {2, Op::kZeroUnmap},
+                                     {2, Op::kDiscard},
+                                     {2, Op::kFlush},
+                                     {1, Op::kReopen},
+                                     {1, Op::kSnapCreate},
+                                     {1, Op::kSnapApply},
+                                     {1, Op::kSnapDelete}}),
       rc::gen::arbitrary<uint64_t>(), rc::gen::arbitrary<uint64_t>(),
       rc::gen::arbitrary<uint8_t>());
   const auto ops = *rc::gen::container<std::vector<Op>>(gen_op);
+  // The snapshots by id, in creation order, each with the disk it recorded.
+  std::vector<std::pair<std::string, std::vector<uint8_t>>> snaps;
+  bool snapshot_taken = false;
+  auto narrow = [&](const Error& e) {
+    if (e.message().find("(refcount_bits=") != std::string::npos) return true;
+    RC_FAIL("snapshot operation failed: " + e.to_string());
+    return false;
+  };
 
   for (const Op& op : ops) {
     switch (op.kind) {
@@ -108,7 +137,19 @@ RC_GTEST_PROP(Qcow2Model, RandomOpsMatchAFlatDisk, ()) {
         uint64_t a = (op.off + unit - 1) / unit * unit;
         uint64_t end = op.off + op.len;
         uint64_t b = end == size ? size : end / unit * unit;
-        if (b > a) std::fill(model.begin() + a, model.begin() + b, 0);
+        if (b <= a) break;
+        if (!snapshot_taken) {
+          std::fill(model.begin() + a, model.begin() + b, 0);
+          break;
+        }
+        // A cluster a snapshot shares keeps its data: discard is advisory (BlockDriver::discard),
+        // so each byte reads as before or as zero, and the model takes what the image says.
+        std::vector<uint8_t> now(b - a);
+        RC_ASSERT(loop->run(m.drv->read(a, now.data(), now.size())).has_value());
+        for (uint64_t i = 0; i < now.size(); ++i) {
+          RC_ASSERT(now[i] == model[a + i] || now[i] == 0);
+        }
+        std::copy(now.begin(), now.end(), model.begin() + a);
         break;
       }
       case Op::kFlush: {
@@ -122,6 +163,33 @@ RC_GTEST_PROP(Qcow2Model, RandomOpsMatchAFlatDisk, ()) {
         m.abandon();
         check_clean(*loop, m);
         RC_ASSERT(m.open({}).has_value());
+        break;
+      }
+      case Op::kSnapCreate: {
+        auto made = loop->run(create_snapshot(*m.drv, {.name = "s" + std::to_string(op.seed)}));
+        // A refcount too narrow for one more sharer (1 bit: any; 2 bits: a fourth) refuses the
+        // snapshot, the disk unchanged (the comparison below checks it).
+        if (!made.has_value() && narrow(made.error())) break;
+        RC_ASSERT(made.has_value());
+        snaps.emplace_back(made->id, model);
+        snapshot_taken = true;
+        break;
+      }
+      case Op::kSnapApply: {
+        if (snaps.empty()) break;
+        const auto& [id, disk] = snaps[op.seed % snaps.size()];
+        auto st = loop->run(apply_snapshot(*m.drv, id));
+        if (!st.has_value() && narrow(st.error())) break;  // as create: refused, unchanged
+        RC_ASSERT(st.has_value());
+        model = disk;
+        break;
+      }
+      case Op::kSnapDelete: {
+        if (snaps.empty()) break;
+        const size_t i = op.seed % snaps.size();
+        auto st = loop->run(delete_snapshot(*m.drv, snaps[i].first));
+        RC_ASSERT(st.has_value());
+        snaps.erase(snaps.begin() + static_cast<long>(i));
         break;
       }
     }

@@ -150,6 +150,9 @@ class Qcow2Image final : public BlockDriver {
   // Allocates clusters for and writes an encoded table or L1 copy; returns its offset (0 if
   // empty). Not referenced by anything until a header write commits it.
   Task<Result<uint64_t>> write_new(const std::vector<uint8_t>& bytes);
+  // Frees the clusters of [offset, offset + bytes) ranges write_new made that nothing refers to
+  // (an operation refused after writing them), with alloc_mu_ held; best effort.
+  Task<void> give_back_unreferenced(std::vector<std::pair<uint64_t, uint64_t>> ranges);
   // Writes n header bytes at off, then flushes: the commit point of a snapshot operation.
   Task<Status> commit_header(uint64_t off, const uint8_t* p, size_t n);
   void refresh_metadata_clusters();

@@ -63,6 +63,16 @@ Task<Status> Qcow2Image::settle_refcounts() {
   co_return refcount_cache_->drop_all();
 }
 
+Task<void> Qcow2Image::give_back_unreferenced(std::vector<std::pair<uint64_t, uint64_t>> ranges) {
+  // Best effort: the caller is already failing, and a range that stays allocated is a leak.
+  for (auto [off, bytes] : ranges) {
+    if (off != 0 && bytes != 0) {
+      (void)co_await free_clusters(off, div_round_up(bytes, cluster_size_));
+    }
+  }
+  (void)co_await sync_l2_tables(/*with_refcounts=*/true);
+}
+
 Task<Result<uint64_t>> Qcow2Image::write_new(const std::vector<uint8_t>& bytes) {
   if (bytes.empty()) co_return uint64_t{0};
   uint64_t off;
@@ -275,7 +285,15 @@ Task<Result<SnapshotEntry>> Qcow2Image::snapshot_create(SnapshotEntry sn) {
 
   auto guard = co_await alloc_mu_.lock();
   RefcountBatch rb(*file_, reftable_, cluster_bits_, refcount_order_);
-  CO_RETURN_IF_ERROR(co_await refcount_tree(rb, l1_, +1));
+  if (auto counted = co_await refcount_tree(rb, l1_, +1); !counted) {
+    // Refused before any refcount changed (a refcount too narrow to share a cluster once more):
+    // nothing refers to the new L1 copy and table, so their clusters go back instead of leaking.
+    std::vector<std::pair<uint64_t, uint64_t>> made;
+    made.emplace_back(sn.l1_table_offset, uint64_t{sn_l1.size()} * 8);
+    made.emplace_back(table_off, raw_table.size());
+    co_await give_back_unreferenced(std::move(made));
+    co_return Unexpected(std::move(counted).error());
+  }
   CO_RETURN_IF_ERROR(co_await rb.write_dirty());
   CO_RETURN_IF_ERROR(co_await file_->flush());
   // Refcounts are up and durable: now the active entries lose COPIED.
@@ -323,7 +341,12 @@ Task<Status> Qcow2Image::snapshot_apply(size_t index) {
 
   auto guard = co_await alloc_mu_.lock();
   RefcountBatch rb(*file_, reftable_, cluster_bits_, refcount_order_);
-  CO_RETURN_IF_ERROR(co_await refcount_tree(rb, new_l1, +1));
+  if (auto counted = co_await refcount_tree(rb, new_l1, +1); !counted) {
+    std::vector<std::pair<uint64_t, uint64_t>> made;  // as in create
+    made.emplace_back(l1_off, uint64_t{new_l1.size()} * 8);
+    co_await give_back_unreferenced(std::move(made));
+    co_return Unexpected(std::move(counted).error());
+  }
   CO_RETURN_IF_ERROR(co_await rb.write_dirty());
   CO_RETURN_IF_ERROR(co_await file_->flush());
 
