@@ -129,3 +129,31 @@ TEST(ImgInfo, BitmapsStayConsistentUntilGuestDataChanges) {
 
 }  // namespace
 }  // namespace imgtest
+
+namespace imgtest {
+namespace {
+
+// measure's "bitmaps size" for a source with persistent bitmaps (a bitmap's full size, its
+// table and the directory, in the output's clusters), as qemu-img measure prints it, in both
+// forms, for several cluster sizes; a v2 output prints none.
+TEST(ImgMeasure, CountsTheSourcesBitmapsAsQemuImgDoes) {
+  REQUIRE_QEMU_IMG();
+  TempDir d;
+  ASSERT_EQ(sh("qemu-img create -q -f qcow2 b.qcow2 200M && qemu-img bitmap --add b.qcow2 bm0 && "
+               "qemu-img bitmap --add -g 512 b.qcow2 fine-grained && "
+               "qemu-img bitmap --add -g 16M --disable b.qcow2 coarse",
+               d.path())
+                .rc,
+            0);
+  for (const char* o : {"-O qcow2", "-O qcow2 -o cluster_size=4k", "-O qcow2 -o cluster_size=2M",
+                        "-O qcow2 -o compat=0.10", "-O qcow2 --output=json", "-O raw"}) {
+    CmdResult q = sh(std::string("qemu-img measure ") + o + " b.qcow2", d.path());
+    CmdResult m = img(std::string("measure ") + o + " b.qcow2", d.path());
+    ASSERT_EQ(q.rc, 0) << q.err;
+    EXPECT_EQ(m.rc, 0) << m.err;
+    EXPECT_EQ(m.out, q.out) << o;
+  }
+}
+
+}  // namespace
+}  // namespace imgtest

@@ -50,6 +50,7 @@ int run_measure(const std::vector<std::string>& args) {
   if (!loop) return kExitError;
   std::optional<MappedImage> source;
   bool source_bitmaps = false;
+  std::vector<img::BitmapInfo> bitmaps;
   if (!files.empty()) {
     auto image = open_mapped(*loop, files[0], in_fmt, force_share);
     if (!image) return fail(image.error().message());
@@ -62,6 +63,7 @@ int run_measure(const std::vector<std::string>& args) {
       if (!info) return fail(open_error(top.path, info.error()));
       // qemu's qcow2 driver supports persistent bitmaps from version 3 on.
       source_bitmaps = info->version >= 3;
+      bitmaps = info->bitmaps;
     }
   }
   if (!known_format(out_fmt)) return fail("Unknown file format '" + out_fmt + "'");
@@ -79,7 +81,7 @@ int run_measure(const std::vector<std::string>& args) {
   if (size) opts->size = *size;  // --size wins over -o size=, as in qemu-img
 
   auto r = loop->run(img::measure(*opts, source ? source->mapper.get() : nullptr,
-                                  source ? source->driver->size() : 0, source_bitmaps));
+                                  source ? source->driver->size() : 0, source_bitmaps, bitmaps));
   if (!r) return fail(r.error().message());
   if (output == "json") {
     Json o = Json::object();

@@ -7,10 +7,12 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "img/block_driver.h"
 #include "img/block_map.h"
 #include "img/ops.h"
+#include "img/qcow2.h"
 #include "img/status.h"
 #include "img/task.h"
 
@@ -43,10 +45,17 @@ struct MeasureResult {
 uint64_t qcow2_prealloc_size(uint64_t virtual_size, uint64_t cluster_size, unsigned refcount_bits,
                              bool extended_l2);
 
+// The space qemu reserves in a new qcow2 image of cluster_size for a source's persistent
+// bitmaps (qcow2-bitmap.c qcow2_get_persistent_dirty_bitmap_size): each bitmap's data as if
+// every bit were set, its bitmap table, and the directory, each rounded up to clusters.
+uint64_t qcow2_bitmaps_size(const std::vector<BitmapInfo>& bitmaps, uint64_t disk_size,
+                            uint64_t cluster_size);
+
 // Measures for opts.size (source == nullptr) or for the chain source reads through (opts.size is
-// then ignored, as qemu ignores it). source_has_bitmap_support: the source is a qcow2 v3 image.
-// REQUIRES: a source's bitmaps hold nothing (img does not count persistent bitmaps yet).
+// then ignored, as qemu ignores it). source_has_bitmap_support: the source is a qcow2 v3 image,
+// whose persistent bitmaps are source_bitmaps.
 Task<Result<MeasureResult>> measure(const MeasureOptions& opts, ChainMapper* source,
-                                    uint64_t source_size, bool source_has_bitmap_support);
+                                    uint64_t source_size, bool source_has_bitmap_support,
+                                    const std::vector<BitmapInfo>& source_bitmaps = {});
 
 }  // namespace img

@@ -108,8 +108,23 @@ Result<MeasureOptions> to_measure_options(const std::string& format, const Creat
   return q;
 }
 
+uint64_t qcow2_bitmaps_size(const std::vector<BitmapInfo>& bitmaps, uint64_t disk_size,
+                            uint64_t cluster_size) {
+  uint64_t total = 0, dir = 0;
+  for (const BitmapInfo& b : bitmaps) {
+    if (b.granularity == 0) continue;  // the directory decoder allows none such
+    const uint64_t bytes = div_up(div_up(disk_size, b.granularity), 8);
+    const uint64_t clusters = div_up(bytes, cluster_size);
+    total += clusters * cluster_size;                  // the whole bitmap, as if all set
+    total += round_up(clusters * 8, cluster_size);     // its bitmap table
+    dir += round_up(24 + uint64_t{b.name.size()}, 8);  // its directory entry, no extra data
+  }
+  return total + round_up(dir, cluster_size);
+}
+
 Task<Result<MeasureResult>> measure(const MeasureOptions& opts, ChainMapper* source,
-                                    uint64_t source_size, bool source_has_bitmap_support) {
+                                    uint64_t source_size, bool source_has_bitmap_support,
+                                    const std::vector<BitmapInfo>& source_bitmaps) {
   MeasureResult r;
   if (opts.format == "raw") {
     r.required = r.fully_allocated = round_up(source ? source_size : opts.size, 512);
@@ -148,6 +163,7 @@ Task<Result<MeasureResult>> measure(const MeasureOptions& opts, ChainMapper* sou
   // Metadata of the fully allocated image still counts: qemu's overestimate, kept.
   r.required = r.fully_allocated - virtual_size + required;
   r.has_bitmaps = opts.version >= 3 && source && source_has_bitmap_support;
+  if (r.has_bitmaps) r.bitmaps = qcow2_bitmaps_size(source_bitmaps, source_size, cs);
   co_return r;
 }
 
