@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <vector>
 
 #include "img/block_driver.h"
@@ -238,6 +239,10 @@ class NbdFile final : public File {
     co_return Status{};
   }
   Task<Status> zero(uint64_t off, uint64_t len, bool may_punch);
+  // Issues [off, off+len) as commands of at most 2 GiB each (issue(length, offset, op) starts
+  // one, < 0 on failure) and waits for them all.
+  Task<Status> in_pieces(const char* what, uint64_t off, uint64_t len,
+                         const std::function<int64_t(uint64_t, uint64_t, Op&)>& issue);
 
   std::shared_ptr<Conn> c_;
   std::string name_;
@@ -258,37 +263,35 @@ Task<Status> NbdFile::zero(uint64_t off, uint64_t len, bool may_punch) {
     }
     co_return Status{};
   }
-  std::deque<Op> ops;
   const uint32_t flags = may_punch ? 0 : LIBNBD_CMD_FLAG_NO_HOLE;
-  // WRITE_ZEROES carries no payload, but its length is 32 bits.
+  co_return co_await in_pieces("write-zeroes", off, len, [&](uint64_t n, uint64_t p, Op& op) {
+    return nbd_aio_zero(c_->h(), n, p, op.callback(), flags);
+  });
+}
+
+Task<Status> NbdFile::in_pieces(const char* what, uint64_t off, uint64_t len,
+                                const std::function<int64_t(uint64_t, uint64_t, Op&)>& issue) {
+  // WRITE_ZEROES and TRIM carry no payload, but their length is 32 bits.
+  std::deque<Op> ops;
   for (uint64_t p = off; p < off + len;) {
     uint64_t n = std::min<uint64_t>(off + len - p, 0x80000000u);
     ops.emplace_back().loop = &c_->loop();
-    if (nbd_aio_zero(c_->h(), n, p, ops.back().callback(), flags) < 0) {
+    if (issue(n, p, ops.back()) < 0) {
       ops.pop_back();
       co_await wait_all(ops);
-      co_return nbd_error(where("write-zeroes", p));
+      co_return nbd_error(where(what, p));
     }
     p += n;
   }
-  co_return co_await finish(ops, "write-zeroes", off);
+  co_return co_await finish(ops, what, off);
 }
 
 Task<Status> NbdFile::trim(uint64_t off, uint64_t len) {
   CO_RETURN_IF_ERROR(check_write("trim", off, len));
   if (!can_trim_ || len == 0) co_return Status{};
-  std::deque<Op> ops;
-  for (uint64_t p = off; p < off + len;) {  // 32-bit lengths, as for WRITE_ZEROES
-    uint64_t n = std::min<uint64_t>(off + len - p, 0x80000000u);
-    ops.emplace_back().loop = &c_->loop();
-    if (nbd_aio_trim(c_->h(), n, p, ops.back().callback(), 0) < 0) {
-      ops.pop_back();
-      co_await wait_all(ops);
-      co_return nbd_error(where("trim", p));
-    }
-    p += n;
-  }
-  co_return co_await finish(ops, "trim", off);
+  co_return co_await in_pieces("trim", off, len, [&](uint64_t n, uint64_t p, Op& op) {
+    return nbd_aio_trim(c_->h(), n, p, op.callback(), 0);
+  });
 }
 
 // NBD_CMD_BLOCK_STATUS in base:allocation (proto.md, "Metadata querying"): NBD_STATE_HOLE is not

@@ -112,7 +112,8 @@ Result<std::vector<BitmapDirEntry>> decode_bitmap_directory(std::span<const uint
 }
 
 Task<Result<std::vector<BitmapDirEntry>>> read_bitmap_directory(File& f, const Header& h,
-                                                                std::vector<uint8_t>* raw) {
+                                                                std::vector<uint8_t>* raw,
+                                                                BitmapsExtension* ext_out) {
   const HeaderExtension* ext = find_bitmaps_extension(h);
   if (!ext || h.version < 3 || !(h.autoclear_features & kAutoclearBitmaps)) {
     co_return std::vector<BitmapDirEntry>{};
@@ -125,17 +126,15 @@ Task<Result<std::vector<BitmapDirEntry>>> read_bitmap_directory(File& f, const H
   CO_ASSIGN_OR_RETURN(std::vector<BitmapDirEntry> entries,
                       decode_bitmap_directory(dir, be.nb_bitmaps, h));
   if (raw) *raw = std::move(dir);
+  if (ext_out) *ext_out = be;
   co_return entries;
 }
 
 Task<Status> mark_bitmaps_in_use(File& f, const Header& h) {
-  const HeaderExtension* ext = find_bitmaps_extension(h);
-  if (!ext || h.version < 3 || !(h.autoclear_features & kAutoclearBitmaps)) co_return Status{};
-  CO_ASSIGN_OR_RETURN(uint64_t file_size, f.size());
-  CO_ASSIGN_OR_RETURN(BitmapsExtension be, decode_bitmaps_extension(ext->data, h, file_size));
   std::vector<uint8_t> dir;
+  BitmapsExtension be;
   CO_ASSIGN_OR_RETURN(std::vector<BitmapDirEntry> entries,
-                      co_await read_bitmap_directory(f, h, &dir));
+                      co_await read_bitmap_directory(f, h, &dir, &be));
   bool changed = false;
   for (const BitmapDirEntry& e : entries) {
     if (e.flags & kBitmapFlagInUse) continue;

@@ -76,11 +76,13 @@ Result<std::vector<BitmapDirEntry>> decode_bitmap_directory(std::span<const uint
 // The bitmaps extension of a header, if it has one (nullptr otherwise).
 const HeaderExtension* find_bitmaps_extension(const Header& h);
 
-// The directory of a valid bitmaps extension, and its bytes in *raw when asked. Empty without the
-// extension, on version 2, or when the autoclear bit says the bitmaps are stale (QEMU then
-// ignores them too). An error when the extension or directory is invalid.
-Task<Result<std::vector<BitmapDirEntry>>> read_bitmap_directory(
-    File& f, const Header& h, std::vector<uint8_t>* raw = nullptr);
+// The directory of a valid bitmaps extension, and its bytes and the decoded extension in *raw
+// and *ext when asked. Empty without the extension, on version 2, or when the autoclear bit says
+// the bitmaps are stale (QEMU then ignores them too). An error when the extension or directory
+// is invalid.
+Task<Result<std::vector<BitmapDirEntry>>> read_bitmap_directory(File& f, const Header& h,
+                                                                std::vector<uint8_t>* raw = nullptr,
+                                                                BitmapsExtension* ext = nullptr);
 
 // For a writer that does not update bitmaps: sets in_use on every bitmap of a valid directory
 // (spec "Bitmap directory": in_use means the bitmap may be inconsistent; QEMU leaves this after a
