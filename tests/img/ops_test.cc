@@ -102,9 +102,12 @@ TEST(CreateOptions, RejectsWhatQemuRejects) {
   EXPECT_FALSE(parse_create_options("qcow2", {"bogus=1"}).has_value());
   EXPECT_FALSE(parse_create_options("raw", {"cluster_size=4k"}).has_value());
   EXPECT_FALSE(parse_create_options("qcow2", {"cluster_size=x"}).has_value());
+  // A bool that is neither on nor off, while parsing (qemu-img says so before "Formatting").
+  EXPECT_FALSE(parse_create_options("qcow2", {"lazy_refcounts=maybe"}).has_value());
+  EXPECT_FALSE(parse_create_options("qcow2", {"data_file_raw=1"}).has_value());
   for (const char* bad :
-       {"compat=1.2", "cluster_size=3000", "cluster_size=4M", "refcount_bits=3",
-        "lazy_refcounts=maybe", "preallocation=xx", "compression_type=lz4",
+       {"compat=1.2", "cluster_size=3000", "cluster_size=4M", "refcount_bits=3", "data_file_raw=on",
+        "compat=0.10,data_file=d.raw", "preallocation=xx", "compression_type=lz4",
         "compat=0.10,lazy_refcounts=on", "compat=0.10,refcount_bits=8", "backing_fmt=raw"}) {
     auto list = parse_create_options("qcow2", {bad});
     ASSERT_TRUE(list.has_value()) << bad;

@@ -76,6 +76,10 @@ Json to_json(const ImageFacts& f) {
     data.set("bitmaps", Json::array(std::move(list)));
   }
   data.set("refcount-bits", q.refcount_bits);
+  if (!q.data_file.empty()) {
+    data.set("data-file", q.data_file);
+    data.set("data-file-raw", q.data_file_raw);
+  }
   if (q.version >= 3) {
     data.set("corrupt", q.corrupt);
     data.set("extended-l2", q.extended_l2);
@@ -121,6 +125,10 @@ void print_human(const ImageFacts& f) {
     }
   }
   std::printf("    refcount bits: %u\n", q.refcount_bits);
+  if (!q.data_file.empty()) {
+    std::printf("    data file: %s\n", q.data_file.c_str());
+    std::printf("    data file raw: %s\n", q.data_file_raw ? "true" : "false");
+  }
   if (q.version >= 3) {
     std::printf("    corrupt: %s\n", q.corrupt ? "true" : "false");
     std::printf("    extended l2: %s\n", q.extended_l2 ? "true" : "false");

@@ -24,7 +24,7 @@ struct Entry {
 const std::string* shown(const img::ChainLayer* layer) {
   static std::map<const img::ChainLayer*, std::string> names;
   auto [it, fresh] = names.try_emplace(layer);
-  if (fresh) it->second = img::shown_file_name(layer->path);
+  if (fresh) it->second = img::shown_file_name(layer->data_path);
   return &it->second;
 }
 

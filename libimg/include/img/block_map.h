@@ -28,6 +28,9 @@ namespace img {
 struct ChainLayer {
   std::string path;
   std::string format;  // "raw" or "qcow2"
+  // The file that holds the layer's data, where offsets point: path, or a qcow2 image's
+  // external data file (its name as recorded, which QEMU opens as it stands).
+  std::string data_path;
 };
 
 // Reads the headers along the chain from path down (without opening drivers). fmt is the top

@@ -29,6 +29,10 @@ struct Qcow2CreateOptions {
   bool extended_l2 = false;       // 128-bit L2 entries, 32 subclusters (v3, clusters >= 16 KiB)
   std::string backing_file;       // recorded in the header
   std::string backing_format;
+  // An external data file: the name recorded in the header (relative names are relative to the
+  // image's folder, as backing files). create_image makes the file; create_qcow2 only records it.
+  std::string data_file;
+  bool data_file_raw = false;  // the data file stays a valid raw image of the disk
 };
 
 // Writes a new, empty qcow2 image into f (which should be empty; it is truncated).
@@ -74,6 +78,7 @@ struct Qcow2AmendOptions {
   std::optional<std::string> backing_file;
   std::optional<std::string> backing_format;
   std::optional<std::string> data_file;
+  std::optional<bool> data_file_raw;  // only off may be asked of an image (as qemu)
   std::optional<uint64_t> size;  // 0 changes nothing, as in qemu
 };
 // Progress of an amend, (done, total) of its current pass.
@@ -100,6 +105,8 @@ struct Qcow2Info {
   std::string compression_type;  // "zlib" or "zstd"
   std::string backing_file;
   std::string backing_format;
+  std::string data_file;  // the external data file's name as recorded; "" for none
+  bool data_file_raw = false;
   uint32_t nb_snapshots = 0;
   std::vector<SnapshotInfo> snapshots;  // the snapshot table, in order
   std::vector<BitmapInfo> bitmaps;      // the bitmap directory, in order (none when stale)

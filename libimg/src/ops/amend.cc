@@ -129,8 +129,7 @@ Result<AmendOptionList> parse_amend_options(const std::string& format,
       o.data_file = value;
     } else if (key == "data_file_raw") {
       ASSIGN_OR_RETURN(bool v, parse_bool(key, value));
-      (void)v;
-      return invalid_argument("data-file-raw cannot be set on existing images");
+      o.data_file_raw = v;
     } else {
       // encrypt.*: only LUKS-encrypted images take them (libimg opens none).
       return not_supported(

@@ -25,10 +25,11 @@ Task<Result<std::vector<ChainLayer>>> describe_chain(IoLoop& loop, const std::st
     if (f.empty()) {
       CO_ASSIGN_OR_RETURN(f, co_await probe_format(*file));
     }
-    layers.push_back({p, f});
+    layers.push_back({p, f, p});
     seen.push_back(opener.identity(p));
     if (f != "qcow2") break;
     CO_ASSIGN_OR_RETURN(Qcow2Info info, co_await read_qcow2_info(*file));
+    if (!info.data_file.empty()) layers.back().data_path = info.data_file;
     if (info.backing_file.empty()) break;
     // The same limits open_image applies, so a chain that opened describes the same way.
     if (layers.size() > 64)

@@ -345,6 +345,14 @@ Task<Status> copy_chunk(ConvertJob& job, const Chunk& c, uint8_t* buf) {
   }
   Status s = co_await write_chunk(job, c, buf);
   if (!s) {
+    // qemu-img's words: the offset and, for a system error, what strerror says.
+    const Error& e = s.error();
+    if (e.sys_errno() != 0) {
+      co_return make_error(e.code(),
+                           strfmt("error while writing at byte %llu: %s", (unsigned long long)c.off,
+                                  std::strerror(e.sys_errno())),
+                           e.sys_errno());
+    }
     co_return Unexpected(std::move(s).error().prepend(
         strfmt("error while writing at byte %llu", (unsigned long long)c.off)));
   }

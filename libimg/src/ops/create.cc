@@ -52,12 +52,24 @@ Task<Status> create_image(IoLoop& loop, const std::string& path, const std::stri
   // and resize, sharing all but resize), and only then empty the file, so an image a running VM
   // uses is refused intact rather than truncated under it.
   FileOpenOptions fo{.read_only = false, .create = true};
+  Qcow2CreateOptions q = opts;
+  q.size = size;
+  std::unique_ptr<File> data_file;
+  if (format == "qcow2" && !q.data_file.empty()) {
+    // As qcow2_co_create_opts: the data file is made first, as a raw file of the virtual size,
+    // preallocated as asked (metadata preallocation is the image's business). Its name is taken
+    // as it stands, relative to the working directory (qcow2's open does the same).
+    CO_ASSIGN_OR_RETURN(data_file, open_host_file(loop, q.data_file, fo));
+    CO_RETURN_IF_ERROR(data_file->lock(kPermWrite | kPermResize, kPermAll & ~kPermResize));
+    CO_RETURN_IF_ERROR(co_await data_file->truncate(0));
+    Preallocation p =
+        q.preallocation == Preallocation::kMetadata ? Preallocation::kOff : q.preallocation;
+    CO_RETURN_IF_ERROR(co_await create_raw(*data_file, size, p));
+  }
   CO_ASSIGN_OR_RETURN(std::unique_ptr<File> f, open_host_file(loop, path, fo));
   CO_RETURN_IF_ERROR(f->lock(kPermWrite | kPermResize, kPermAll & ~kPermResize));
   CO_RETURN_IF_ERROR(co_await f->truncate(0));
   if (format == "raw") co_return co_await create_raw(*f, size, opts.preallocation);
-  Qcow2CreateOptions q = opts;
-  q.size = size;
   CO_RETURN_IF_ERROR(co_await create_qcow2(*f, q));
   co_return co_await f->flush();
 }

@@ -27,6 +27,9 @@ constexpr std::array kQcow2Options = {
     OptionInfo{"compat", "str", "Compatibility level (v2 [0.10] or v3 [1.1])", false},
     OptionInfo{"compression_type", "str", "Compression method used for image cluster compression",
                false},
+    OptionInfo{"data_file", "str", "File name of an external data file", false},
+    OptionInfo{"data_file_raw", "bool (on/off)",
+               "The external data file must stay valid as a raw image", false},
     OptionInfo{"extended_l2", "bool (on/off)", "Extended L2 tables", false},
     OptionInfo{"lazy_refcounts", "bool (on/off)", "Postpone refcount updates", false},
     OptionInfo{"preallocation", "str",
@@ -121,8 +124,12 @@ Result<CreateOptionList> parse_create_options(const std::string& format,
       std::string value = eq == std::string::npos ? "" : item.substr(eq + 1);
       const OptionInfo* info = find_option(format, key);
       if (info == nullptr) return invalid_argument("Invalid parameter '" + key + "'");
-      if (eq == std::string::npos && std::string_view(info->type).starts_with("bool")) {
-        value = "on";  // qemu takes a bare bool key as on
+      if (std::string_view(info->type).starts_with("bool")) {
+        if (eq == std::string::npos) value = "on";  // qemu takes a bare bool key as on
+        // Checked as the option is parsed, before qemu-img prints "Formatting ...".
+        if (value != "on" && value != "off") {
+          return invalid_argument("Parameter '" + key + "' expects 'on' or 'off'");
+        }
       }
       if (info->is_size) {
         auto size = parse_size(value);
@@ -193,7 +200,16 @@ Result<Qcow2CreateOptions> to_create_options(const std::string& format,
   }
   if (auto v = list.find("backing_file")) o.backing_file = *v;
   if (auto v = list.find("backing_fmt")) o.backing_format = *v;
+  if (auto v = list.find("data_file")) o.data_file = *v;
+  if (auto v = list.find("data_file_raw")) {
+    ASSIGN_OR_RETURN(o.data_file_raw, parse_bool("data_file_raw", *v));
+  }
   if (o.version < 3) {
+    if (!o.data_file.empty()) {
+      return invalid_argument(
+          "External data files are only supported with compatibility level 1.1 and above (use "
+          "version=v3 or greater)");
+    }
     if (o.lazy_refcounts) {
       return invalid_argument(
           "Lazy refcounts only supported with compatibility level 1.1 and above (use "
@@ -222,6 +238,16 @@ Result<Qcow2CreateOptions> to_create_options(const std::string& format,
   if (!o.backing_format.empty() && o.backing_file.empty()) {
     return invalid_argument("Backing format cannot be used without backing file");
   }
+  if (o.data_file_raw && o.data_file.empty()) {
+    return invalid_argument("data-file-raw requires data-file");
+  }
+  if (o.data_file_raw && !o.backing_file.empty()) {
+    return invalid_argument("Backing file and data-file-raw cannot be used at the same time");
+  }
+  // qcow2_co_create: a raw data file maps every cluster (its metadata is preallocated).
+  if (o.data_file_raw && o.preallocation == Preallocation::kOff) {
+    o.preallocation = Preallocation::kMetadata;
+  }
   return o;
 }
 
@@ -245,10 +271,10 @@ std::string describe_create_options(const std::string& format, const CreateOptio
   };
   // qemu-img 7.2 prints the driver's options, then the protocol's, in this order.
   static constexpr Shown kQcow2[] = {
-      {"cluster_size", "65536"},    {"extended_l2", "off"}, {"preallocation", nullptr},
-      {"compression_type", "zlib"}, {"size", nullptr},      {"compat", nullptr},
-      {"backing_file", nullptr},    {"backing_fmt", nullptr}, {"lazy_refcounts", "off"},
-      {"refcount_bits", "16"},
+      {"cluster_size", "65536"},    {"extended_l2", "off"},    {"preallocation", nullptr},
+      {"compression_type", "zlib"}, {"size", nullptr},         {"compat", nullptr},
+      {"backing_file", nullptr},    {"backing_fmt", nullptr},  {"data_file", nullptr},
+      {"data_file_raw", nullptr},   {"lazy_refcounts", "off"}, {"refcount_bits", "16"},
   };
   static constexpr Shown kRaw[] = {{"size", nullptr}, {"preallocation", nullptr}};
   std::span<const Shown> shown(kRaw);

@@ -2,7 +2,8 @@
 // block/qcow2.c): the requested changes run in QEMU's order, with QEMU's messages:
 //   1. a compat upgrade (0.10 -> 1.1): the header is rewritten as version 3;
 //   2. a refcount width change (amend_refcount.cc);
-//   3. data_file: only images with an external data file could take one (libimg opens none);
+//   3. data_file / data_file_raw: the recorded name changes (the file is not opened; QEMU
+//      neither moves nor checks it), the raw bit may only be cleared;
 //   4. backing_file / backing_fmt: QEMU 7.2 refuses any change and points to rebase;
 //   5. lazy_refcounts on / off (off marks the image clean first);
 //   6. size: a resize (a shrink drops what lies past the new end, as QEMU's blk_truncate);
@@ -49,6 +50,14 @@ Task<Status> Qcow2Image::amend(const Qcow2AmendOptions& o, const AmendProgress& 
   CO_RETURN_IF_ERROR(check_writable("amend"));
   const int old_version = static_cast<int>(h_.version);
   const int new_version = o.version.value_or(old_version);
+  // Refused while QEMU parses the options, before anything changes.
+  if (o.data_file && !h_.has(kIncompatExternalData)) {
+    co_return invalid_argument(
+        "data-file can only be set for images that use an external data file");
+  }
+  if (o.data_file_raw && *o.data_file_raw && !data_file_raw()) {
+    co_return invalid_argument("data-file-raw cannot be set on existing images");
+  }
 
   if (new_version > old_version) {
     // Version 2 images have no feature bits and 16-bit refcounts, which version 3 reads the
@@ -70,9 +79,15 @@ Task<Status> Qcow2Image::amend(const Qcow2AmendOptions& o, const AmendProgress& 
     CO_RETURN_IF_ERROR(co_await change_refcount_order(order, progress));
   }
 
-  if (o.data_file && !h_.has(kIncompatExternalData)) {
-    co_return invalid_argument(
-        "data-file can only be set for images that use an external data file");
+  const bool drop_raw = o.data_file_raw && !*o.data_file_raw && data_file_raw();
+  if ((o.data_file && *o.data_file != h_.external_data_file) || drop_raw) {
+    // QEMU's qcow2_update_header with the new name (an empty one drops the extension, and the
+    // image then names no data file); the file open now stays in use until close.
+    Header h = h_;
+    if (o.data_file) h.external_data_file = *o.data_file;
+    if (drop_raw) h.autoclear_features &= ~kAutoclearDataFileRaw;
+    CO_RETURN_IF_ERROR(co_await flush());
+    CO_RETURN_IF_ERROR(co_await rewrite_header(std::move(h)));
   }
 
   if ((o.backing_file || o.backing_format) &&

@@ -167,6 +167,11 @@ Task<Result<TableCache::Ref>> TableCache::get_new(uint64_t offset) {
   }
 }
 
+Task<Status> TableCache::flush_files() {
+  if (also_) CO_RETURN_IF_ERROR(co_await also_->flush());
+  co_return co_await file_.flush();
+}
+
 Task<Status> TableCache::flush_dependency() {
   // Loop until neither condition holds at one instant: the caller snapshots the table with no
   // await after we return, so what it writes was ordered behind everything it depends on.
@@ -175,7 +180,7 @@ Task<Status> TableCache::flush_dependency() {
   while (depends_ || depends_on_flush_) {
     uint64_t flush_seq = depends_on_flush_seq_;
     if (!depends_) {
-      CO_RETURN_IF_ERROR(co_await file_.flush());
+      CO_RETURN_IF_ERROR(co_await flush_files());
       if (flush_seq == depends_on_flush_seq_) depends_on_flush_ = false;
       continue;
     }
@@ -184,7 +189,7 @@ Task<Status> TableCache::flush_dependency() {
     CO_RETURN_IF_ERROR(co_await dep->flush());
     if (dep->needs_sync()) {
       uint64_t n = dep->written_count();
-      CO_RETURN_IF_ERROR(co_await file_.flush());
+      CO_RETURN_IF_ERROR(co_await flush_files());
       dep->synced_up_to(n);
       if (flush_seq == depends_on_flush_seq_) depends_on_flush_ = false;  // that flush did it
     }

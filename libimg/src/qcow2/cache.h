@@ -73,6 +73,10 @@ class TableCache {
     ++depends_on_flush_seq_;
   }
 
+  // Another file whose writes the tables depend on (an external data file): every flush this
+  // cache makes for an ordering flushes it first.
+  void flush_also(File* f) { also_ = f; }
+
   // Writes every dirty table (after its dependency); does not flush the file.
   Task<Status> flush();
   bool has_dirty() const;
@@ -123,6 +127,8 @@ class TableCache {
   uint64_t lru_clock_ = 0;
   TableCache* depends_ = nullptr;
   uint64_t depends_seq_ = 0;
+  File* also_ = nullptr;
+  Task<Status> flush_files();
   bool depends_on_flush_ = false;
   uint64_t depends_on_flush_seq_ = 0;  // bumped by every set_depends_on_flush
   uint64_t written_ = 0;

@@ -307,9 +307,10 @@ Task<Status> Checker::check_copied() {
       const uint64_t raw = load_be64(l2.data() + j);
       if (raw == 0) continue;
       const uint64_t bitmap = step == 16 ? load_be64(l2.data() + j + 8) : 0;
-      const L2Entry d = decode_l2(raw, h_.cluster_bits, h_.version, step == 16, bitmap).entry;
+      const L2Entry d =
+          decode_l2(raw, h_.cluster_bits, h_.version, step == 16, bitmap, has_data_file_).entry;
       if (!d.has_host_cluster() || !is_aligned(d.host_offset, cs_)) continue;
-      if (fix && d.host_offset >= walked_file_size_) {
+      if (fix && !has_data_file_ && d.host_offset >= walked_file_size_) {
         // The walk reported it (and counted no reference): there is no data, and QEMU reads
         // zeros there. With kAll the entry becomes what reads as those zeros: a zero cluster
         // (v3) or unallocated (v2, which has no zero flag; without a backing file it reads

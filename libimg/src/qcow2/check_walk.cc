@@ -108,7 +108,8 @@ Task<Status> Checker::walk_l2(const uint8_t* l2, bool active) {
     const uint64_t raw = load_be64(l2 + i);
     const uint64_t bitmap = extended ? load_be64(l2 + i + 8) : 0;
     if (raw == 0 && bitmap == 0) continue;
-    const L2Decoded d = decode_l2(raw, h_.cluster_bits, h_.version, extended, bitmap);
+    const L2Decoded d =
+        decode_l2(raw, h_.cluster_bits, h_.version, extended, bitmap, has_data_file_);
     const L2Entry& e = d.entry;
     if (d.defect == L2Defect::kReservedBits) {
       error(strfmt("ERROR found l2 entry with reserved bits set: %" PRIx64, raw));

@@ -27,7 +27,15 @@ Result<uint64_t> Qcow2Image::l2_offset_from_l1(uint64_t idx) const {
 
 Result<L2Entry> Qcow2Image::decode_entry(uint64_t gc, RawL2 r) const {
   const uint64_t raw = r.entry;
-  L2Decoded d = decode_l2(raw, cluster_bits_, h_.version, extended_, r.bitmap);
+  L2Decoded d = decode_l2(raw, cluster_bits_, h_.version, extended_, r.bitmap, has_data_file());
+  if (has_data_file() && d.entry.kind == ClusterKind::kCompressed) {
+    // QEMU's qcow2_get_host_offset: "Compressed cluster entry found in image with external data
+    // file".
+    return corruption(strfmt(
+        "%s: L2 entry for guest offset 0x%llx (0x%llx) is a compressed "
+        "cluster in an image with an external data file",
+        file_->name().c_str(), (unsigned long long)(gc << cluster_bits_), (unsigned long long)raw));
+  }
   switch (d.defect) {
     case L2Defect::kNone:
       break;

@@ -121,6 +121,9 @@ Task<Status> Qcow2Image::decompress_clusters(uint64_t gc, std::span<const L2Entr
 Task<Status> Qcow2Image::write_compressed(uint64_t off, const void* buf, uint64_t len) {
   CO_RETURN_IF_ERROR(check_writable("compressed write"));
   CO_RETURN_IF_ERROR(check_range("compressed write", off, len));
+  // As QEMU's qcow2_co_pwritev_compressed_part: compressed data is packed into the qcow2 file,
+  // and an image with an external data file keeps no data there.
+  if (has_data_file()) co_return no_data_file_support("compression");
   CO_RETURN_IF_ERROR(co_await mark_bitmaps_before_change());
   // A partial cluster only at the end: the image's last cluster (its size may not be cluster
   // aligned), written into its last 512-byte sector, so the zero padding covers at most the rest

@@ -67,6 +67,21 @@ Status validate(const Qcow2CreateOptions& o) {
     // As QEMU: preallocated clusters would hide the backing file's data.
     return invalid_argument("backing file and preallocation cannot be used together");
   }
+  if (!o.data_file.empty() && o.version < 3) {
+    return invalid_argument(
+        "External data files are only supported with compatibility level 1.1 and above (use "
+        "version=v3 or greater)");
+  }
+  if (o.data_file.size() > kMaxBackingFileNameSize) {
+    return invalid_argument(strfmt("data file name is %zu bytes, more than %u", o.data_file.size(),
+                                   kMaxBackingFileNameSize));
+  }
+  if (o.data_file_raw && o.data_file.empty()) {
+    return invalid_argument("data-file-raw requires data-file");
+  }
+  if (o.data_file_raw && !o.backing_file.empty()) {
+    return invalid_argument("Backing file and data-file-raw cannot be used at the same time");
+  }
   if (o.size > kMaxImageSize) {
     return invalid_argument(strfmt("size %" PRIu64 " exceeds the qcow2 limit of 2^56 bytes", o.size));
   }
@@ -83,7 +98,8 @@ struct Layout {
   uint64_t total;  // clusters in the file
 };
 
-Result<Layout> plan(const Header& h, bool prealloc) {
+// With an external data file the data clusters lie there, not in the image.
+Result<Layout> plan(const Header& h, bool prealloc, bool data_file) {
   const uint64_t cs = h.cluster_size();
   Layout l{};
   l.l1_entries = l1_entries_for(h, h.size);
@@ -94,7 +110,7 @@ Result<Layout> plan(const Header& h, bool prealloc) {
   }
   l.l1_clusters = div_round_up(l.l1_entries * 8, cs);
   l.l2_clusters = prealloc ? l.l1_entries : 0;
-  l.data_clusters = prealloc ? div_round_up(h.size, cs) : 0;
+  l.data_clusters = prealloc && !data_file ? div_round_up(h.size, cs) : 0;
   const uint64_t fixed = 1 + l.l1_clusters + l.l2_clusters + l.data_clusters;
   // The refcount blocks must cover every cluster, themselves and the table included.
   const RefcountStructure rs = refcount_structure_for(fixed, h);
@@ -144,9 +160,16 @@ Task<Status> create_qcow2(File& f, const Qcow2CreateOptions& opts) {
   if (opts.extended_l2) h.incompatible_features |= kIncompatExtendedL2;
   h.backing_file = opts.backing_file;
   h.backing_format = opts.backing_format;
+  const bool data_file = !opts.data_file.empty();
+  if (data_file) {
+    h.incompatible_features |= kIncompatExternalData;
+    h.external_data_file = opts.data_file;
+    if (opts.data_file_raw) h.autoclear_features |= kAutoclearDataFileRaw;
+  }
 
-  const bool prealloc = opts.preallocation != Preallocation::kOff;
-  CO_ASSIGN_OR_RETURN(Layout l, plan(h, prealloc));
+  // A raw data file maps every cluster (qcow2_co_create: metadata preallocation at least).
+  const bool prealloc = opts.preallocation != Preallocation::kOff || opts.data_file_raw;
+  CO_ASSIGN_OR_RETURN(Layout l, plan(h, prealloc, data_file));
   const uint64_t cs = h.cluster_size();
   h.refcount_table_offset = l.rt_start * cs;
   h.refcount_table_clusters = static_cast<uint32_t>(l.rt_clusters);
@@ -190,14 +213,17 @@ Task<Status> create_qcow2(File& f, const Qcow2CreateOptions& opts) {
     CO_RETURN_IF_ERROR(co_await f.write((l.l1_start + c) * cs, buf.data(), cs));
   }
   // L2 entries: 8 bytes, or 16 with extended L2, whose bitmap stays 0 as QEMU leaves it: the
-  // preallocated subclusters are "unallocated" and read as zeros.
+  // preallocated subclusters are "unallocated" and read as zeros. A data file's clusters lie at
+  // their guest offsets (the first one at offset 0, which COPIED tells from unallocated).
   const uint64_t l2e = l2_entry_bytes(h), per_l2_table = cs / l2e;
+  const uint64_t mapped = data_file ? (prealloc ? div_round_up(h.size, cs) : 0) : l.data_clusters;
+  const uint64_t data_base = data_file ? 0 : l.data_start;
   for (uint64_t t = 0; t < l.l2_clusters; ++t) {
     std::fill(buf.begin(), buf.end(), 0);
     for (uint64_t i = 0; i < per_l2_table; ++i) {
       uint64_t g = t * per_l2_table + i;
-      if (g >= l.data_clusters) break;
-      store_be64(buf.data() + l2e * i, ((l.data_start + g) * cs) | kOflagCopied);
+      if (g >= mapped) break;
+      store_be64(buf.data() + l2e * i, ((data_base + g) * cs) | kOflagCopied);
     }
     CO_RETURN_IF_ERROR(co_await f.write((l.l2_start + t) * cs, buf.data(), cs));
   }

@@ -56,7 +56,18 @@ Task<Result<std::unique_ptr<BlockDriver>>> Qcow2Image::open(IoLoop& loop,
                                       name.c_str(), h.backing_file.c_str()));
   }
   if (h.has(kIncompatExternalData)) {
-    co_return not_supported(name + ": external data files are not supported yet");
+    // As QEMU's qcow2_do_open: the bit without the extension naming the file leaves the data
+    // nowhere.
+    if (h.external_data_file.empty()) {
+      co_return make_error(ErrorCode::kCorruption,
+                           name + ": 'data-file' is required for this image", EINVAL);
+    }
+    if (opts.backing == BackingPolicy::kRefuse) {
+      co_return invalid_argument(
+          strfmt("%s: the image has an external data file ('%s') and "
+                 "external files are refused",
+                 name.c_str(), h.external_data_file.c_str()));
+    }
   }
   if (h.has(kIncompatExtendedL2) && h.cluster_bits < 14) {
     // As QEMU's qcow2_do_open: a subcluster is at least 512 bytes.
@@ -88,6 +99,7 @@ Task<Result<std::unique_ptr<BlockDriver>>> Qcow2Image::open(IoLoop& loop,
   img->corrupt_ = img->h_.has(kIncompatCorrupt);
   img->dirty_on_disk_ = img->h_.has(kIncompatDirty);
   CO_RETURN_IF_ERROR(co_await img->load_tables(opts));
+  if (img->h_.has(kIncompatExternalData)) CO_RETURN_IF_ERROR(co_await img->open_data_file(opts));
   // libimg does not update bitmaps: they are marked in_use before the first change of guest
   // data (mark_bitmaps_before_change), not at open, so a command that changes no guest data
   // (snapshot create, amend, rebase -u) leaves them consistent.
@@ -232,6 +244,7 @@ Task<Status> Qcow2Image::sync_l2_tables(bool with_refcounts) {
     s = co_await l2_cache_->flush();
   }
   uint64_t l2n = l2_cache_->written_count(), rcn = refcount_cache_->written_count();
+  if (s && data_file_) s = co_await data_file_->flush();
   if (s) s = co_await file_->flush();
   if (!s) {
     freed_unsynced_.merge(freed);

@@ -278,8 +278,25 @@ class Qcow2Image final : public BlockDriver {
   uint64_t l1_index(uint64_t gc) const { return gc >> l2_bits_; }
   uint64_t l2_index(uint64_t gc) const { return gc & (l2_entries_ - 1); }
 
+  // --- data_file.cc --- an external data file (spec: "External data file"): guest data lies
+  // in it at the guest offset itself (QEMU maps host == guest there and keeps no refcounts for
+  // it); the qcow2 file holds only metadata.
+  bool has_data_file() const { return data_file_ != nullptr; }
+  File& data_io() { return data_file_ ? *data_file_ : *file_; }
+  // data_file_raw: the data file must read as the guest sees the disk, so zeros are written
+  // to it, not only recorded in the L2 tables.
+  bool data_file_raw() const {
+    return has_data_file() && (h_.autoclear_features & kAutoclearDataFileRaw);
+  }
+  Task<Status> open_data_file(const OpenOptions& opts);
+  // Host clusters [host, host + len) of the data file are no longer used: punched, as QEMU's
+  // discard passes through (zeroed in raw mode, so the raw view still reads what the guest does).
+  Task<Status> release_data(uint64_t host, uint64_t len);
+  Unexpected no_data_file_support(const char* what) const;
+
   IoLoop& loop_;
   std::unique_ptr<File> file_;
+  std::unique_ptr<File> data_file_;       // nullptr: data lives in file_
   std::unique_ptr<BlockDriver> backing_;  // read-only; destroyed after the caches below
   Header h_;
   bool read_only_;

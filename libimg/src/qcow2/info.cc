@@ -23,6 +23,10 @@ Task<Result<Qcow2Info>> read_qcow2_info(File& f) {
   info.compression_type = h.compression_type == 1 ? "zstd" : "zlib";
   info.backing_file = h.backing_file;
   info.backing_format = h.backing_format;
+  if (h.has(qcow2::kIncompatExternalData)) {
+    info.data_file = h.external_data_file;
+    info.data_file_raw = h.autoclear_features & qcow2::kAutoclearDataFileRaw;
+  }
   info.nb_snapshots = h.nb_snapshots;
   uint64_t table_bytes = 0;
   CO_ASSIGN_OR_RETURN(auto sns, co_await qcow2::read_snapshot_table(f, h, &table_bytes));

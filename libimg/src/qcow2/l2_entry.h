@@ -112,9 +112,13 @@ struct L2Decoded {
 
 // Decodes a raw (host-endian) L2 entry of an image with the given cluster size and version;
 // `bitmap` is the second half of an extended entry (extended L2), ignored otherwise. A defective
-// entry still decodes as far as it can (for check's messages).
+// entry still decodes as far as it can (for check's messages). data_file: the image keeps its
+// data in an external data file, where 0 is a valid host offset: spec "Standard Cluster
+// Descriptor", "The offset may only be 0 with bit 63 set (indicating a host cluster offset of 0)
+// when an external data file is used" (QEMU's qcow2_get_cluster_type; a zero flag with offset 0
+// stays a plain zero cluster there too).
 inline L2Decoded decode_l2(uint64_t raw, uint32_t cluster_bits, uint32_t version,
-                           bool extended = false, uint64_t bitmap = 0) {
+                           bool extended = false, uint64_t bitmap = 0, bool data_file = false) {
   L2Decoded d;
   L2Entry& e = d.entry;
   e.raw = raw;
@@ -137,14 +141,15 @@ inline L2Decoded decode_l2(uint64_t raw, uint32_t cluster_bits, uint32_t version
     if (d.defect == L2Defect::kNone) d.defect = L2Defect::kUnaligned;
   }
   e.host_offset = off;
+  const bool host = off != 0 || (data_file && e.copied);
   if (extended) {
     // Bit 0 has no meaning with extended entries ("always 0"; QEMU ignores it): zeros are in
     // the bitmap. "1: the subcluster reads as zeros. In this case the allocation status bit
     // must be unset"; an unallocated cluster has no allocated subclusters.
-    e.kind = off ? ClusterKind::kNormal : ClusterKind::kUnallocated;
+    e.kind = host ? ClusterKind::kNormal : ClusterKind::kUnallocated;
     if (d.defect == L2Defect::kNone) {
-      if (off && ((e.bitmap >> 32) & e.bitmap)) d.defect = L2Defect::kAllocAndZero;
-      if (!off && (e.bitmap & kBitmapAllAlloc)) d.defect = L2Defect::kUnallocatedAlloc;
+      if (host && ((e.bitmap >> 32) & e.bitmap)) d.defect = L2Defect::kAllocAndZero;
+      if (!host && (e.bitmap & kBitmapAllAlloc)) d.defect = L2Defect::kUnallocatedAlloc;
     }
     return d;
   }
@@ -152,7 +157,7 @@ inline L2Decoded decode_l2(uint64_t raw, uint32_t cluster_bits, uint32_t version
   if (zero) {
     e.kind = off ? ClusterKind::kZeroAlloc : ClusterKind::kZeroPlain;
   } else {
-    e.kind = off ? ClusterKind::kNormal : ClusterKind::kUnallocated;
+    e.kind = host ? ClusterKind::kNormal : ClusterKind::kUnallocated;
   }
   return d;
 }

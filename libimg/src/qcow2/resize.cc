@@ -74,6 +74,12 @@ Task<Status> Qcow2Image::resize(uint64_t new_size, const ResizeOptions& opts) {
     co_return not_supported("Failed to zero out new clusters: Operation not supported");
   }
   CO_RETURN_IF_ERROR(co_await mark_dirty_if_lazy());
+  if (has_data_file()) {
+    // As QEMU's qcow2_co_truncate: the data file follows the virtual size (a raw one is the
+    // disk), before the tables map the new part.
+    CO_ASSIGN_OR_RETURN(uint64_t data_size, data_file_->size());
+    if (data_size < new_size) CO_RETURN_IF_ERROR(co_await data_file_->truncate(new_size));
+  }
   CO_RETURN_IF_ERROR(co_await grow_l1(l1_needed));
   {
     // A compressed cluster straddling the old end is zeroed through the write path, whose range
@@ -83,8 +89,12 @@ Task<Status> Qcow2Image::resize(uint64_t new_size, const ResizeOptions& opts) {
     h_.size = old;
     CO_RETURN_IF_ERROR(s);
   }
-  if (opts.preallocation != Preallocation::kOff) {
-    CO_RETURN_IF_ERROR(co_await preallocate(old, new_size, opts.preallocation));
+  // A raw data file stays fully mapped, as qemu-img resize leaves it.
+  const Preallocation prealloc = opts.preallocation == Preallocation::kOff && data_file_raw()
+                                     ? Preallocation::kMetadata
+                                     : opts.preallocation;
+  if (prealloc != Preallocation::kOff) {
+    CO_RETURN_IF_ERROR(co_await preallocate(old, new_size, prealloc));
   }
   if (hide_backing) CO_RETURN_IF_ERROR(co_await zero_grown_part(old, new_size, opts.preallocation));
   co_return co_await commit_size(new_size);
@@ -183,13 +193,13 @@ Task<Status> Qcow2Image::zero_partial_tail(uint64_t old, uint64_t new_size) {
                             ": growing an image whose last cluster is shared "
                             "with a snapshot is not supported yet");
   }
-  if (overlaps_metadata(e.host_offset, cluster_size_)) {
+  if (!has_data_file() && overlaps_metadata(e.host_offset, cluster_size_)) {
     co_return co_await mark_corrupt(
         strfmt("L2 entry for guest offset 0x%llx points into "
                "metadata (host offset 0x%llx)",
                (unsigned long long)(gc << cluster_bits_), (unsigned long long)e.host_offset));
   }
-  co_return co_await file_->write_zeroes(e.host_offset + in, len);
+  co_return co_await data_io().write_zeroes(e.host_offset + in, len);
 }
 
 Task<Status> Qcow2Image::prepare_prealloc_data(uint64_t host, uint64_t len, uint64_t old_file_end,
@@ -199,16 +209,17 @@ Task<Status> Qcow2Image::prepare_prealloc_data(uint64_t host, uint64_t len, uint
     constexpr uint64_t kChunk = 1 << 20;
     std::vector<uint8_t> zeros(std::min(kChunk, len), 0);
     for (uint64_t o = 0; o < len; o += kChunk) {
-      CO_RETURN_IF_ERROR(co_await file_->write(host + o, zeros.data(), std::min(kChunk, len - o)));
+      CO_RETURN_IF_ERROR(
+          co_await data_io().write(host + o, zeros.data(), std::min(kChunk, len - o)));
     }
     co_return Status{};
   }
   // Clusters reused from freed space inside the file may hold old bytes; past the old end of the
   // file they read as zeros already.
   if (host < old_file_end) {
-    CO_RETURN_IF_ERROR(co_await file_->write_zeroes(host, std::min(len, old_file_end - host)));
+    CO_RETURN_IF_ERROR(co_await data_io().write_zeroes(host, std::min(len, old_file_end - host)));
   }
-  if (mode == Preallocation::kFalloc) CO_RETURN_IF_ERROR(co_await file_->allocate(host, len));
+  if (mode == Preallocation::kFalloc) CO_RETURN_IF_ERROR(co_await data_io().allocate(host, len));
   co_return Status{};
 }
 
@@ -218,7 +229,7 @@ Task<Status> Qcow2Image::preallocate(uint64_t from, uint64_t to, Preallocation m
   // unallocated; leave such a cluster to the write path.
   if (!is_aligned(from, cluster_size_) && !h_.backing_file.empty()) ++gc;
   const uint64_t gc_end = div_round_up(to, cluster_size_);
-  CO_ASSIGN_OR_RETURN(const uint64_t old_file_end, file_->size());
+  CO_ASSIGN_OR_RETURN(const uint64_t old_file_end, data_io().size());
   uint64_t mapped_end = 0;
   std::vector<uint64_t> todo;
   while (gc < gc_end) {
@@ -232,32 +243,44 @@ Task<Status> Qcow2Image::preallocate(uint64_t from, uint64_t to, Preallocation m
       }
     }
     if (!todo.empty()) {
-      uint64_t host;
-      {
+      // The host clusters of todo[i]: new contiguous ones in the qcow2 file, or in a data file
+      // the guest offsets themselves, prepared run by run.
+      std::vector<uint64_t> hosts(todo.size());
+      if (has_data_file()) {
+        for (size_t i = 0; i < todo.size(); ++i) hosts[i] = (gc + todo[i]) << cluster_bits_;
+      } else {
         auto guard = co_await alloc_mu_.lock();
-        CO_ASSIGN_OR_RETURN(host, co_await alloc_clusters(todo.size()));
+        CO_ASSIGN_OR_RETURN(hosts[0], co_await alloc_clusters(todo.size()));
+        for (size_t i = 1; i < todo.size(); ++i) hosts[i] = hosts[0] + i * cluster_size_;
       }
-      uint64_t len = todo.size() * cluster_size_;
-      CO_RETURN_IF_ERROR(co_await prepare_prealloc_data(host, len, old_file_end, mode));
+      for (size_t i = 0; i < todo.size();) {
+        size_t j = i + 1;
+        while (j < todo.size() && hosts[j] == hosts[i] + (j - i) * cluster_size_) ++j;
+        const uint64_t len = (j - i) * cluster_size_;
+        CO_RETURN_IF_ERROR(co_await prepare_prealloc_data(hosts[i], len, old_file_end, mode));
+        mapped_end = std::max(mapped_end, hosts[i] + len);
+        i = j;
+      }
       // Refcounts before the entries that use them; the zeros durable before the entries too.
-      if (!lazy_) CO_RETURN_IF_ERROR(co_await l2_cache_->set_dependency(refcount_cache_.get()));
+      if (!lazy_ && !has_data_file())
+        CO_RETURN_IF_ERROR(co_await l2_cache_->set_dependency(refcount_cache_.get()));
       l2_cache_->set_depends_on_flush();
       for (size_t i = 0; i < todo.size(); ++i) {
         // With extended L2 and no backing file the bitmap stays as it was (preallocated
         // subclusters read zeros as before, as QEMU's preallocation leaves them). Over a backing
         // file "unallocated" would show its data: the zeros prepared above become the data.
         const uint64_t g = gc + todo[i];
-        const RawL2 ne{encode_normal(host + i * cluster_size_, /*copied=*/true).entry,
+        const RawL2 ne{encode_normal(hosts[i], /*copied=*/true).entry,
                        h_.backing_file.empty() ? l2_at(l2.data(), g).bitmap : kBitmapAllAlloc};
         set_l2_at(l2.data(), g, ne);
       }
       l2_cache_->mark_dirty(l2);
-      mapped_end = std::max(mapped_end, host + len);
     }
     gc += n;
   }
   // As QEMU's preallocate_co: the file covers every cluster an entry maps (metadata mode leaves
-  // them as a hole at the end of the file).
+  // them as a hole at the end of the file). A data file ends at the virtual size instead.
+  if (has_data_file()) co_return Status{};
   CO_ASSIGN_OR_RETURN(uint64_t file_end, file_->size());
   if (mapped_end > file_end) CO_RETURN_IF_ERROR(co_await file_->truncate(mapped_end));
   co_return Status{};
@@ -317,13 +340,17 @@ Task<Status> Qcow2Image::shrink(uint64_t new_size, bool allow_data_loss) {
                           : e.has_host_cluster()             ? cluster_size_
                                                              : 0;
       // A hostile entry pointing at metadata must not make the shrink punch a hole in it.
-      if (host_len && overlaps_metadata(e.host_offset, host_len)) {
+      if (host_len && !has_data_file() && overlaps_metadata(e.host_offset, host_len)) {
         co_return co_await mark_corrupt(strfmt(
             "L2 entry for guest offset 0x%llx points into "
             "metadata (host offset 0x%llx)",
             (unsigned long long)((gc + k) << cluster_bits_), (unsigned long long)e.host_offset));
       }
-      if (host_len) freed.push_back(host_run_of(e));
+      if (host_len && has_data_file()) {
+        CO_RETURN_IF_ERROR(co_await release_data(e.host_offset, cluster_size_));
+      } else if (host_len) {
+        freed.push_back(host_run_of(e));
+      }
       set_l2_at(l2.data(), gc + k, RawL2{});
       changed = true;
     }
@@ -338,6 +365,8 @@ Task<Status> Qcow2Image::shrink(uint64_t new_size, bool allow_data_loss) {
   }
   CO_RETURN_IF_ERROR(co_await shrink_l1(l1_entries_for(h_, new_size)));
   CO_RETURN_IF_ERROR(co_await commit_size(new_size));
+  // As QEMU's qcow2_co_truncate: the data file follows the virtual size.
+  if (has_data_file()) CO_RETURN_IF_ERROR(co_await data_file_->truncate(new_size));
   co_return co_await truncate_unused_tail();
 }
 

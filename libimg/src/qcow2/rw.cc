@@ -82,7 +82,7 @@ Task<Status> Qcow2Image::readv(uint64_t off, std::span<const iovec> iov) {
       if (data) {
         run.clear();
         cur.take(bytes, run);
-        CO_ASSIGN_OR_RETURN(uint64_t got, co_await file_->readv(host, run));
+        CO_ASSIGN_OR_RETURN(uint64_t got, co_await data_io().readv(host, run));
         (void)got;  // past the end of the file reads as zeros, as in QEMU
       } else if (kind == ClusterKind::kUnallocated) {
         CO_RETURN_IF_ERROR(co_await read_unallocated(off, bytes, cur));
@@ -123,7 +123,7 @@ Task<Status> Qcow2Image::read_old_range(uint64_t gc, const L2Entry& e, uint64_t 
     const uint64_t n = end - at;
     switch (e.sub_kind(sc)) {
       case ClusterKind::kNormal: {
-        CO_ASSIGN_OR_RETURN(uint64_t got, co_await file_->read(e.host_offset + at, p, n));
+        CO_ASSIGN_OR_RETURN(uint64_t got, co_await data_io().read(e.host_offset + at, p, n));
         std::memset(p + got, 0, n - got);  // past the end of the file: zeros
         break;
       }
@@ -207,7 +207,7 @@ Task<Status> Qcow2Image::write_allocated(uint64_t off, std::span<const iovec> io
     uint64_t start = k == 0 ? in : 0;
     uint64_t end_byte = std::min<uint64_t>((j - k) * cluster_size_, in + len - k * cluster_size_);
     uint64_t bytes = end_byte - start;
-    if (overlaps_metadata(host + start, bytes)) {
+    if (!has_data_file() && overlaps_metadata(host + start, bytes)) {
       co_return co_await mark_corrupt(
           strfmt("L2 entry for guest offset 0x%llx points into "
                  "metadata (host offset 0x%llx)",
@@ -215,7 +215,7 @@ Task<Status> Qcow2Image::write_allocated(uint64_t off, std::span<const iovec> io
     }
     run.clear();
     cur.take(bytes, run);
-    CO_RETURN_IF_ERROR(co_await file_->writev(host + start, run));
+    CO_RETURN_IF_ERROR(co_await data_io().writev(host + start, run));
     k = j;
   }
   *done = true;
@@ -249,12 +249,16 @@ Task<Status> Qcow2Image::write_allocating(uint64_t off, std::span<const iovec> i
   }
   // Which clusters get new host clusters, and where. A host cluster of our own (data or
   // zero-allocated, COPIED) is reused; anything else (unallocated, zero, shared) gets a new one.
+  // In an external data file every guest cluster has its place already: its own offset.
   std::vector<uint64_t> host(n);
   std::vector<bool> fresh(n, false);
   uint64_t need = 0;
   for (uint64_t k = 0; k < n; ++k) {
     const L2Entry& e = entries[k];
-    if (e.has_host_cluster() && e.copied) {
+    if (has_data_file()) {
+      fresh[k] = !e.has_host_cluster();
+      host[k] = fresh[k] ? (gc + k) << cluster_bits_ : e.host_offset;
+    } else if (e.has_host_cluster() && e.copied) {
       host[k] = e.host_offset;
     } else {
       fresh[k] = true;
@@ -262,11 +266,11 @@ Task<Status> Qcow2Image::write_allocating(uint64_t off, std::span<const iovec> i
     }
   }
   uint64_t first_new = 0;
-  if (need > 0) {
+  if (need > 0 && !has_data_file()) {
     auto alloc_guard = co_await alloc_mu_.lock();
     CO_ASSIGN_OR_RETURN(first_new, co_await alloc_clusters(need));
   }
-  for (uint64_t k = 0, next = first_new; k < n; ++k) {
+  for (uint64_t k = 0, next = first_new; k < n && !has_data_file(); ++k) {
     if (fresh[k]) {
       host[k] = next;
       next += cluster_size_;
@@ -338,7 +342,7 @@ Task<Status> Qcow2Image::write_allocating(uint64_t off, std::span<const iovec> i
     }
     const uint64_t start = host[k] + from[k];
     const uint64_t bytes = (j - 1 - k) * cluster_size_ + to[j - 1] - from[k];
-    if (overlaps_metadata(start, bytes)) {
+    if (!has_data_file() && overlaps_metadata(start, bytes)) {
       co_return co_await mark_corrupt(
           strfmt("L2 entry for guest offset 0x%llx points into "
                  "metadata (host offset 0x%llx)",
@@ -350,12 +354,12 @@ Task<Status> Qcow2Image::write_allocating(uint64_t off, std::span<const iovec> i
     for (uint64_t i = k; i < j; ++i) guest_bytes += t1(i) - t0(i);
     cur.take(guest_bytes, run);
     if (j == n && tail) run.push_back({tail_src, tail});
-    CO_RETURN_IF_ERROR(co_await file_->writev(start, run));
+    CO_RETURN_IF_ERROR(co_await data_io().writev(start, run));
     k = j;
   }
   // Data first, then the mapping: the refcounts of new clusters reach the file before the L2
   // entries that use them.
-  if (need > 0 && !lazy_)
+  if (need > 0 && !lazy_ && !has_data_file())
     CO_RETURN_IF_ERROR(co_await l2_cache_->set_dependency(refcount_cache_.get()));
   // And the data itself is durable before the L2 entry: a crash must not leave the entry
   // pointing at a cluster whose head and tail (zeros the guest flushed earlier) never reached
@@ -375,7 +379,7 @@ Task<Status> Qcow2Image::write_allocating(uint64_t off, std::span<const iovec> i
       ne.bitmap = (e.bitmap | alloc_range(s0, s1)) & ~zero_range(s0, s1);
     }
     if (ne == e.raw_l2()) continue;
-    if (fresh[k] && e.has_host_cluster()) freed.push_back(e.host_offset);
+    if (fresh[k] && e.has_host_cluster() && !has_data_file()) freed.push_back(e.host_offset);
     if (e.kind == ClusterKind::kCompressed) freed_compressed.push_back(host_run_of(e));
     set_l2_at(l2.data(), gc + k, ne);
   }

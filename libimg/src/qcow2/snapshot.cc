@@ -253,6 +253,8 @@ Task<Status> Qcow2Image::fix_copied(RefcountBatch& rb) {
 }
 
 Task<Result<SnapshotEntry>> Qcow2Image::snapshot_create(SnapshotEntry sn) {
+  // As QEMU: a snapshot would share data clusters, which a data file cannot refcount.
+  if (has_data_file()) co_return no_data_file_support("internal snapshots");
   CO_RETURN_IF_ERROR(co_await quiesce("snapshot create"));
   if (snapshots_.size() >= kMaxSnapshots) {
     co_return invalid_argument(strfmt("%s: the image already has %" PRIu64 " snapshots",
@@ -320,6 +322,8 @@ Task<Result<SnapshotEntry>> Qcow2Image::snapshot_create(SnapshotEntry sn) {
 }
 
 Task<Status> Qcow2Image::snapshot_apply(size_t index) {
+  // As QEMU: a snapshot would share data clusters, which a data file cannot refcount.
+  if (has_data_file()) co_return no_data_file_support("internal snapshots");
   CO_RETURN_IF_ERROR(co_await quiesce("snapshot apply"));
   CO_RETURN_IF_ERROR(co_await mark_bitmaps_before_change());  // the guest's data changes
   const SnapshotEntry sn = snapshots_.at(index);
@@ -384,6 +388,8 @@ Task<Status> Qcow2Image::snapshot_apply(size_t index) {
 }
 
 Task<Status> Qcow2Image::snapshot_delete(size_t index) {
+  // As QEMU: a snapshot would share data clusters, which a data file cannot refcount.
+  if (has_data_file()) co_return no_data_file_support("internal snapshots");
   CO_RETURN_IF_ERROR(co_await quiesce("snapshot delete"));
   const SnapshotEntry sn = snapshots_.at(index);
   CO_ASSIGN_OR_RETURN(std::vector<uint64_t> sn_l1, co_await load_snapshot_l1(sn));

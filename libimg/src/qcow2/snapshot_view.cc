@@ -9,6 +9,7 @@
 namespace img::qcow2 {
 
 Task<Status> Qcow2Image::load_snapshot_view(const SnapshotSelector& sel) {
+  if (has_data_file()) co_return no_data_file_support("internal snapshots");
   if (!read_only_) {
     // QEMU: bdrv_snapshot_load_tmp refuses a writable node the same way.
     co_return invalid_argument(

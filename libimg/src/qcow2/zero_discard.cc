@@ -81,6 +81,10 @@ Task<Status> Qcow2Image::zero_or_discard(uint64_t off, uint64_t len, bool discar
     if (end > tail_start && last_full < end) CO_RETURN_IF_ERROR(co_await edge(tail_start, end));
   }
   if (last_full <= first_full) co_return Status{};
+  // A raw data file must read as the disk does: the zeros go into it too (QEMU's
+  // qcow2_subcluster_zeroize), under the cluster locks with the L2 entries that record them, so
+  // a concurrent write lands before or after both.
+  const bool zero_data_file = data_file_raw() && !discard;
 
   uint64_t gc = cluster_index(first_full);
   uint64_t gc_end = div_round_up(last_full, cluster_size_);
@@ -89,6 +93,11 @@ Task<Status> Qcow2Image::zero_or_discard(uint64_t off, uint64_t len, bool discar
   while (gc < gc_end) {
     uint64_t n = std::min(gc_end - gc, l2_entries_ - l2_index(gc));
     auto guard = co_await cluster_locks_.lock(gc, n, true);
+    if (zero_data_file) {
+      const uint64_t at = gc << cluster_bits_;
+      CO_RETURN_IF_ERROR(
+          co_await data_file_->write_zeroes(at, std::min((gc + n) << cluster_bits_, h_.size) - at));
+    }
     // Over a backing image, zeros must hide its data: zero flags on version 3 (in an L2 table
     // allocated for them if need be), zero bytes through the write path on version 2. A v2
     // discard lets the backing data show through, as QEMU's does (discard is advisory).
@@ -120,7 +129,7 @@ Task<Status> Qcow2Image::zero_or_discard(uint64_t off, uint64_t len, bool discar
       uint64_t host_len = e.kind == ClusterKind::kCompressed ? e.compressed_size
                           : e.has_host_cluster()             ? cluster_size_
                                                              : 0;
-      if (host_len && overlaps_metadata(e.host_offset, host_len)) {
+      if (host_len && !has_data_file() && overlaps_metadata(e.host_offset, host_len)) {
         co_return co_await mark_corrupt(strfmt(
             "L2 entry for guest offset 0x%llx points into "
             "metadata (host offset 0x%llx)",
@@ -159,7 +168,13 @@ Task<Status> Qcow2Image::zero_or_discard(uint64_t off, uint64_t len, bool discar
         }
         continue;
       }
-      if (release) freed.push_back(host_run_of(e));
+      if (release && has_data_file()) {
+        // No refcounts there; the cluster lock keeps a writer from mapping it again meanwhile.
+        if (!zero_data_file)
+          CO_RETURN_IF_ERROR(co_await release_data(e.host_offset, cluster_size_));
+      } else if (release) {
+        freed.push_back(host_run_of(e));
+      }
       if (ne != e.raw_l2()) {
         set_l2_at(l2.data(), gc + k, ne);
         changed = true;
@@ -188,6 +203,11 @@ Task<Status> Qcow2Image::zero_subclusters(uint64_t gc, unsigned s0, unsigned s1,
                                           bool* fallback) {
   *fallback = false;
   auto guard = co_await cluster_locks_.lock(gc, 1, true);
+  if (data_file_raw()) {
+    const uint64_t at = (gc << cluster_bits_) + (uint64_t{s0} << sc_bits_);
+    const uint64_t to = std::min(h_.size, (gc << cluster_bits_) + (uint64_t{s1} << sc_bits_));
+    if (to > at) CO_RETURN_IF_ERROR(co_await data_file_->write_zeroes(at, to - at));
+  }
   // As for whole clusters: zeros must hide a backing image (zero bits in an L2 table allocated
   // for them if need be); a table shared with a snapshot is copied first, or left alone by a
   // discard.
