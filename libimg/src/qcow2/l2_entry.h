@@ -162,6 +162,15 @@ inline L2Decoded decode_l2(uint64_t raw, uint32_t cluster_bits, uint32_t version
   return d;
 }
 
+// decode_l2's answer for the common entry of a standard (not extended) L2 table, for the passes
+// over whole tables: true with *host (0: unallocated) for an entry that is neither compressed
+// nor zero, with no reserved bit set and an aligned offset; false where decode_l2 must look.
+inline bool plain_host(uint64_t raw, uint64_t cluster_mask, uint64_t* host) {
+  if (raw & (kOflagCompressed | kOflagZero | kL2StdReservedMask)) return false;
+  *host = raw & kL2OffsetMask;
+  return (*host & cluster_mask) == 0;
+}
+
 // Raw entries for each kind (host-endian). With extended L2 the whole cluster is data
 // (encode_normal) or zeros (encode_zero); the bitmap is 0 without extended L2.
 inline RawL2 encode_normal(uint64_t host, bool copied, bool extended = false) {

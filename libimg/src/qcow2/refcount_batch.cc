@@ -12,6 +12,7 @@ namespace img::qcow2 {
 
 namespace {
 constexpr uint64_t kMaxRunBytes = 16ull << 20;  // one read or write of contiguous tables
+constexpr size_t kMaxRunBlocks = 1024;          // and of refcount blocks: one iovec each (IOV_MAX)
 }  // namespace
 
 RefcountBatch::RefcountBatch(File& f, const std::vector<uint64_t>& reftable, uint32_t cluster_bits,
@@ -26,7 +27,7 @@ RefcountBatch::RefcountBatch(File& f, const std::vector<uint64_t>& reftable, uin
       max_(max_refcount(order)),
       by_index_(reftable.size(), nullptr) {}
 
-Task<Status> RefcountBatch::load(std::vector<uint64_t> clusters) {
+Task<Status> RefcountBatch::load(const std::vector<uint64_t>& clusters) {
   // Neighbouring clusters share a block: skip repeats of the last one, so what is sorted is
   // about one entry per block, not one per cluster.
   std::vector<uint64_t> need;
@@ -37,6 +38,10 @@ Task<Status> RefcountBatch::load(std::vector<uint64_t> clusters) {
     last = b;
     need.push_back(b);
   }
+  co_return co_await load_blocks(std::move(need));
+}
+
+Task<Status> RefcountBatch::load_blocks(std::vector<uint64_t> need) {
   std::sort(need.begin(), need.end());
   need.erase(std::unique(need.begin(), need.end()), need.end());
   std::vector<std::pair<uint64_t, uint64_t>> todo;  // (offset, block index), sorted by offset
@@ -55,22 +60,32 @@ Task<Status> RefcountBatch::load(std::vector<uint64_t> clusters) {
     todo.push_back({off, b});
   }
   std::sort(todo.begin(), todo.end());
-  std::vector<uint8_t> run;
+  todo.erase(std::unique(todo.begin(), todo.end()), todo.end());
+  // Contiguous blocks in one vectored read straight into their buffers.
+  std::vector<std::unique_ptr<Block>> fresh;
+  std::vector<iovec> iov;
   for (size_t i = 0; i < todo.size();) {
     size_t j = i + 1;
     while (j < todo.size() && todo[j].first == todo[j - 1].first + cs_ &&
-           (j - i) * cs_ < kMaxRunBytes) {
+           (j - i) * cs_ < kMaxRunBytes && j - i < kMaxRunBlocks) {
       ++j;
     }
-    run.resize((j - i) * cs_);
-    CO_RETURN_IF_ERROR(
-        co_await f_.read_exact(todo[i].first, run.data(), run.size(), "refcount blocks"));
+    fresh.clear();
+    iov.clear();
     for (size_t k = i; k < j; ++k) {
       auto blk = std::make_unique<Block>();
       blk->index = todo[k].second;
       blk->offset = todo[k].first;
       blk->data.reset(new uint8_t[cs_]);
-      std::copy_n(run.data() + (k - i) * cs_, cs_, blk->data.get());
+      iov.push_back({blk->data.get(), cs_});
+      fresh.push_back(std::move(blk));
+    }
+    CO_ASSIGN_OR_RETURN(uint64_t got, co_await f_.readv(todo[i].first, iov));
+    if (got != (j - i) * cs_) {
+      co_return corruption(strfmt("%s: short read of refcount blocks at 0x%" PRIx64,
+                                  f_.name().c_str(), todo[i].first));
+    }
+    for (auto& blk : fresh) {
       by_index_[blk->index] = blk.get();
       held_.push_back(std::move(blk));
     }
@@ -95,17 +110,16 @@ Task<Status> RefcountBatch::write_dirty() {
     if (b->dirty) dirty.push_back(b.get());
   }
   std::sort(dirty.begin(), dirty.end(), [](Block* a, Block* b) { return a->offset < b->offset; });
-  std::vector<uint8_t> run;
+  std::vector<iovec> iov;
   for (size_t i = 0; i < dirty.size();) {
     size_t j = i + 1;
     while (j < dirty.size() && dirty[j]->offset == dirty[j - 1]->offset + cs_ &&
-           (j - i) * cs_ < kMaxRunBytes) {
+           (j - i) * cs_ < kMaxRunBytes && j - i < kMaxRunBlocks) {
       ++j;
     }
-    run.resize((j - i) * cs_);
-    for (size_t k = i; k < j; ++k)
-      std::copy_n(dirty[k]->data.get(), cs_, run.data() + (k - i) * cs_);
-    CO_RETURN_IF_ERROR(co_await f_.write(dirty[i]->offset, run.data(), run.size()));
+    iov.clear();
+    for (size_t k = i; k < j; ++k) iov.push_back({dirty[k]->data.get(), cs_});
+    CO_RETURN_IF_ERROR(co_await f_.writev(dirty[i]->offset, iov));
     for (size_t k = i; k < j; ++k) dirty[k]->dirty = false;
     i = j;
   }
@@ -115,6 +129,8 @@ Task<Status> RefcountBatch::write_dirty() {
 void RefcountBatch::drop() {
   for (auto& b : held_) by_index_[b->index] = nullptr;
   held_.clear();
+  last_block_ = nullptr;
+  last_index_ = UINT64_MAX;
 }
 
 Result<L2Stream> L2Stream::make(File& f, const std::vector<uint64_t>& l1, uint64_t cs,

@@ -31,10 +31,14 @@ class RefcountBatch {
   // Loads the refcount blocks of clusters (any order, duplicates fine) that are not loaded yet.
   // A cluster without a refcount block is an error: every cluster a table references has a
   // refcount of at least one.
-  Task<Status> load(std::vector<uint64_t> clusters);
+  Task<Status> load(const std::vector<uint64_t>& clusters);
+  // The same by refcount block index (refcount table index), as block_index() gives them.
+  Task<Status> load_blocks(std::vector<uint64_t> blocks);
+  uint64_t block_index(uint64_t c) const { return c >> per_block_bits_; }
+  bool block_loaded(uint64_t b) const { return b < by_index_.size() && by_index_[b] != nullptr; }
   // REQUIRES: c's block loaded. Errors (never changing anything) on underflow or overflow.
   // Inline: the passes call these once per mapped cluster (16 M times on a 1 TiB image).
-  Status add(uint64_t c, int64_t delta) {
+  [[gnu::always_inline]] Status add(uint64_t c, int64_t delta) {
     Block* b = block_of(c);
     const uint64_t i = c & (per_block_ - 1);
     const uint64_t v = get_refcount(b->data.get(), i, order_);
@@ -47,10 +51,10 @@ class RefcountBatch {
     return {};
   }
   // REQUIRES: c's block loaded.
-  uint64_t get(uint64_t c) const {
+  [[gnu::always_inline]] uint64_t get(uint64_t c) const {
     return get_refcount(block_of(c)->data.get(), c & (per_block_ - 1), order_);
   }
-  bool loaded(uint64_t c) const { return block_of(c) != nullptr; }
+  [[gnu::always_inline]] bool loaded(uint64_t c) const { return block_of(c) != nullptr; }
   // Writes every changed block (contiguous blocks in one write); does not flush.
   Task<Status> write_dirty();
   // Memory held by loaded blocks; a pass spills (write_dirty + drop) above a bound.
@@ -66,9 +70,14 @@ class RefcountBatch {
     std::unique_ptr<uint8_t[]> data;
     bool dirty = false;
   };
-  Block* block_of(uint64_t c) const {
+  // The passes visit clusters mostly in order: the last block found answers again.
+  [[gnu::always_inline]] Block* block_of(uint64_t c) const {
     const uint64_t b = c >> per_block_bits_;
-    return b < by_index_.size() ? by_index_[b] : nullptr;
+    if (b == last_index_ && last_block_) return last_block_;
+    Block* blk = b < by_index_.size() ? by_index_[b] : nullptr;
+    last_index_ = b;
+    last_block_ = blk;
+    return blk;
   }
   Status out_of_range(uint64_t c, int64_t delta) const;
 
@@ -82,6 +91,8 @@ class RefcountBatch {
   uint64_t max_;
   std::vector<std::unique_ptr<Block>> held_;
   std::vector<Block*> by_index_;  // refcount table index -> loaded block (or null)
+  mutable uint64_t last_index_ = UINT64_MAX;
+  mutable Block* last_block_ = nullptr;  // by_index_[last_index_] when last looked up
   uint64_t lowest_freed_ = UINT64_MAX;
 };
 
