@@ -1,7 +1,8 @@
 // libFuzzer target: the qcow2 BlockDriver (libimg/src/qcow2/driver.cc and the rest) on an
 // in-memory image built from the input (its backing chain, if it names one, made of copies of
 // the input). If the image opens, a few reads, a write, a
-// write-zeroes, a discard, a flush and a close run on it; each may fail, none may crash, hang or
+// write-zeroes, a discard, a flush, two persistent bitmap edits (qemu-img bitmap's operations on
+// the hostile bitmap directory) and a close run on it; each may fail, none may crash, hang or
 // allocate without bound. Seeds: testdata/fuzz/qcow2_driver (small images made with qemu-img).
 
 #include <cstddef>
@@ -13,6 +14,7 @@
 #include "img/image.h"
 #include "img/io_loop.h"
 #include "img/mem_file.h"
+#include "img/qcow2.h"
 
 namespace {
 
@@ -107,6 +109,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   off = pick(data, size, 5, vs);
   (void)loop->run(drv.discard(off, len_at(off, 200000)));
   (void)loop->run(drv.flush());
+  // One edit of a name seeds use ("b0") and one of a new bitmap, the operations picked by the
+  // input's last byte.
+  const uint8_t sel = size ? data[size - 1] : 0;
+  const auto op = static_cast<img::BitmapEdit::Op>(sel % 5);
+  (void)loop->run(img::edit_bitmap(drv, "b0", {.op = op}));
+  (void)loop->run(img::edit_bitmap(
+      drv, "fz", {.op = img::BitmapEdit::Op::kAdd, .granularity = uint64_t{512} << (sel % 24)}));
   off = pick(data, size, 6, vs);
   (void)loop->run(drv.read(off, buf.data(), len_at(off, buf.size())));
   (void)loop->run(drv.close());

@@ -40,6 +40,7 @@ int run_snapshot(const std::vector<std::string>& args);
 int run_commit(const std::vector<std::string>& args);
 int run_rebase(const std::vector<std::string>& args);
 int run_amend(const std::vector<std::string>& args);
+int run_bitmap(const std::vector<std::string>& args);
 int run_clone(const std::vector<std::string>& args);
 int run_bench(const std::vector<std::string>& args);
 

@@ -11,6 +11,8 @@ namespace {
 constexpr imgcli::Command kCommands[] = {
     {"amend", "change the format-specific options of an image (compat, refcount_bits, ...)",
      imgcli::run_amend},
+    {"bitmap", "add, remove, clear, enable or disable a persistent dirty bitmap",
+     imgcli::run_bitmap},
     {"bench", "run a simple benchmark of requests on an image", imgcli::run_bench},
     {"check", "check the image for consistency (and repair it with -r)", imgcli::run_check},
     {"clone", "make a new image from SRC: an overlay on it (--linked) or a copy (--full)",

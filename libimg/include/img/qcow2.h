@@ -92,6 +92,20 @@ struct BitmapInfo {
   bool auto_ = false;        // QEMU enables it (tracks writes) when it opens the image
 };
 
+// One of qemu-img bitmap's operations on a persistent dirty bitmap of a qcow2 image.
+struct BitmapEdit {
+  enum class Op { kAdd, kRemove, kClear, kEnable, kDisable };
+  Op op = Op::kAdd;
+  uint64_t granularity = 0;  // kAdd: bytes per bit; 0: QEMU's default (the cluster size, >= 4 KiB)
+  bool disabled = false;     // kAdd: made disabled (not auto), as --add --disable
+};
+// Applies edit to bitmap `name` of the open image d and commits it (the new directory written
+// to free space, then the header): --add makes an empty bitmap, --remove deletes one and frees
+// its clusters, --clear empties one, --enable / --disable set its auto flag. Errors in QEMU
+// 7.2's words ("Bitmap already exists: b0", "Dirty bitmap 'b0' not found", "Bitmap 'b0' is
+// inconsistent and cannot be used", ...). REQUIRES: no other request in flight on d.
+Task<Status> edit_bitmap(BlockDriver& d, const std::string& name, const BitmapEdit& edit);
+
 // Header facts for `img info`.
 struct Qcow2Info {
   int version = 3;

@@ -6,10 +6,6 @@
 
 namespace img::qcow2 {
 
-namespace {
-constexpr uint64_t kMaxBitmapPhysBytes = 0x20000000;  // BME_MAX_PHYS_SIZE: 512 MiB of bitmap data
-}  // namespace
-
 const HeaderExtension* find_bitmaps_extension(const Header& h) {
   for (const HeaderExtension& e : h.other_extensions) {
     if (e.type == kExtBitmaps) return &e;

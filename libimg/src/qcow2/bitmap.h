@@ -1,9 +1,10 @@
 // Persistent dirty bitmaps (spec: qemu/qemu docs/interop/qcow2.rst, "Bitmaps", "Bitmaps
-// extension", "Bitmap directory", "Bitmap table"). libimg does not update bitmaps; it decodes
-// the directory so that check counts the bitmaps' clusters as referenced, and so that a writer can
-// mark every bitmap in_use (possibly inconsistent) before it changes guest data, instead of
-// dropping them. The decoders are pure functions over bytes (fuzz targets call them directly);
-// every field is checked, every length bounded before use.
+// extension", "Bitmap directory", "Bitmap table"). libimg does not update bitmap contents; it
+// decodes the directory so that check counts the bitmaps' clusters as referenced, so that a
+// writer can mark every bitmap in_use (possibly inconsistent) before it changes guest data
+// instead of dropping them, and so that bitmap_edit.cc can add, remove, clear, enable and disable
+// bitmaps (qemu-img bitmap). The decoders are pure functions over bytes (fuzz targets call them
+// directly); every field is checked, every length bounded before use.
 //
 // Thread-safety: pure functions.
 #pragma once
@@ -25,6 +26,7 @@ namespace img::qcow2 {
 constexpr uint32_t kMaxBitmaps = 65535;                        // QCOW2_MAX_BITMAPS
 constexpr uint64_t kMaxBitmapDirectorySize = 1024ull * 65535;  // QCOW2_MAX_BITMAP_DIRECTORY_SIZE
 constexpr uint32_t kMaxBitmapTableEntries = 0x8000000;         // BME_MAX_TABLE_SIZE
+constexpr uint64_t kMaxBitmapPhysBytes = 0x20000000;  // BME_MAX_PHYS_SIZE: 512 MiB of bitmap data
 constexpr uint32_t kMaxBitmapNameSize = 1023;                  // BME_MAX_NAME_SIZE
 constexpr uint32_t kMinBitmapGranularityBits = 9;
 constexpr uint32_t kMaxBitmapGranularityBits = 31;

@@ -104,6 +104,10 @@ class Qcow2Image final : public BlockDriver {
   // a valid image if the next fails. REQUIRES: no other request in flight.
   Task<Status> amend(const Qcow2AmendOptions& o, const AmendProgress& progress);
 
+  // --- bitmap_edit.cc --- qemu-img bitmap's operations on one persistent bitmap, committed by
+  // one header rewrite. REQUIRES: no other request in flight.
+  Task<Status> edit_bitmap(const std::string& name, const BitmapEdit& edit);
+
  private:
   // --- amend.cc ---
   // Writes h (encoded, unknown autoclear bits cleared) as the first cluster and flushes: the
