@@ -77,6 +77,9 @@ class ChainMapper {
   BlockDriver& top_;
   std::vector<ChainLayer> layers_;
   std::vector<int> hole_fds_;  // per layer: a raw layer's host file, else -1
+  // Per layer: a qcow2 layer that looks metadata-preallocated (ops/prealloc_detect.h): the file
+  // holding its data, asked about holes in its data runs as qemu does; else -1.
+  std::vector<int> recurse_fds_;
   // Per layer: raw on an NBD export, whose guest offsets are its own (qemu prints them).
   std::vector<bool> raw_nbd_;
 };

@@ -11,6 +11,7 @@
 #include "img/file.h"
 #include "img/image.h"
 #include "img/qcow2.h"
+#include "ops/prealloc_detect.h"
 
 namespace img {
 
@@ -59,12 +60,30 @@ Result<std::unique_ptr<ChainMapper>> ChainMapper::create(BlockDriver& top,
       if (fd < 0) return io_error(errno, "open " + m->layers_[i].path);
     }
     m->hole_fds_.push_back(fd);
+    int rfd = -1;
+    const ChainLayer& l = m->layers_[i];
+    if (std::string(m->drivers_[i]->format_name()) == "qcow2" && !is_nbd_name(l.path)) {
+      int qfd = ::open(l.path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (qfd >= 0 && qcow2_looks_metadata_preallocated(qfd)) {
+        if (l.data_path == l.path) {
+          rfd = qfd;
+          qfd = -1;
+        } else if (!is_nbd_name(l.data_path)) {
+          rfd = ::open(l.data_path.c_str(), O_RDONLY | O_CLOEXEC);
+        }
+      }
+      if (qfd >= 0) ::close(qfd);
+    }
+    m->recurse_fds_.push_back(rfd);
   }
   return m;
 }
 
 ChainMapper::~ChainMapper() {
   for (int fd : hole_fds_) {
+    if (fd >= 0) ::close(fd);
+  }
+  for (int fd : recurse_fds_) {
     if (fd >= 0) ::close(fd);
   }
 }
@@ -155,6 +174,14 @@ Task<Result<ChainStatus>> ChainMapper::status(uint64_t off, uint64_t len) {
         if (bs.host_offset) {
           st.offset_valid = true;
           st.offset = *bs.host_offset;
+          if (recurse_fds_[depth] >= 0) {
+            // BDRV_BLOCK_RECURSE: the file's own answer limits the run, and a hole (or the
+            // file's end) reads as zeros.
+            ChainStatus f;
+            raw_extent(recurse_fds_[depth], *bs.host_offset, len, f);
+            len = std::min(len, f.length);
+            st.zero = f.zero;
+          }
         }
         break;
       case BlockStatus::Kind::kZero:
