@@ -105,6 +105,19 @@ TEST(ImgDataFile, ARelativeNameIsOpenedFromTheWorkingDirectory) {
       << mine.err;
 }
 
+TEST(ImgDataFile, CheckOfAnImageWhoseDataFileIsMissingFailsAsQemuImg) {
+  REQUIRE_QEMU_IMG();
+  TempDir a, b;
+  for (const TempDir* t : {&a, &b}) {
+    ASSERT_EQ(
+        sh("qemu-img create -q -f qcow2 -o data_file=gone.raw c.qcow2 1M && rm gone.raw", t->path())
+            .rc,
+        0);
+  }
+  expect_same_run(a, b, "check c.qcow2");
+  expect_same_run(a, b, "check --output=json c.qcow2");
+}
+
 TEST(ImgDataFile, AmendChangesTheNameAndDropsTheRawBitAsQemuImgDoes) {
   REQUIRE_QEMU_IMG();
   TempDir a, b;

@@ -120,6 +120,15 @@ int run_check(const std::vector<std::string>& args) {
     return kExitNotSupported;
   }
 
+  // qemu-img check opens the image with its external data file: one that cannot be opened fails
+  // the check (the data is nowhere), in qemu-img's words.
+  if (auto q = loop->run(img::read_qcow2_info(f)); q && !q->data_file.empty()) {
+    auto df = img::open_file(*loop, q->data_file, {.read_only = true});
+    if (!df) {
+      return fail(
+          open_error(file, img::Error(df.error().code(), open_error(q->data_file, df.error()))));
+    }
+  }
   auto result = loop->run(img::check_qcow2(f, mode));
   if (!result) return fail("Check failed: " + reason(result.error()));
   print_messages(*result);
