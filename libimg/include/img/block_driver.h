@@ -31,7 +31,10 @@ struct BlockStatus {
   };
   Kind kind = Kind::kUnallocated;
   uint64_t length = 0;                  // bytes from the queried offset with this status
-  std::optional<uint64_t> host_offset;  // where the data lies in the image file (kData)
+  // Where the range lies in the image's file: kData, and (qcow2) zeros or unallocated
+  // subclusters that keep a host cluster (QEMU's OFFSET_VALID for ZERO_ALLOC and
+  // UNALLOCATED_ALLOC). A run with one is contiguous in the file.
+  std::optional<uint64_t> host_offset;
   bool compressed = false;              // kData held compressed: no host offset
   bool known_zero = false;  // kData known to read as zeros (an allocated NBD extent with ZERO)
 

@@ -193,6 +193,11 @@ Task<Result<ChainStatus>> ChainMapper::status(uint64_t off, uint64_t len) {
         st.zero = true;
         break;
     }
+    if (bs.kind != BlockStatus::Kind::kData && bs.host_offset) {
+      // Zeros in a host cluster kept (ZERO_ALLOC, UNALLOCATED_ALLOC): qemu-img map prints where.
+      st.offset_valid = true;
+      st.offset = *bs.host_offset;
+    }
     break;
   }
   st.length = len;

@@ -45,7 +45,8 @@ Task<Result<BlockStatus>> Qcow2Image::block_status(uint64_t off, uint64_t len) {
 
   bool started = false;
   uint64_t run_end = off;    // guest end of the run found so far
-  uint64_t next_host = 0;    // the host offset a data run's next cluster must have
+  uint64_t next_host = 0;    // the host offset a run's next cluster must have
+  bool run_has_host = false;  // the run lies in host clusters (data, zero- or unallocated-alloc)
   unsigned tables_read = 0;  // allocated L2 tables looked at
   std::vector<RawL2> entries;
   // Takes a piece [at, piece_end) of kind k into the run; false once the run is over.
@@ -95,13 +96,16 @@ Task<Result<BlockStatus>> Qcow2Image::block_status(uint64_t off, uint64_t len) {
         const ClusterKind sk = e.sub_kind(sc);
         const uint64_t piece_end = uint64_t{e.sub_run_end(sc)} << sc_bits_;
         const uint64_t host = e.host_offset + in;
+        // Whether the piece lies in a host cluster (data, or zeros / unallocated subclusters
+        // that keep one: QEMU's ZERO_ALLOC and UNALLOCATED_ALLOC, which qemu-img map shows
+        // with their offset).
+        const bool has_host = e.has_host_cluster();
         if (started && st.compressed) {
           more = false;
           break;
         }
-        // Data runs are contiguous in the file.
-        if (started && st.kind == BlockStatus::Kind::kData &&
-            (sk != ClusterKind::kNormal || host != next_host)) {
+        // Runs in host clusters are contiguous in the file; they do not mix with runs outside.
+        if (started && (has_host != run_has_host || (has_host && host != next_host))) {
           more = false;
           break;
         }
@@ -111,7 +115,8 @@ Task<Result<BlockStatus>> Qcow2Image::block_status(uint64_t off, uint64_t len) {
           more = false;
           break;
         }
-        if (first && sk == ClusterKind::kNormal) st.host_offset = host;
+        if (first && has_host) st.host_offset = host;
+        if (first) run_has_host = has_host;
         next_host = e.host_offset + piece_end;
         in = piece_end;
       }
