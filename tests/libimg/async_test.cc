@@ -1,4 +1,4 @@
-// WaitList and AsyncMutex on their own, with dozens of coroutines on one IoLoop.
+// WaitList, AsyncMutex and both() on their own, with dozens of coroutines on one IoLoop.
 #include "util/async.h"
 
 #include <gtest/gtest.h>
@@ -152,6 +152,77 @@ RC_GTEST_PROP(AsyncMutex, ManyLockersExcludeEachOtherAndAllFinish, ()) {
   for (size_t id : order) (holds[id] % 2 ? late : immediate).push_back(id);
   RC_ASSERT(std::is_sorted(immediate.begin(), immediate.end()));
   RC_ASSERT(std::is_sorted(late.begin(), late.end()));
+}
+
+// both(): the two run interleaved, the call returns only once both have finished, and a's
+// error wins over b's; with many joins at once and random delays on either side.
+Task<Status> steps(IoLoop& loop, int n, std::vector<char>& trace, char tag, bool fail) {
+  for (int i = 0; i < n; ++i) {
+    trace.push_back(tag);
+    co_await loop.yield();
+  }
+  trace.push_back(char(tag - 'a' + 'A'));  // finished
+  if (fail) co_return make_error(ErrorCode::kIo, std::string("failed ") + tag, EIO);
+  co_return Status{};
+}
+
+TEST(Both, RunsTheTwoInterleavedAndReturnsAfterBoth) {
+  auto loop = make_loop();
+  std::vector<char> trace;
+  auto s = loop->run(
+      both(*loop, steps(*loop, 3, trace, 'a', false), steps(*loop, 1, trace, 'b', false)));
+  ASSERT_OK(s);
+  std::string t(trace.begin(), trace.end());
+  EXPECT_EQ(t.find('A') != std::string::npos && t.find('B') != std::string::npos, true) << t;
+  EXPECT_LT(t.find('b'), t.find('A')) << "b started before a finished: " << t;
+  EXPECT_EQ(loop->spawned_running(), 0u);
+}
+
+TEST(Both, ErrorsOfEitherSideComeBackAfterBothFinished) {
+  for (int fa = 0; fa < 2; ++fa) {
+    for (int fb = 0; fb < 2; ++fb) {
+      for (int na : {0, 4}) {
+        auto loop = make_loop();
+        std::vector<char> trace;
+        auto s = loop->run(
+            both(*loop, steps(*loop, na, trace, 'a', fa), steps(*loop, 4 - na, trace, 'b', fb)));
+        std::string t(trace.begin(), trace.end());
+        SCOPED_TRACE(t);
+        EXPECT_NE(t.find('A'), std::string::npos) << "a did not finish before both() returned";
+        EXPECT_NE(t.find('B'), std::string::npos) << "b did not finish before both() returned";
+        if (fa) {
+          ASSERT_FALSE(s);
+          EXPECT_NE(s.error().to_string().find("failed a"), std::string::npos);
+        } else if (fb) {
+          ASSERT_FALSE(s);
+          EXPECT_NE(s.error().to_string().find("failed b"), std::string::npos);
+        } else {
+          EXPECT_OK(s);
+        }
+      }
+    }
+  }
+}
+
+RC_GTEST_PROP(Both, ManyJoinsAtOnceEachWaitForTheirOwnPair, ()) {
+  const auto delays = *rc::gen::container<std::vector<std::pair<int, int>>>(
+      *rc::gen::inRange(1, 40), rc::gen::pair(rc::gen::inRange(0, 5), rc::gen::inRange(0, 5)));
+  auto loop = make_loop();
+  int joined = 0, early = 0;
+  auto joiner = [&](size_t id) -> Task<void> {
+    std::vector<char> trace;
+    auto s = co_await both(*loop, steps(*loop, delays[id].first, trace, 'a', id % 3 == 0),
+                           steps(*loop, delays[id].second, trace, 'b', false));
+    const std::string t(trace.begin(), trace.end());
+    if (t.find('A') == std::string::npos || t.find('B') == std::string::npos) ++early;
+    if (bool(s) == (id % 3 == 0)) ++early;
+    ++joined;
+  };
+  for (size_t i = 0; i < delays.size(); ++i) loop->spawn(joiner(i));
+  run_until_quiet(*loop);
+  RC_ASSERT(joined == int(delays.size()));
+  RC_ASSERT(early == 0);
+  RC_ASSERT(loop->spawned_running() == 0u);
 }
 
 }  // namespace

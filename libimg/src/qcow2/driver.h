@@ -149,8 +149,8 @@ class Qcow2Image final : public BlockDriver {
   // entries map (a cluster counts once per L1 table that reaches it, as qcow2 counts them).
   Task<Status> refcount_tree(RefcountBatch& rb, const std::vector<uint64_t>& l1, int64_t delta);
   // Sets OFLAG_COPIED on the active L1 and L2 entries exactly where the refcount (as rb holds
-  // it) is 1, writing back what changed.
-  Task<Status> fix_copied(RefcountBatch& rb);
+  // it) is 1, writing back what changed; with durable, flushed before it returns.
+  Task<Status> fix_copied(RefcountBatch& rb, bool durable);
   // Allocates clusters for and writes an encoded table or L1 copy; returns its offset (0 if
   // empty). Not referenced by anything until a header write commits it.
   Task<Result<uint64_t>> write_new(const std::vector<uint8_t>& bytes);

@@ -104,6 +104,55 @@ Status RefcountBatch::out_of_range(uint64_t c, int64_t delta) const {
                                  f_.name().c_str(), c, max_, 1u << order_));
 }
 
+template <uint32_t Order>
+Status RefcountBatch::add_run_as(uint64_t c, uint64_t n, int64_t delta) {
+  // With Order a constant, get_refcount/set_refcount fold to one load or store each.
+  const uint64_t end = c + n;
+  const uint64_t d = delta < 0 ? uint64_t(-delta) : uint64_t(delta);
+  for (uint64_t k = c; k < end;) {  // first every value checked, nothing changed
+    const uint8_t* p = block_of(k)->data.get();
+    const uint64_t i = k & (per_block_ - 1), m = std::min(end - k, per_block_ - i);
+    for (uint64_t j = i; j < i + m; ++j) {
+      const uint64_t v = get_refcount(p, j, Order);
+      if (delta < 0 ? v < d : max_ - v < d) return out_of_range(k + (j - i), delta);
+    }
+    k += m;
+  }
+  for (uint64_t k = c; k < end;) {
+    Block* b = block_of(k);
+    uint8_t* p = b->data.get();
+    const uint64_t i = k & (per_block_ - 1), m = std::min(end - k, per_block_ - i);
+    for (uint64_t j = i; j < i + m; ++j) {
+      const uint64_t v = get_refcount(p, j, Order) + uint64_t(delta);
+      set_refcount(p, j, Order, v);
+      if (v == 0 && k + (j - i) < lowest_freed_) lowest_freed_ = k + (j - i);
+    }
+    b->dirty = true;
+    k += m;
+  }
+  return {};
+}
+
+Status RefcountBatch::add_run(uint64_t c, uint64_t n, int64_t delta) {
+  if (n == 1) return add(c, delta);
+  switch (order_) {
+    case 0:
+      return add_run_as<0>(c, n, delta);
+    case 1:
+      return add_run_as<1>(c, n, delta);
+    case 2:
+      return add_run_as<2>(c, n, delta);
+    case 3:
+      return add_run_as<3>(c, n, delta);
+    case 4:
+      return add_run_as<4>(c, n, delta);
+    case 5:
+      return add_run_as<5>(c, n, delta);
+    default:
+      return add_run_as<6>(c, n, delta);
+  }
+}
+
 Task<Status> RefcountBatch::write_dirty() {
   std::vector<Block*> dirty;
   for (auto& b : held_) {
@@ -163,35 +212,39 @@ Result<L2Stream> L2Stream::make(File& f, const std::vector<uint64_t>& l1, uint64
 }
 
 Task<Result<bool>> L2Stream::next() {
-  begin_ = end_;
-  if (begin_ >= items_.size()) co_return false;
-  end_ = std::min<size_t>(items_.size(), begin_ + batch_);
-  buf_.resize((end_ - begin_) * cs_);
-  for (size_t i = begin_; i < end_;) {
+  if (next_ >= items_.size()) co_return false;
+  cur_ ^= 1;
+  Slot& s = slots_[cur_];
+  s.begin = next_;
+  s.end = next_ = std::min<size_t>(items_.size(), s.begin + batch_);
+  s.buf.resize((s.end - s.begin) * cs_);
+  for (size_t i = s.begin; i < s.end;) {
     size_t j = i + 1;
-    while (j < end_ && items_[j].offset == items_[j - 1].offset + cs_ &&
+    while (j < s.end && items_[j].offset == items_[j - 1].offset + cs_ &&
            (j - i) * cs_ < kMaxRunBytes) {
       ++j;
     }
-    CO_RETURN_IF_ERROR(
-        co_await f_->read_exact(items_[i].offset, table(i - begin_), (j - i) * cs_, "L2 tables"));
+    CO_RETURN_IF_ERROR(co_await f_->read_exact(items_[i].offset, &s.buf[(i - s.begin) * cs_],
+                                               (j - i) * cs_, "L2 tables"));
     i = j;
   }
   co_return true;
 }
 
-Task<Status> L2Stream::write_changed() {
-  for (size_t i = begin_; i < end_;) {
+Task<Status> L2Stream::write_changed(int slot) {
+  Slot& s = slots_[slot];
+  for (size_t i = s.begin; i < s.end;) {
     if (!items_[i].changed) {
       ++i;
       continue;
     }
     size_t j = i + 1;
-    while (j < end_ && items_[j].changed && items_[j].offset == items_[j - 1].offset + cs_ &&
+    while (j < s.end && items_[j].changed && items_[j].offset == items_[j - 1].offset + cs_ &&
            (j - i) * cs_ < kMaxRunBytes) {
       ++j;
     }
-    CO_RETURN_IF_ERROR(co_await f_->write(items_[i].offset, table(i - begin_), (j - i) * cs_));
+    CO_RETURN_IF_ERROR(
+        co_await f_->write(items_[i].offset, &s.buf[(i - s.begin) * cs_], (j - i) * cs_));
     for (size_t k = i; k < j; ++k) items_[k].changed = false;
     i = j;
   }

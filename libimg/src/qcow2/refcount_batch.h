@@ -36,6 +36,12 @@ class RefcountBatch {
   Task<Status> load_blocks(std::vector<uint64_t> blocks);
   uint64_t block_index(uint64_t c) const { return c >> per_block_bits_; }
   bool block_loaded(uint64_t b) const { return b < by_index_.size() && by_index_[b] != nullptr; }
+  // Block b's refcounts (refcount_order-wide entries) if loaded, else null: for loops that read
+  // many neighbouring refcounts (entry c & (entries_per_block() - 1) of block_index(c)).
+  const uint8_t* block_data(uint64_t b) const {
+    return block_loaded(b) ? by_index_[b]->data.get() : nullptr;
+  }
+  uint64_t entries_per_block() const { return per_block_; }
   // REQUIRES: c's block loaded. Errors (never changing anything) on underflow or overflow.
   // Inline: the passes call these once per mapped cluster (16 M times on a 1 TiB image).
   [[gnu::always_inline]] Status add(uint64_t c, int64_t delta) {
@@ -50,6 +56,11 @@ class RefcountBatch {
     if (v + delta == 0 && c < lowest_freed_) lowest_freed_ = c;
     return {};
   }
+  // add(c + k, delta) for every k < n, in a tight loop per refcount block: the passes merge the
+  // contiguous host clusters of a table into one run (a preallocated image maps 8192 of them
+  // per table). All or nothing: an underflow or overflow anywhere in the run changes nothing.
+  // REQUIRES: the blocks of the whole run loaded; n > 0.
+  Status add_run(uint64_t c, uint64_t n, int64_t delta);
   // REQUIRES: c's block loaded.
   [[gnu::always_inline]] uint64_t get(uint64_t c) const {
     return get_refcount(block_of(c)->data.get(), c & (per_block_ - 1), order_);
@@ -80,6 +91,8 @@ class RefcountBatch {
     return blk;
   }
   Status out_of_range(uint64_t c, int64_t delta) const;
+  template <uint32_t Order>
+  Status add_run_as(uint64_t c, uint64_t n, int64_t delta);
 
   File& f_;
   const std::vector<uint64_t>& reftable_;
@@ -101,18 +114,23 @@ class L2Stream {
   // The L2 tables that l1 (host-endian entries) names, read in batches of about batch_bytes.
   // Entries with reserved bits or an invalid offset are errors, found before any read.
   static Result<L2Stream> make(File& f, const std::vector<uint64_t>& l1, uint64_t cluster_size,
-                               uint64_t file_size, uint64_t batch_bytes = 32ull << 20);
+                               uint64_t file_size, uint64_t batch_bytes = 16ull << 20);
 
-  // Reads the next batch (writing back the changed tables of the previous one first is the
-  // caller's job: write_changed). Returns false when every table was visited.
+  // Reads the next batch into the other of two buffers, so the batch before stays intact for a
+  // write_changed(slot) that may run meanwhile (writing back is the caller's job). Returns false
+  // when every table was visited.
   Task<Result<bool>> next();
-  size_t size() const { return end_ - begin_; }
-  uint64_t offset(size_t i) const { return items_[begin_ + i].offset; }
+  // The buffer the current batch is in.
+  int slot() const { return cur_; }
+  size_t size() const { return cur().end - cur().begin; }
+  uint64_t offset(size_t i) const { return items_[cur().begin + i].offset; }
   // How many L1 entries name this table (more than one only in odd or hostile images).
-  uint32_t refs(size_t i) const { return items_[begin_ + i].refs; }
-  uint8_t* table(size_t i) { return buf_.data() + i * cs_; }
-  void mark_changed(size_t i) { items_[begin_ + i].changed = true; }
-  Task<Status> write_changed();
+  uint32_t refs(size_t i) const { return items_[cur().begin + i].refs; }
+  uint8_t* table(size_t i) { return slots_[cur_].buf.data() + i * cs_; }
+  void mark_changed(size_t i) { items_[cur().begin + i].changed = true; }
+  // Writes the changed tables of the batch in buffer slot (coalesced).
+  Task<Status> write_changed(int slot);
+  Task<Status> write_changed() { return write_changed(cur_); }
 
  private:
   struct Item {
@@ -120,14 +138,20 @@ class L2Stream {
     uint32_t refs;
     bool changed;
   };
+  struct Slot {
+    std::vector<uint8_t> buf;
+    size_t begin = 0, end = 0;  // the batch's items
+  };
   L2Stream(File& f, uint64_t cs, uint64_t batch_tables) : f_(&f), cs_(cs), batch_(batch_tables) {}
+  const Slot& cur() const { return slots_[cur_]; }
 
   File* f_;
   uint64_t cs_;
   uint64_t batch_;
   std::vector<Item> items_;  // sorted by offset, unique
-  size_t begin_ = 0, end_ = 0;
-  std::vector<uint8_t> buf_;
+  size_t next_ = 0;          // the first item of the next batch
+  Slot slots_[2];
+  int cur_ = 0;
 };
 
 }  // namespace img::qcow2

@@ -14,21 +14,23 @@
 // Order (a crash at any point leaves the old or the new snapshot table, at worst leaked
 // clusters): everything new (L1 copy, snapshot table) is written to free clusters first;
 // refcounts only go up before the header write that commits, and only go down after it.
-// COPIED is cleared only once the higher refcounts are durable, and set only after the commit
-// and before the lower refcounts are written: in between a flag may say "1" where the refcount
-// is still higher than the references (a leak; writing in place is safe, nothing else
-// references the cluster), or, cut before a create commits, stay clear where the refcount is
-// really 1 (a needless copy-on-write). Never does a flag say "1" of a cluster a committed
-// snapshot shares.
+// COPIED is cleared only once the higher refcounts are durable, and durably before a create
+// commits; it is set only after the commit, written with the lower refcounts under one flush:
+// in between a flag may say "1" where the refcount is still higher than the references (a leak;
+// writing in place is safe, nothing else references the cluster), or stay clear where the
+// refcount is really 1 (a needless copy-on-write). Never does a flag say "1" of a cluster a
+// committed snapshot shares.
 #include "img/snapshot.h"
 
 #include <algorithm>
 #include <cinttypes>
 #include <cstdlib>
 #include <ctime>
+#include <type_traits>
 
 #include "qcow2/driver.h"
 #include "qcow2/refcount_batch.h"
+#include "util/async.h"
 
 namespace img::qcow2 {
 
@@ -36,6 +38,9 @@ namespace {
 // Refcount blocks a pass may hold before writing them out early (a 1 TiB image with 64 KiB
 // clusters has 32 MiB of them).
 constexpr uint64_t kMaxHeldRefcountBytes = 512ull << 20;
+// Runs of contiguous host clusters a refcount pass collects before applying them (24 bytes
+// each).
+constexpr size_t kMaxHeldRuns = 512 * 1024;
 constexpr uint64_t kOffSize = 24;         // size (8), crypt_method (4), l1_size (4), l1 offset (8)
 constexpr uint64_t kOffNbSnapshots = 60;  // nb_snapshots (4), snapshots_offset (8)
 
@@ -134,15 +139,28 @@ Task<Status> Qcow2Image::refcount_tree(RefcountBatch& rb, const std::vector<uint
   CO_ASSIGN_OR_RETURN(uint64_t fsize, file_->size());
   CO_ASSIGN_OR_RETURN(L2Stream st, L2Stream::make(*file_, l1, cluster_size_, fsize));
   const uint64_t cmask = cluster_size_ - 1;
-  // Calls fn(first cluster, count) for every host cluster table t of the batch references
-  // (itself first), the common entry decoded inline (16 M of them in a 1 TiB image).
+  // Calls fn(first cluster, count) for the host clusters table t of the batch references
+  // (itself first): the contiguous clusters of neighbouring entries as one run, the common
+  // entry decoded inline (16 M of them in a 1 TiB image). A cluster referenced twice (two
+  // compressed clusters sharing a host cluster) comes twice, in separate runs.
   auto for_each_ref = [&](size_t t, auto&& fn) -> Status {
     RETURN_IF_ERROR(fn(st.offset(t) >> cluster_bits_, 1));
     const uint8_t* p = st.table(t);
+    uint64_t run_first = 0, run_n = 0;
+    auto extend = [&](uint64_t c) -> Status {
+      if (run_n && c == run_first + run_n) {
+        ++run_n;
+        return {};
+      }
+      if (run_n) RETURN_IF_ERROR(fn(run_first, run_n));
+      run_first = c;
+      run_n = 1;
+      return {};
+    };
     for (uint64_t i = 0; i < l2_entries_; ++i) {
       uint64_t host;
       if (!extended_ && plain_host(load_be64(p + i * 8), cmask, &host)) {
-        if (host) RETURN_IF_ERROR(fn(host >> cluster_bits_, 1));
+        if (host) RETURN_IF_ERROR(extend(host >> cluster_bits_));
         continue;
       }
       const RawL2 r = load_l2(p, i, l2_entry_bytes_);
@@ -151,50 +169,60 @@ Task<Status> Qcow2Image::refcount_tree(RefcountBatch& rb, const std::vector<uint
       if (dec.defect != L2Defect::kNone) RETURN_IF_ERROR(decode_entry(0, r));
       const L2Entry& e = dec.entry;
       if (e.has_host_cluster()) {
-        RETURN_IF_ERROR(fn(e.host_offset >> cluster_bits_, 1));
+        RETURN_IF_ERROR(extend(e.host_offset >> cluster_bits_));
       } else if (e.kind == ClusterKind::kCompressed) {
         HostRun run = host_run_of(e);
         RETURN_IF_ERROR(fn(run.first_cluster, run.count));
       }
     }
-    return {};
+    return run_n ? fn(run_first, run_n) : Status{};
   };
-  std::vector<uint64_t> need;  // refcount blocks the batch needs that are not in memory yet
-  for (;;) {
-    CO_ASSIGN_OR_RETURN(bool more, co_await st.next());
-    if (!more) break;
+  // One scan of the tables collects their runs, one load reads the refcount blocks the runs
+  // need that are not in memory yet (neighbouring clusters share one), then the runs apply.
+  // The runs of a batch are applied early when they grow past a bound (a fragmented image has
+  // one per entry; a preallocated one about one per table).
+  struct Run {
+    uint64_t first, count;
+    int64_t delta;
+  };
+  std::vector<Run> runs;
+  std::vector<uint64_t> need;  // refcount blocks the runs need that are not in memory yet
+  auto apply_runs = [&]() -> Task<Status> {
     if (rb.bytes_held() > kMaxHeldRefcountBytes) {
       CO_RETURN_IF_ERROR(co_await rb.write_dirty());
       rb.drop();
     }
-    // One scan finds the blocks (neighbouring clusters share one), one load reads them, and
-    // the second scan changes the refcounts.
     need.clear();
     uint64_t last = UINT64_MAX;
-    for (size_t t = 0; t < st.size(); ++t) {
-      CO_RETURN_IF_ERROR(for_each_ref(t, [&](uint64_t c, uint64_t n) -> Status {
-        for (uint64_t b = rb.block_index(c); b <= rb.block_index(c + n - 1); ++b) {
-          if (b != last && !rb.block_loaded(b)) need.push_back(b);
-          last = b;
-        }
-        return {};
-      }));
+    for (const Run& r : runs) {
+      for (uint64_t b = rb.block_index(r.first); b <= rb.block_index(r.first + r.count - 1); ++b) {
+        if (b != last && !rb.block_loaded(b)) need.push_back(b);
+        last = b;
+      }
     }
     if (!need.empty()) CO_RETURN_IF_ERROR(co_await rb.load_blocks(std::move(need)));
-    need.clear();
+    for (const Run& r : runs) CO_RETURN_IF_ERROR(rb.add_run(r.first, r.count, r.delta));
+    runs.clear();
+    co_return Status{};
+  };
+  for (;;) {
+    CO_ASSIGN_OR_RETURN(bool more, co_await st.next());
+    if (!more) break;
     for (size_t t = 0; t < st.size(); ++t) {
       // A table named by several L1 entries counts (with all it maps) once per entry.
       const int64_t d = delta * int64_t(st.refs(t));
       CO_RETURN_IF_ERROR(for_each_ref(t, [&](uint64_t c, uint64_t n) -> Status {
-        for (uint64_t k = 0; k < n; ++k) RETURN_IF_ERROR(rb.add(c + k, d));
+        runs.push_back({c, n, d});
         return {};
       }));
+      if (runs.size() >= kMaxHeldRuns) CO_RETURN_IF_ERROR(co_await apply_runs());
     }
+    if (!runs.empty()) CO_RETURN_IF_ERROR(co_await apply_runs());
   }
   co_return Status{};
 }
 
-Task<Status> Qcow2Image::fix_copied(RefcountBatch& rb) {
+Task<Status> Qcow2Image::fix_copied(RefcountBatch& rb, bool durable) {
   CO_ASSIGN_OR_RETURN(uint64_t fsize, file_->size());
   CO_ASSIGN_OR_RETURN(L2Stream st, L2Stream::make(*file_, l1_, cluster_size_, fsize));
   // Tables shared with a snapshot are fixed too: the flags matter only to the active image
@@ -214,11 +242,16 @@ Task<Status> Qcow2Image::fix_copied(RefcountBatch& rb) {
   // after one load for the whole batch (rare: the passes before loaded what the tree uses).
   std::vector<uint64_t> missing;
   std::vector<size_t> redo;
-  auto fix_table = [&](size_t t, bool* complete) -> Status {
+  // Order is refcount_order as a constant, so each refcount read is one load.
+  auto fix_table_as = [&]<uint32_t Order>(std::integral_constant<uint32_t, Order>, size_t t,
+                                          bool* complete) -> Status {
     uint8_t* p = st.table(t);
     bool changed = false;
     *complete = true;
     const uint64_t cmask = cluster_size_ - 1;
+    const uint64_t emask = rb.entries_per_block() - 1;
+    uint64_t cur_b = UINT64_MAX;  // the block of the last entry, and its refcounts
+    const uint8_t* blk = nullptr;
     for (uint64_t i = 0; i < l2_entries_; ++i) {
       // The first 8 bytes of an entry, extended or not, hold the standard descriptor.
       const uint64_t raw = load_be64(p + i * l2_entry_bytes_);
@@ -237,12 +270,16 @@ Task<Status> Qcow2Image::fix_copied(RefcountBatch& rb) {
         copied = dec.entry.copied;
       }
       const uint64_t c = host >> cluster_bits_;
-      if (!rb.loaded(c)) {
+      if (const uint64_t b = rb.block_index(c); b != cur_b) {
+        cur_b = b;
+        blk = rb.block_data(b);
+      }
+      if (!blk) {
         missing.push_back(c);
         *complete = false;
         continue;
       }
-      bool want = rb.get(c) == 1;
+      bool want = get_refcount(blk, c & emask, Order) == 1;
       if (want == copied) continue;
       store_be64(p + i * l2_entry_bytes_, want ? (raw | kOflagCopied) : (raw & ~kOflagCopied));
       changed = true;
@@ -250,9 +287,28 @@ Task<Status> Qcow2Image::fix_copied(RefcountBatch& rb) {
     if (changed) st.mark_changed(t);
     return {};
   };
-  for (;;) {
-    CO_ASSIGN_OR_RETURN(bool more, co_await st.next());
-    if (!more) break;
+  auto fix_table = [&](size_t t, bool* complete) -> Status {
+    switch (refcount_order_) {
+      case 0:
+        return fix_table_as(std::integral_constant<uint32_t, 0>{}, t, complete);
+      case 1:
+        return fix_table_as(std::integral_constant<uint32_t, 1>{}, t, complete);
+      case 2:
+        return fix_table_as(std::integral_constant<uint32_t, 2>{}, t, complete);
+      case 3:
+        return fix_table_as(std::integral_constant<uint32_t, 3>{}, t, complete);
+      case 4:
+        return fix_table_as(std::integral_constant<uint32_t, 4>{}, t, complete);
+      case 5:
+        return fix_table_as(std::integral_constant<uint32_t, 5>{}, t, complete);
+      default:
+        return fix_table_as(std::integral_constant<uint32_t, 6>{}, t, complete);
+    }
+  };
+  bool more = true;
+  auto read_and_fix = [&]() -> Task<Status> {
+    CO_ASSIGN_OR_RETURN(more, co_await st.next());
+    if (!more) co_return Status{};
     missing.clear();
     redo.clear();
     for (size_t t = 0; t < st.size(); ++t) {
@@ -267,14 +323,22 @@ Task<Status> Qcow2Image::fix_copied(RefcountBatch& rb) {
         CO_RETURN_IF_ERROR(fix_table(t, &complete));
       }
     }
-    CO_RETURN_IF_ERROR(co_await st.write_changed());
+    co_return Status{};
+  };
+  // A batch's changed tables are written while the next batch is read and fixed (the write
+  // goes to the kernel's workers, the fixing is this thread's).
+  CO_RETURN_IF_ERROR(co_await read_and_fix());
+  while (more) {
+    CO_RETURN_IF_ERROR(co_await both(loop_, st.write_changed(st.slot()), read_and_fix()));
   }
+  CO_RETURN_IF_ERROR(co_await st.write_changed());
   if (new_l1 != l1_) {
     auto raw = encode_l1(new_l1);
     CO_RETURN_IF_ERROR(co_await file_->write(h_.l1_table_offset, raw.data(), raw.size()));
     l1_ = std::move(new_l1);
   }
-  co_return co_await file_->flush();
+  if (durable) CO_RETURN_IF_ERROR(co_await file_->flush());
+  co_return Status{};
 }
 
 Task<Result<SnapshotEntry>> Qcow2Image::snapshot_create(SnapshotEntry sn) {
@@ -323,8 +387,10 @@ Task<Result<SnapshotEntry>> Qcow2Image::snapshot_create(SnapshotEntry sn) {
   }
   CO_RETURN_IF_ERROR(co_await rb.write_dirty());
   CO_RETURN_IF_ERROR(co_await file_->flush());
-  // Refcounts are up and durable: now the active entries lose COPIED.
-  CO_RETURN_IF_ERROR(co_await fix_copied(rb));
+  // Refcounts are up and durable: now the active entries lose COPIED, durably before the
+  // commit (a flag left set on a cluster the committed snapshot shares would let a write in
+  // place change the snapshot).
+  CO_RETURN_IF_ERROR(co_await fix_copied(rb, /*durable=*/true));
 
   uint8_t hdr[12];
   store_be32(hdr, static_cast<uint32_t>(table.size()));
@@ -404,7 +470,10 @@ Task<Status> Qcow2Image::snapshot_apply(size_t index) {
     CO_RETURN_IF_ERROR(co_await rb.load(cl));
     for (uint64_t c : cl) CO_RETURN_IF_ERROR(rb.add(c, -1));
   }
-  CO_RETURN_IF_ERROR(co_await fix_copied(rb));
+  // Nothing but the active tree references what it reaches now: flags set and refcounts lowered
+  // may reach the disk in any order (a crash between leaves leaks, or a clear flag on a
+  // refcount of 1), so one flush at the end covers both.
+  CO_RETURN_IF_ERROR(co_await fix_copied(rb, /*durable=*/false));
   CO_RETURN_IF_ERROR(co_await rb.write_dirty());
   CO_RETURN_IF_ERROR(co_await file_->flush());
   free_cluster_index_ = std::min(free_cluster_index_, rb.lowest_freed());
@@ -454,7 +523,10 @@ Task<Status> Qcow2Image::snapshot_delete(size_t index) {
   add_range(old_off, old_size);
   CO_RETURN_IF_ERROR(co_await rb.load(cl));
   for (uint64_t c : cl) CO_RETURN_IF_ERROR(rb.add(c, -1));
-  CO_RETURN_IF_ERROR(co_await fix_copied(rb));
+  // Nothing but the active tree references what it reaches now: flags set and refcounts lowered
+  // may reach the disk in any order (a crash between leaves leaks, or a clear flag on a
+  // refcount of 1), so one flush at the end covers both.
+  CO_RETURN_IF_ERROR(co_await fix_copied(rb, /*durable=*/false));
   CO_RETURN_IF_ERROR(co_await rb.write_dirty());
   CO_RETURN_IF_ERROR(co_await file_->flush());
   free_cluster_index_ = std::min(free_cluster_index_, rb.lowest_freed());

@@ -1,6 +1,7 @@
 // Coroutine synchronisation on one IoLoop: WaitList (wake every waiter), AsyncMutex (FIFO,
-// hand-off on unlock). Waiters are resumed through the loop's ready queue, never inline, so an
-// unlock never runs someone else's critical section on the caller's stack.
+// hand-off on unlock), both() (two tasks at once, joined). Waiters are resumed through the loop's
+// ready queue, never inline, so an unlock never runs someone else's critical section on the
+// caller's stack.
 //
 // Thread-safety: one IoLoop thread.
 #pragma once
@@ -11,6 +12,8 @@
 #include <vector>
 
 #include "img/io_loop.h"
+#include "img/status.h"
+#include "img/task.h"
 
 namespace img {
 
@@ -93,5 +96,27 @@ class AsyncMutex {
   bool locked_ = false;
   std::deque<std::coroutine_handle<>> waiters_;
 };
+
+// Runs a and b at the same time (a is started first, in the background; b is awaited) and
+// returns once both have finished: never earlier, so neither outlives the caller's frame or
+// what it references, even when one fails. The result is a's error if a failed, else b's.
+inline Task<Status> both(IoLoop& loop, Task<Status> a, Task<Status> b) {
+  struct Join {
+    explicit Join(IoLoop& l) : done_list(l) {}
+    Status status;
+    bool done = false;
+    WaitList done_list;
+  };
+  Join j(loop);
+  loop.spawn([](Task<Status> t, Join* j) -> Task<void> {
+    j->status = co_await std::move(t);
+    j->done = true;
+    j->done_list.notify_all();
+  }(std::move(a), &j));
+  Status sb = co_await std::move(b);
+  while (!j.done) co_await j.done_list.wait();
+  if (!j.status) co_return std::move(j.status);
+  co_return sb;
+}
 
 }  // namespace img
