@@ -16,6 +16,7 @@
 #include <memory>
 #include <vector>
 
+#include "img/bytes.h"
 #include "img/file.h"
 #include "img/status.h"
 #include "img/task.h"
@@ -108,6 +109,13 @@ class RefcountBatch {
   mutable Block* last_block_ = nullptr;  // by_index_[last_index_] when last looked up
   uint64_t lowest_freed_ = UINT64_MAX;
 };
+
+// An L1 table (host-endian entries) as it is stored: big-endian, 8 bytes an entry.
+inline std::vector<uint8_t> encode_l1(const std::vector<uint64_t>& l1) {
+  std::vector<uint8_t> raw(l1.size() * 8);
+  for (size_t i = 0; i < l1.size(); ++i) store_be64(&raw[i * 8], l1[i]);
+  return raw;
+}
 
 class L2Stream {
  public:
